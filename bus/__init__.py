@@ -1,0 +1,15 @@
+"""The bus: one small interface, an in-memory and a Kafka backend, and the runtime that hosts agents."""
+
+from bus.base import Bus, BusError, Message, MessageHandler, Subscription, TopicPartition, TopicSpec
+from bus.memory import MemoryBus
+
+__all__ = [
+    "Bus",
+    "BusError",
+    "MemoryBus",
+    "Message",
+    "MessageHandler",
+    "Subscription",
+    "TopicPartition",
+    "TopicSpec",
+]

@@ -1,0 +1,119 @@
+"""The bus interface: publish bytes to topics, consume them under consumer groups.
+
+A backend delivers each message to one member of each subscribed group and
+calls its handler. Returning from the handler acknowledges the message; the
+backend commits a partition's offset only up to the first message not yet
+acknowledged, so anything unacknowledged when a member stops or crashes is
+redelivered to whichever member takes the partition over (at-least-once).
+Messages with the same key go to one partition and, within a member, are
+handled one after another in log order; different keys run concurrently up
+to `max_in_flight`, and fetching pauses while that many are in flight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One record on a topic. `partition` and `offset` are set on consumed messages."""
+
+    topic: str
+    value: bytes
+    key: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    partition: int | None = None
+    offset: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TopicPartition:
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic to create: its partition count and broker-side config (retention, ...)."""
+
+    name: str
+    partitions: int = 1
+    replication_factor: int = 1
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+MessageHandler = Callable[[Message], Awaitable[None]]
+
+
+class BusError(Exception):
+    """The broker could not be reached or refused an operation."""
+
+
+@runtime_checkable
+class Subscription(Protocol):
+    group: str
+    topics: tuple[str, ...]
+
+    @property
+    def assignment(self) -> frozenset[TopicPartition]:
+        """Partitions this member owns right now."""
+        ...
+
+    @property
+    def in_flight(self) -> int: ...
+
+    async def stop(self, drain_timeout: float = 30.0) -> None:
+        """Stop fetching, let in-flight handlers finish (cancelled after `drain_timeout`),
+        commit what was acknowledged, and leave the group."""
+        ...
+
+
+@runtime_checkable
+class Bus(Protocol):
+    @property
+    def connected(self) -> bool: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None:
+        """Stop every subscription (draining it) and close connections."""
+        ...
+
+    async def create_topics(self, specs: Sequence[TopicSpec]) -> None:
+        """Create missing topics; existing ones are left as they are."""
+        ...
+
+    async def publish(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Return once the broker has acknowledged the message (acks=all on Kafka)."""
+        ...
+
+    async def subscribe(
+        self,
+        topics: Sequence[str],
+        *,
+        group: str,
+        handler: MessageHandler,
+        max_in_flight: int = 64,
+    ) -> Subscription:
+        """Join `group` on `topics`; return once the member is running."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...

@@ -1,0 +1,163 @@
+"""What both backends share between fetching and committing.
+
+`OffsetTracker` knows, per partition, which fetched offsets are acknowledged
+and therefore how far it is safe to commit. `KeyedDispatcher` runs handlers
+concurrently across keys, one at a time per key in arrival order, and blocks
+`submit` while `max_in_flight` messages are unfinished (backpressure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from bus.base import Message, MessageHandler, TopicPartition
+
+log = logging.getLogger(__name__)
+
+
+class OffsetTracker:
+    """Per partition: the next offset that is safe to commit.
+
+    Acknowledgements can arrive out of order (different keys run
+    concurrently); the commit point only moves over a contiguous run of
+    acknowledged offsets, so a crash never skips an unfinished message.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[TopicPartition, deque[int]] = {}
+        self._acked: dict[TopicPartition, set[int]] = {}
+        self._commit_point: dict[TopicPartition, int] = {}
+
+    def start(self, tp: TopicPartition, position: int) -> None:
+        self._pending[tp] = deque()
+        self._acked[tp] = set()
+        self._commit_point[tp] = position
+
+    def forget(self, tp: TopicPartition) -> None:
+        self._pending.pop(tp, None)
+        self._acked.pop(tp, None)
+        self._commit_point.pop(tp, None)
+
+    def fetched(self, tp: TopicPartition, offset: int) -> None:
+        self._pending[tp].append(offset)
+
+    def acked(self, tp: TopicPartition, offset: int) -> None:
+        pending = self._pending.get(tp)
+        if pending is None:
+            return
+        acked = self._acked[tp]
+        acked.add(offset)
+        while pending and pending[0] in acked:
+            done = pending.popleft()
+            acked.discard(done)
+            self._commit_point[tp] = done + 1
+
+    def commit_point(self, tp: TopicPartition) -> int | None:
+        return self._commit_point.get(tp)
+
+    def commit_points(self) -> dict[TopicPartition, int]:
+        return dict(self._commit_point)
+
+    def unfinished(self, tp: TopicPartition) -> int:
+        pending = self._pending.get(tp)
+        return len(pending) if pending else 0
+
+
+class KeyedDispatcher:
+    """Runs `handler` per message: sequential per key, concurrent across keys, bounded."""
+
+    def __init__(
+        self,
+        handler: MessageHandler,
+        *,
+        max_in_flight: int,
+        on_done: Callable[[Message], None],
+        on_error: Callable[[Message, BaseException], None] | None = None,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self._handler = handler
+        self._on_done = on_done
+        self._on_error = on_error
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._lanes: dict[str | None, deque[Message]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def submit(self, message: Message) -> None:
+        await self._slots.acquire()
+        self._in_flight += 1
+        self._idle.clear()
+        lane_key = message.key if message.key is not None else f"\0{message.partition}:{message.offset}"
+        lane = self._lanes.get(lane_key)
+        if lane is not None:
+            lane.append(message)
+            return
+        self._lanes[lane_key] = deque((message,))
+        task = asyncio.create_task(self._run_lane(lane_key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_lane(self, lane_key: str | None) -> None:
+        lane = self._lanes[lane_key]
+        try:
+            while lane:
+                message = lane[0]
+                try:
+                    await self._handler(message)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the message stays unacknowledged and is redelivered
+                    log.exception("handler failed on %s[%s]@%s", message.topic, message.partition, message.offset)
+                    if self._on_error is not None:
+                        self._on_error(message, exc)
+                else:
+                    self._on_done(message)
+                lane.popleft()
+                self._release()
+        finally:
+            if self._lanes.get(lane_key) is lane:
+                del self._lanes[lane_key]
+            for _ in lane:
+                self._release()
+            lane.clear()
+
+    def _release(self) -> None:
+        self._in_flight -= 1
+        self._slots.release()
+        if self._in_flight == 0:
+            self._idle.set()
+
+    def drop_partitions(self, partitions: Iterable[TopicPartition]) -> None:
+        """Forget queued (not yet started) messages of revoked partitions; they will be redelivered."""
+        gone = set(partitions)
+        for lane in self._lanes.values():
+            keep = [m for i, m in enumerate(lane) if i == 0 or TopicPartition(m.topic, m.partition or 0) not in gone]
+            dropped = len(lane) - len(keep)
+            if dropped:
+                lane.clear()
+                lane.extend(keep)
+                for _ in range(dropped):
+                    self._release()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait for in-flight work; cancel what is left after `timeout`. True if all finished."""
+        if self._in_flight == 0:
+            return True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            return False

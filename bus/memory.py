@@ -1,0 +1,259 @@
+"""The embedded bus: Kafka's semantics in one process, nothing to install.
+
+Topics are partitioned logs; a key always maps to the same partition.
+Every consumer group sees every message; inside a group each partition has
+exactly one member, and partitions are reassigned when members join or
+leave. Offsets are committed per group as handlers acknowledge, so a member
+that stops without finishing its messages leaves them to the next owner.
+`run_until_idle()` makes tests deterministic: it returns when every group
+has acknowledged everything published to the topics it reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import zlib
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Self
+
+from bus.base import Message, MessageHandler, TopicPartition, TopicSpec
+from bus.dispatch import KeyedDispatcher, OffsetTracker
+
+
+class _Topic:
+    def __init__(self, name: str, partitions: int) -> None:
+        self.name = name
+        self.logs: list[list[Message]] = [[] for _ in range(partitions)]
+        self._round_robin = itertools.cycle(range(partitions))
+
+    def partition_for(self, key: str | None) -> int:
+        if key is None:
+            return next(self._round_robin)
+        return zlib.crc32(key.encode()) % len(self.logs)
+
+
+class _Group:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.members: list[MemorySubscription] = []
+        self.committed: dict[TopicPartition, int] = {}
+
+
+class MemoryBus:
+    """In-process implementation of `bus.base.Bus`."""
+
+    def __init__(self, *, default_partitions: int = 4) -> None:
+        self.default_partitions = default_partitions
+        self._topics: dict[str, _Topic] = {}
+        self._groups: dict[str, _Group] = {}
+        self._started = False
+
+    @property
+    def connected(self) -> bool:
+        return self._started
+
+    async def start(self) -> None:
+        self._started = True
+
+    async def stop(self) -> None:
+        for group in list(self._groups.values()):
+            for member in list(group.members):
+                await member.stop()
+        self._started = False
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def create_topics(self, specs: Sequence[TopicSpec]) -> None:
+        for spec in specs:
+            if spec.name not in self._topics:
+                self._topics[spec.name] = _Topic(spec.name, spec.partitions)
+        self._rebalance_all()
+
+    def partitions_of(self, topic: str) -> int:
+        return len(self._topic(topic).logs)
+
+    def messages(self, topic: str) -> list[Message]:
+        """Everything ever published to `topic`, partition by partition (for tests and tools)."""
+        return [m for log in self._topic(topic).logs for m in log]
+
+    async def publish(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if not self._started:
+            raise RuntimeError("MemoryBus is not started")
+        created = topic not in self._topics
+        log_topic = self._topic(topic)
+        partition = log_topic.partition_for(key)
+        log = log_topic.logs[partition]
+        log.append(Message(topic, value, key, dict(headers or {}), partition, len(log)))
+        if created:
+            self._rebalance_all()
+        self._wake(topic)
+
+    async def subscribe(
+        self,
+        topics: Sequence[str],
+        *,
+        group: str,
+        handler: MessageHandler,
+        max_in_flight: int = 64,
+    ) -> MemorySubscription:
+        for topic in topics:
+            self._topic(topic)
+        member = MemorySubscription(self, self._groups.setdefault(group, _Group(group)), tuple(topics), handler, max_in_flight)
+        member.group_state.members.append(member)
+        self._rebalance(member.group_state)
+        member.start()
+        return member
+
+    async def run_until_idle(self, timeout: float = 30.0) -> None:
+        """Wait until every group has acknowledged every message on the topics it reads."""
+        async with asyncio.timeout(timeout):
+            while not self._idle():
+                await asyncio.sleep(0.001)
+
+    def _idle(self) -> bool:
+        for group in self._groups.values():
+            if any(member.in_flight for member in group.members):
+                return False
+            topics = {t for member in group.members for t in member.topics}
+            for topic in topics:
+                for partition, log in enumerate(self._topics[topic].logs):
+                    if group.committed.get(TopicPartition(topic, partition), 0) < len(log):
+                        return False
+        return True
+
+    def _topic(self, name: str) -> _Topic:
+        topic = self._topics.get(name)
+        if topic is None:
+            topic = self._topics[name] = _Topic(name, self.default_partitions)
+        return topic
+
+    def _rebalance_all(self) -> None:
+        for group in self._groups.values():
+            self._rebalance(group)
+
+    def _rebalance(self, group: _Group) -> None:
+        """Round-robin each subscribed topic's partitions over the members reading it."""
+        wanted: dict[MemorySubscription, set[TopicPartition]] = {m: set() for m in group.members}
+        topics = sorted({t for m in group.members for t in m.topics})
+        for topic in topics:
+            readers = [m for m in group.members if topic in m.topics]
+            for partition in range(len(self._topics[topic].logs)):
+                wanted[readers[partition % len(readers)]].add(TopicPartition(topic, partition))
+        for member, partitions in wanted.items():
+            member.assign(frozenset(partitions))
+
+    def _wake(self, topic: str | None = None) -> None:
+        for group in self._groups.values():
+            for member in group.members:
+                if topic is None or topic in member.topics:
+                    member.wake()
+
+    def _leave(self, member: MemorySubscription) -> None:
+        group = member.group_state
+        if member in group.members:
+            group.members.remove(member)
+            self._rebalance(group)
+
+
+class MemorySubscription:
+    """One member of a consumer group on the memory bus."""
+
+    def __init__(
+        self,
+        bus: MemoryBus,
+        group: _Group,
+        topics: tuple[str, ...],
+        handler: MessageHandler,
+        max_in_flight: int,
+    ) -> None:
+        self._bus = bus
+        self.group_state = group
+        self.group = group.name
+        self.topics = topics
+        self._offsets = OffsetTracker()
+        self._positions: dict[TopicPartition, int] = {}
+        self._assignment: frozenset[TopicPartition] = frozenset()
+        self._dispatcher = KeyedDispatcher(handler, max_in_flight=max_in_flight, on_done=self._acked)
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def assignment(self) -> frozenset[TopicPartition]:
+        return self._assignment
+
+    @property
+    def in_flight(self) -> int:
+        return self._dispatcher.in_flight
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._fetch_loop(), name=f"memory-bus:{self.group}")
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    def assign(self, partitions: frozenset[TopicPartition]) -> None:
+        revoked = self._assignment - partitions
+        if revoked:
+            self._dispatcher.drop_partitions(revoked)
+        for tp in revoked:
+            self._offsets.forget(tp)
+            self._positions.pop(tp, None)
+        for tp in partitions - self._assignment:
+            position = self.group_state.committed.get(tp, 0)
+            self._positions[tp] = position
+            self._offsets.start(tp, position)
+        self._assignment = partitions
+        self.wake()
+
+    async def stop(self, drain_timeout: float = 30.0) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._dispatcher.drain(drain_timeout)
+        self._bus._leave(self)  # noqa: SLF001 - the member and its bus are one unit
+
+    def _acked(self, message: Message) -> None:
+        tp = TopicPartition(message.topic, message.partition or 0)
+        if tp not in self._assignment:
+            return
+        self._offsets.acked(tp, message.offset or 0)
+        point = self._offsets.commit_point(tp)
+        if point is not None and point > self.group_state.committed.get(tp, 0):
+            self.group_state.committed[tp] = point
+
+    async def _fetch_loop(self) -> None:
+        while True:
+            self._wakeup.clear()
+            fetched = False
+            for tp in list(self._assignment):
+                log = self._bus._topics[tp.topic].logs[tp.partition]  # noqa: SLF001
+                position = self._positions.get(tp)
+                while position is not None and position < len(log) and tp in self._assignment:
+                    message = log[position]
+                    self._positions[tp] = position + 1
+                    self._offsets.fetched(tp, position)
+                    fetched = True
+                    await self._dispatcher.submit(message)
+                    position = self._positions.get(tp)
+            if not fetched:
+                await self._wakeup.wait()

@@ -1,0 +1,41 @@
+"""Typed events: the envelope every event shares, and relaychain's public events."""
+
+from schemas.envelope import SCHEMA_VERSION, DeadLetter, Error, Event, StepRecord, derived_id, new_id
+from schemas.events import (
+    ANSWERS,
+    PUBLIC_EVENTS,
+    Blocked,
+    ChatMessage,
+    Job,
+    Money,
+    ModerationOutcome,
+    Request,
+    RequestOptions,
+    Response,
+    RetrievedChunk,
+    StepUsage,
+    Usage,
+)
+
+__all__ = [
+    "ANSWERS",
+    "PUBLIC_EVENTS",
+    "SCHEMA_VERSION",
+    "Blocked",
+    "ChatMessage",
+    "DeadLetter",
+    "Error",
+    "Event",
+    "Job",
+    "Money",
+    "ModerationOutcome",
+    "Request",
+    "RequestOptions",
+    "Response",
+    "RetrievedChunk",
+    "StepRecord",
+    "StepUsage",
+    "Usage",
+    "derived_id",
+    "new_id",
+]

@@ -1,0 +1,115 @@
+"""The fields every event carries, whatever its type.
+
+An event is the unit the bus moves and agents handle. Its identity (`id`) is
+what agents deduplicate on; its correlation (`request_id`, `conversation_id`)
+is what callers match answers with; its `slip` is the ordered list of steps
+still to run, so no central orchestrator is needed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+"""The newest event schema this code understands; newer events are dead-lettered, not guessed at."""
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def derived_id(parent_id: str, salt: str) -> str:
+    """A stable id for an event derived from another one.
+
+    A redelivered input re-run by a restarted worker yields outputs with the
+    same ids as the first run, so every downstream consumer can drop them.
+    """
+    return uuid.uuid5(uuid.NAMESPACE_OID, f"{parent_id}/{salt}").hex
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class StepRecord(BaseModel):
+    """One finished step on the slip and the agent that ran it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    step: str
+    agent: str
+
+
+class Event(BaseModel):
+    """Base of every event on the bus. Subclasses pin `type` with a Literal."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(default_factory=new_id, description="Unique event id; agents are idempotent on it.")
+    type: str
+    schema_version: int = SCHEMA_VERSION
+    request_id: str = Field(default_factory=new_id, description="Correlation id of the request this event belongs to.")
+    conversation_id: str | None = None
+    business: str = ""
+    created_at: datetime = Field(default_factory=utc_now)
+    attempt: int = Field(default=0, ge=0, description="Delivery attempts already made for this event.")
+    slip: tuple[str, ...] = Field(default=(), description="Steps still to run, the current one first.")
+    results: tuple[StepRecord, ...] = Field(default=(), description="Steps already run, oldest first.")
+
+    @property
+    def key(self) -> str:
+        """Partition key: one conversation's turns keep their order."""
+        return self.conversation_id or self.request_id
+
+    @property
+    def current_step(self) -> str | None:
+        return self.slip[0] if self.slip else None
+
+    def advance(self, agent: str, **updates: Any) -> Self:
+        """This event with its current step done: the step moves from `slip` to `results`."""
+        if not self.slip:
+            raise ValueError(f"{self.type} event {self.id} has no step left to advance")
+        record = StepRecord(step=self.slip[0], agent=agent)
+        return self.model_copy(update={**updates, "slip": self.slip[1:], "results": (*self.results, record)})
+
+    def reply(self, event_type: type[E], **fields: Any) -> E:
+        """A new event of `event_type` correlated with this one (same request, conversation, business)."""
+        return event_type(
+            request_id=self.request_id,
+            conversation_id=self.conversation_id,
+            business=self.business,
+            **fields,
+        )
+
+
+E = TypeVar("E", bound=Event)
+
+
+class Error(Event):
+    """A request that could not be answered; the caller still gets this."""
+
+    type: Literal["error"] = "error"
+    code: str = Field(description="Stable machine-readable code, e.g. `unknown_business`.")
+    message: str
+    agent: str
+    step: str | None = None
+    retryable: bool = False
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeadLetter(Event):
+    """A message no agent could handle, kept whole with the reason."""
+
+    type: Literal["dead_letter"] = "dead_letter"
+    reason: str = Field(description="Stable code: undecodable, unknown_type, schema_too_new, retries_exhausted, handler_crashed.")
+    error: str
+    agent: str
+    source_topic: str
+    source_partition: int | None = None
+    source_offset: int | None = None
+    original: str = Field(description="The original message value, decoded as UTF-8 with replacement.")
+    original_headers: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,134 @@
+"""The public events of relaychain and the job that travels along a slip."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.envelope import DeadLetter, Error, Event
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+    name: str | None = None
+
+
+class RequestOptions(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_tokens: int | None = Field(default=None, gt=0)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    stream: bool = False
+    timeout_s: float | None = Field(default=None, gt=0)
+
+
+class Request(Event):
+    """What a publisher puts on the requests topic."""
+
+    type: Literal["request"] = "request"
+    model: str | None = Field(default=None, description="Model hint; used when the business allows it.")
+    input: str | None = None
+    messages: tuple[ChatMessage, ...] = ()
+    vars: dict[str, Any] = Field(default_factory=dict, description="Template variables: data, never template code.")
+    options: RequestOptions = RequestOptions()
+
+    @model_validator(mode="after")
+    def _has_input(self) -> Request:
+        if self.input is None and not self.messages:
+            raise ValueError("a request needs `input` or `messages`")
+        return self
+
+
+class Money(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    amount: Decimal
+    currency: str
+
+
+class StepUsage(BaseModel):
+    """Tokens and price of one model call."""
+
+    model_config = ConfigDict(frozen=True)
+
+    step: str
+    model: str
+    input_tokens: int = Field(ge=0)
+    output_tokens: int = Field(ge=0)
+    input_cost: Decimal = Decimal(0)
+    output_cost: Decimal = Decimal(0)
+    currency: str = "USD"
+    latency_ms: float = 0.0
+
+    @property
+    def cost(self) -> Decimal:
+        return self.input_cost + self.output_cost
+
+
+class RetrievedChunk(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    source: str
+    location: str = ""
+    score: float
+
+
+class ModerationOutcome(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    stage: Literal["input", "output"]
+    action: Literal["pass", "flag", "mask", "block"]
+    counts: dict[str, int] = Field(default_factory=dict, description="Matches per category; never the words.")
+
+
+class Job(Event):
+    """A routed request on its way along the slip; each step adds to it."""
+
+    type: Literal["job"] = "job"
+    request: Request
+    model: str
+    prompt: tuple[ChatMessage, ...] = ()
+    history: tuple[ChatMessage, ...] = ()
+    context: tuple[RetrievedChunk, ...] = ()
+    outputs: dict[str, str] = Field(default_factory=dict, description="Text output of each generate step by name.")
+    usage: tuple[StepUsage, ...] = ()
+    moderation: tuple[ModerationOutcome, ...] = ()
+    result: dict[str, Any] | None = None
+    reasks: int = 0
+
+
+class Response(Event):
+    """The answer to a request: validated output, what it cost, how it went."""
+
+    type: Literal["response"] = "response"
+    model: str
+    output: dict[str, Any]
+    usage: tuple[StepUsage, ...] = ()
+    cost: tuple[Money, ...] = ()
+    moderation: tuple[ModerationOutcome, ...] = ()
+    trace_id: str | None = None
+
+
+class Blocked(Event):
+    """A request or answer stopped by moderation; names categories, never the words."""
+
+    type: Literal["blocked"] = "blocked"
+    stage: Literal["input", "output"]
+    categories: tuple[str, ...]
+
+
+class Usage(Event):
+    """One model call's tokens and price, for the cost ledger (off the critical path)."""
+
+    type: Literal["usage"] = "usage"
+    usage: StepUsage
+
+
+PUBLIC_EVENTS: tuple[type[Event], ...] = (Request, Job, Response, Error, Blocked, Usage, DeadLetter)
+ANSWERS: tuple[type[Event], ...] = (Response, Error, Blocked)
