@@ -1,0 +1,58 @@
+"""Events to bytes and back, with orjson, and the reasons a message cannot be decoded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from pydantic import TypeAdapter, ValidationError
+
+from schemas.envelope import SCHEMA_VERSION, DeadLetter, Error, Event
+
+CONTENT_TYPE = "application/json"
+
+
+class UndecodableMessage(Exception):
+    """A message that is not an event this consumer understands; `reason` is a stable code."""
+
+    def __init__(self, reason: str, detail: str, raw: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.raw = raw
+
+
+class EventCodec:
+    """Knows the event types of one deployment; every message decodes to one of them or raises."""
+
+    def __init__(self, event_types: Iterable[type[Event]]) -> None:
+        types = {t.model_fields["type"].default: t for t in (*event_types, Error, DeadLetter)}
+        self._types: dict[str, type[Event]] = types
+        self._adapters = {name: TypeAdapter(t) for name, t in types.items()}
+
+    @property
+    def types(self) -> dict[str, type[Event]]:
+        return dict(self._types)
+
+    def encode(self, event: Event) -> bytes:
+        return orjson.dumps(event.model_dump(mode="json"))
+
+    def decode(self, value: bytes) -> Event:
+        try:
+            raw: Any = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise UndecodableMessage("undecodable", f"not JSON ({exc})") from None
+        if not isinstance(raw, dict):
+            raise UndecodableMessage("undecodable", f"expected a JSON object, got {type(raw).__name__}")
+        version = raw.get("schema_version", SCHEMA_VERSION)
+        if isinstance(version, int) and version > SCHEMA_VERSION:
+            raise UndecodableMessage("schema_too_new", f"schema_version {version} > supported {SCHEMA_VERSION}", raw)
+        event_type = raw.get("type")
+        adapter = self._adapters.get(event_type) if isinstance(event_type, str) else None
+        if adapter is None:
+            raise UndecodableMessage("unknown_type", f"unknown event type {event_type!r}", raw)
+        try:
+            return adapter.validate_python(raw)
+        except ValidationError as exc:
+            raise UndecodableMessage("invalid_event", str(exc), raw) from None

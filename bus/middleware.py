@@ -1,0 +1,66 @@
+"""Hooks around consuming and publishing; tracing and metrics plug in here, the bus stays ignorant of them."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bus.base import Message
+from schemas.envelope import Event
+
+
+@dataclass(slots=True)
+class HandleContext:
+    """What a consume hook may know about the message being handled; `outcome` is set by the runtime."""
+
+    agent: str
+    group: str
+    message: Message
+    event: Event | None = None
+    outcome: str = "ok"
+    attempts: int = 0
+    error_code: str | None = None
+    emitted: list[Event] = field(default_factory=list)
+
+    @property
+    def step(self) -> str | None:
+        return self.event.current_step if self.event is not None else None
+
+
+ConsumeNext = Callable[[], Awaitable[None]]
+PublishNext = Callable[[Message], Awaitable[None]]
+
+
+class Middleware(Protocol):
+    async def consume(self, call_next: ConsumeNext, ctx: HandleContext) -> None: ...
+
+    async def publish(self, call_next: PublishNext, message: Message) -> None: ...
+
+
+def chain_consume(middlewares: Sequence[Middleware], ctx: HandleContext, last: ConsumeNext) -> ConsumeNext:
+    call = last
+    for middleware in reversed(middlewares):
+        call = _bind_consume(middleware, call, ctx)
+    return call
+
+
+def chain_publish(middlewares: Sequence[Middleware], last: PublishNext) -> PublishNext:
+    call = last
+    for middleware in reversed(middlewares):
+        call = _bind_publish(middleware, call)
+    return call
+
+
+def _bind_consume(middleware: Middleware, call_next: ConsumeNext, ctx: HandleContext) -> ConsumeNext:
+    async def call() -> None:
+        await middleware.consume(call_next, ctx)
+
+    return call
+
+
+def _bind_publish(middleware: Middleware, call_next: PublishNext) -> PublishNext:
+    async def call(message: Message) -> None:
+        await middleware.publish(call_next, message)
+
+    return call

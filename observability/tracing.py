@@ -1,0 +1,59 @@
+"""Tracing as bus middleware: one span per handled event, the W3C trace context in message headers."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from bus.base import Message
+from bus.middleware import ConsumeNext, HandleContext, PublishNext
+
+_FAILED = frozenset({"error", "dead_lettered"})
+
+
+class TracingMiddleware:
+    """Spans are named `<agent> <step>`; a consumed message's `traceparent` header is the parent."""
+
+    def __init__(self, tracer_provider: TracerProvider) -> None:
+        self._tracer = tracer_provider.get_tracer("relaychain")
+        self._propagator = TraceContextTextMapPropagator()
+
+    async def consume(self, call_next: ConsumeNext, ctx: HandleContext) -> None:
+        parent = self._propagator.extract(ctx.message.headers)
+        event = ctx.event
+        step = ctx.step or ctx.message.topic
+        attributes: dict[str, str | int] = {
+            "messaging.system": "relaychain",
+            "messaging.destination.name": ctx.message.topic,
+            "messaging.consumer.group.name": ctx.group,
+            "relaychain.agent": ctx.agent,
+            "relaychain.step": step,
+        }
+        if ctx.message.partition is not None:
+            attributes["messaging.destination.partition.id"] = str(ctx.message.partition)
+        if ctx.message.offset is not None:
+            attributes["messaging.kafka.offset"] = ctx.message.offset
+        if event is not None:
+            attributes |= {
+                "relaychain.event.id": event.id,
+                "relaychain.event.type": event.type,
+                "relaychain.request.id": event.request_id,
+                "relaychain.business": event.business,
+            }
+        with self._tracer.start_as_current_span(
+            f"{ctx.agent} {step}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+        ) as span:
+            await call_next()
+            span.set_attribute("relaychain.outcome", ctx.outcome)
+            span.set_attribute("relaychain.attempts", ctx.attempts)
+            if ctx.outcome in _FAILED:
+                span.set_status(Status(StatusCode.ERROR, ctx.error_code))
+            if ctx.error_code is not None:
+                span.set_attribute("error.type", ctx.error_code)
+
+    async def publish(self, call_next: PublishNext, message: Message) -> None:
+        headers = dict(message.headers)
+        self._propagator.inject(headers)
+        await call_next(replace(message, headers=headers))
