@@ -1,0 +1,27 @@
+"""Shared fixtures. Each section belongs to the issue named in its header; append, never remove."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+
+# --- PostgreSQL (issue 4) ---------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A PostgreSQL 16 server with pgvector: CI's (`RELAYCHAIN_TEST_POSTGRES`) or one started for this session."""
+    dsn = os.environ.get("RELAYCHAIN_TEST_POSTGRES")
+    if dsn:
+        yield dsn
+        return
+    from tests.support.postgres import start
+
+    server = start()
+    try:
+        yield server.dsn
+    finally:
+        server.stop()
