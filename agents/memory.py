@@ -1,0 +1,130 @@
+"""The memory agent: conversation history in the prompt, and the finished turn back into the store.
+
+`memory.load` puts the business's recall of the conversation (see
+`agents.memory_policies`) into `job.history`: the running summary as a system
+message, then the verbatim turns. Under the `summary` policy, turns that no
+longer fit the budget are folded into the summary by an injected summariser
+(the composition root backs it with the generator's model pool); the call is
+priced like any other, as a `Usage` event and a line in `job.usage`, and the
+summary is stored so it survives restarts and is never recomputed for the
+same turns.
+
+`memory.save` sits after moderation and formatting on the slip, so only an
+answered, clean, valid turn reaches it; a failed or blocked request never
+gets here and is never remembered. The save is idempotent on the event id.
+Events are keyed by conversation id, so one conversation's loads and saves
+arrive in order at one worker.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+
+from opentelemetry import trace
+
+from agents.memory_policies import Recall, Summariser, TextCounter, plan_recall
+from agents.stores.history import ConversationStore, Summary, Turn
+from bus.errors import AgentError
+from schemas import Event, Job, StepUsage, Usage
+from schemas.config import AppConfig, BusinessConfig, MemoryPolicy
+
+__all__ = ["MemoryAgent"]
+
+SUMMARY_STEP = "memory.summary"
+
+
+class MemoryAgent:
+    name = "memory"
+
+    def __init__(
+        self,
+        config: AppConfig,
+        store: ConversationStore,
+        *,
+        counter_for: Callable[[str], TextCounter] | None = None,
+        summarise: Summariser | None = None,
+    ) -> None:
+        """`counter_for(model_name)` gives the model's token counter (tokens and summary policies);
+        `summarise` writes summaries (summary policy). Missing ones fail here, at start-up."""
+        kinds = {business.memory.kind for business in config.businesses.values()}
+        if kinds & {"tokens", "summary"} and counter_for is None:
+            raise ValueError("a business uses a token-budget memory policy but no counter_for was given")
+        if "summary" in kinds and summarise is None:
+            raise ValueError("a business uses the summary memory policy but no summariser was given")
+        self._config = config
+        self._store = store
+        self._counter_for = counter_for
+        self._summarise = summarise
+
+    async def handle(self, event: Event) -> Sequence[Event]:
+        if not isinstance(event, Job):
+            raise AgentError("unexpected_event", f"memory handles jobs, not {event.type} events")
+        business = self._business(event)
+        match event.current_step:
+            case "memory.load":
+                return await self._load(event, business.memory)
+            case "memory.save":
+                return await self._save(event, business.memory)
+            case step:
+                raise AgentError("unknown_step", f"memory has no step {step!r}", details={"step": step})
+
+    async def _load(self, job: Job, policy: MemoryPolicy) -> Sequence[Event]:
+        if job.conversation_id is None or policy.kind == "none":
+            return [job.advance(self.name)]
+        turns = await self._store.load(job.conversation_id)
+        summary = await self._store.get_summary(job.conversation_id) if policy.kind == "summary" else None
+        counter = self._counter_for(job.model) if self._counter_for is not None else None
+        recall = plan_recall(policy, turns, summary=summary, counter=counter)
+        usage: tuple[StepUsage, ...] = ()
+        if recall.overflow:
+            recall, usage = await self._fold(job.conversation_id, policy, recall)
+        span = trace.get_current_span()
+        span.set_attribute("relaychain.memory.turns_stored", len(turns))
+        span.set_attribute("relaychain.memory.turns_recalled", len(recall.turns))
+        span.set_attribute("relaychain.memory.summarised", recall.summary is not None)
+        forwarded = job.advance(self.name, history=recall.messages(), usage=(*job.usage, *usage))
+        return [forwarded, *(job.reply(Usage, usage=line) for line in usage)]
+
+    async def _fold(
+        self, conversation_id: str, policy: MemoryPolicy, recall: Recall
+    ) -> tuple[Recall, tuple[StepUsage, ...]]:
+        """Fold the overflowing turns into the summary, store it, and recall with the new summary."""
+        assert self._summarise is not None and policy.summary_model is not None  # checked at construction
+        previous = recall.summary
+        result = await self._summarise(policy.summary_model, recall.overflow, previous.text if previous else None)
+        covered = (previous.turns_covered if previous else 0) + len(recall.overflow)
+        summary = Summary(text=result.text, turns_covered=covered)
+        await self._store.set_summary(conversation_id, summary)
+        usage = result.usage.model_copy(update={"step": SUMMARY_STEP})
+        return Recall(turns=recall.turns, summary=summary), (usage,)
+
+    async def _save(self, job: Job, policy: MemoryPolicy) -> Sequence[Event]:
+        if job.conversation_id is None or policy.kind == "none":
+            return [job.advance(self.name)]
+        turn = Turn(user=_user_text(job), assistant=_answer_text(job))
+        await self._store.append(job.conversation_id, turn, event_id=job.id)
+        return [job.advance(self.name)]
+
+    def _business(self, job: Job) -> BusinessConfig:
+        business = self._config.businesses.get(job.business)
+        if business is None:
+            raise AgentError("unknown_business", f"no business {job.business!r}", details={"business": job.business})
+        return business
+
+
+def _user_text(job: Job) -> str:
+    request = job.request
+    if request.input is not None:
+        return request.input
+    user_messages = [message.content for message in request.messages if message.role == "user"]
+    return user_messages[-1] if user_messages else request.messages[-1].content
+
+
+def _answer_text(job: Job) -> str:
+    """The formatted result as JSON text, else the last generate step's output."""
+    if job.result is not None:
+        return json.dumps(job.result, ensure_ascii=False)
+    if job.outputs:
+        return list(job.outputs.values())[-1]
+    raise AgentError("memory_no_answer", "memory.save reached with no formatted result and no generated output")

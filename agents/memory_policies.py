@@ -1,0 +1,123 @@
+"""Memory policies: which of a conversation's turns go into the prompt, and which get summarised.
+
+The policies are pure: given all turns (oldest first), the stored summary and
+a token counter, `plan_recall` says which turns are kept verbatim and which
+older turns must be folded into the summary. The memory agent does the I/O
+(the store, the summarising model call).
+
+- `none`: nothing.
+- `full`: every turn.
+- `window`: the last `turns` turns.
+- `tokens`: the newest turns whose tokens together fit `max_tokens`; the
+  first (newest-to-oldest) turn that does not fit ends the window, so the
+  kept turns are always a contiguous suffix of the conversation.
+- `summary`: like `tokens` over the turns the summary does not cover yet;
+  the rest of those turns overflow into the summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from agents.stores.history import Summary, Turn
+from schemas import ChatMessage, StepUsage
+from schemas.config import MemoryPolicy
+
+__all__ = [
+    "Recall",
+    "SummaryResult",
+    "Summariser",
+    "TextCounter",
+    "plan_recall",
+    "turn_tokens",
+]
+
+
+class TextCounter(Protocol):
+    """Any token counter with `count(text)`; one with `count_messages(messages)` is used for chat framing too."""
+
+    def count(self, text: str) -> int: ...
+
+
+@dataclass(frozen=True)
+class SummaryResult:
+    text: str
+    usage: StepUsage
+
+
+class Summariser(Protocol):
+    """Folds `turns` into `previous` (None for the first summary) with model `model`; returns text and usage."""
+
+    async def __call__(self, model: str, turns: Sequence[Turn], previous: str | None) -> SummaryResult: ...
+
+
+@dataclass(frozen=True)
+class Recall:
+    """What to put in the prompt: the summary (if any) and the verbatim turns, oldest first."""
+
+    turns: tuple[Turn, ...]
+    summary: Summary | None = None
+    overflow: tuple[Turn, ...] = ()
+    """Older turns neither kept nor covered by `summary` yet: the summary policy folds them in."""
+
+    def messages(self) -> tuple[ChatMessage, ...]:
+        head = () if self.summary is None else (summary_message(self.summary.text),)
+        return (*head, *(message for turn in self.turns for message in turn.messages()))
+
+
+def summary_message(text: str) -> ChatMessage:
+    return ChatMessage(role="system", content=f"Summary of the earlier conversation:\n{text}")
+
+
+def plan_recall(
+    policy: MemoryPolicy,
+    turns: Sequence[Turn],
+    *,
+    summary: Summary | None = None,
+    counter: TextCounter | None = None,
+) -> Recall:
+    match policy.kind:
+        case "none":
+            return Recall(turns=())
+        case "full":
+            return Recall(turns=tuple(turns))
+        case "window":
+            assert policy.turns is not None  # guaranteed by MemoryPolicy's validator
+            return Recall(turns=tuple(turns[-policy.turns :]))
+        case "tokens":
+            assert policy.max_tokens is not None
+            return Recall(turns=_newest_within(turns, policy.max_tokens, _need(counter, policy)))
+        case "summary":
+            assert policy.max_tokens is not None
+            covered = summary.turns_covered if summary is not None else 0
+            fresh = turns[covered:]
+            kept = _newest_within(fresh, policy.max_tokens, _need(counter, policy))
+            return Recall(turns=kept, summary=summary, overflow=tuple(fresh[: len(fresh) - len(kept)]))
+
+
+def turn_tokens(counter: TextCounter, turn: Turn) -> int:
+    """Tokens this turn adds to a prompt: with chat framing when the counter knows it."""
+    count_messages = getattr(counter, "count_messages", None)
+    if count_messages is not None:
+        # count_messages includes the one-off reply primer; the marginal cost of a turn does not.
+        return int(count_messages(turn.messages())) - int(count_messages(()))
+    return counter.count(turn.user) + counter.count(turn.assistant)
+
+
+def _newest_within(turns: Sequence[Turn], budget: int, counter: TextCounter) -> tuple[Turn, ...]:
+    used = 0
+    start = len(turns)
+    for index in range(len(turns) - 1, -1, -1):
+        used += turn_tokens(counter, turns[index])
+        if used > budget:
+            break
+        start = index
+    return tuple(turns[start:])
+
+
+def _need(counter: TextCounter | None, policy: MemoryPolicy) -> TextCounter:
+    if counter is None:
+        raise ValueError(f"memory policy `{policy.kind}` needs a token counter")
+    return counter
