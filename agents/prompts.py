@@ -1,0 +1,86 @@
+"""Prompt templates per (business, model) and per chain step, rendered in a Jinja2 sandbox.
+
+Template variables are data: a value containing `{{ ... }}` is printed as
+text, never evaluated, because Jinja only compiles template files and the
+sandbox blocks attribute tricks inside them. Every template sees the
+request's declared variables plus these built-ins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, UndefinedError, meta
+from jinja2.sandbox import SandboxedEnvironment
+
+from bus.errors import AgentError
+from schemas.config import AppConfig, BusinessConfig
+from schemas.events import ChatMessage
+
+BUILTIN_VARIABLES = frozenset({"input", "context", "outputs", "business", "model"})
+DEFAULT_TEMPLATE = "default"
+
+
+class PromptLibrary:
+    def __init__(self, config: AppConfig, base_dir: Path) -> None:
+        self.config = config
+        self.base_dir = base_dir
+        self._env = SandboxedEnvironment(
+            loader=FileSystemLoader(str(base_dir)), undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False
+        )
+
+    def template_for(self, business: str, model: str) -> str:
+        """The template file for this pair: the model's own, else the business default."""
+        templates = self.business(business).templates
+        name = templates.get(model) or templates.get(DEFAULT_TEMPLATE)
+        if name is None:
+            raise AgentError("missing_template", f"business {business!r} has no template for model {model!r} and no default")
+        return name
+
+    def business(self, business: str) -> BusinessConfig:
+        config = self.config.businesses.get(business)
+        if config is None:
+            raise AgentError("unknown_business", f"unknown business {business!r}", details={"known": sorted(self.config.businesses)})
+        return config
+
+    def render(self, business: str, model: str, variables: Mapping[str, Any]) -> tuple[ChatMessage, ...]:
+        return self._messages(business, self.template_for(business, model), variables, model)
+
+    def render_step(self, business: str, step: str, variables: Mapping[str, Any], model: str = "") -> tuple[ChatMessage, ...]:
+        """The messages of a chain step (`opening` for `generate.opening`)."""
+        for chain_step in self.business(business).chain:
+            if chain_step.name == step:
+                return self._messages(business, chain_step.template, variables, model)
+        raise AgentError("unknown_step", f"business {business!r} has no chain step {step!r}")
+
+    def render_file(self, template: str, variables: Mapping[str, Any]) -> str:
+        return self._render(template, variables)
+
+    def variables_of(self, template: str) -> frozenset[str]:
+        return _undeclared(self._env, self.base_dir, template)
+
+    def _messages(self, business: str, template: str, variables: Mapping[str, Any], model: str) -> tuple[ChatMessage, ...]:
+        scope = {**variables, "business": business, "model": model}
+        messages = []
+        system = self.business(business).system
+        if system is not None:
+            messages.append(ChatMessage(role="system", content=self._render(system, scope)))
+        messages.append(ChatMessage(role="user", content=self._render(template, scope)))
+        return tuple(messages)
+
+    def _render(self, template: str, variables: Mapping[str, Any]) -> str:
+        try:
+            return self._env.get_template(template).render(**variables).strip()
+        except UndefinedError as exc:
+            raise AgentError("missing_variable", f"template {template}: {exc.message}") from None
+        except TemplateError as exc:
+            raise AgentError("template_error", f"template {template}: {exc}") from None
+
+
+@cache
+def _undeclared(env: SandboxedEnvironment, base_dir: Path, template: str) -> frozenset[str]:
+    source = (base_dir / template).read_text(encoding="utf-8")
+    return frozenset(meta.find_undeclared_variables(env.parse(source)))

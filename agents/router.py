@@ -1,0 +1,95 @@
+"""The router: picks the model, renders the prompt, writes the slip.
+
+Model choice: the request's model if the business allows it, else the
+business default; a model marked unavailable or over the business's daily
+budget gives way to its fallback, and so on down the chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from decimal import Decimal
+from typing import Any
+
+from opentelemetry import trace
+
+from agents.prompts import PromptLibrary
+from bus.errors import AgentError
+from schemas.config import AppConfig, BusinessConfig
+from schemas.envelope import Event, StepRecord
+from schemas.events import Job, Request
+
+SpendToday = Callable[[str, str], Awaitable[Decimal]]
+"""(business, model) -> what the business has spent on the model today, in the model's currency."""
+
+
+class RouterAgent:
+    name = "router"
+
+    def __init__(self, config: AppConfig, prompts: PromptLibrary, spend_today: SpendToday | None = None) -> None:
+        self.config = config
+        self.prompts = prompts
+        self.spend_today = spend_today
+
+    async def handle(self, event: Event) -> Sequence[Event]:
+        if not isinstance(event, Request):
+            raise AgentError("unexpected_event", f"router reads requests, got a {event.type} event")
+        business = self.prompts.business(event.business)
+        model = await self._choose_model(event, business)
+        text = request_text(event)
+        if len(text) > business.max_input_chars:
+            raise AgentError(
+                "input_too_long",
+                f"input has {len(text)} characters; business {event.business!r} accepts {business.max_input_chars}",
+            )
+        missing = [name for name in business.variables if name not in event.vars]
+        if missing:
+            raise AgentError("missing_variable", f"business {event.business!r} needs variables {missing}", details={"missing": missing})
+        prompt = () if business.chain else self.prompts.render(event.business, model, template_scope(event, model))
+        span = trace.get_current_span()
+        span.set_attribute("gen_ai.request.model", model)
+        span.set_attribute("relaychain.slip", list(business.steps))
+        job = event.reply(
+            Job,
+            request=event,
+            model=model,
+            prompt=prompt,
+            history=event.messages[:-1] if event.messages else (),
+            slip=business.steps,
+            results=(StepRecord(step="route", agent=self.name),),
+        )
+        return [job]
+
+    async def _choose_model(self, request: Request, business: BusinessConfig) -> str:
+        name = request.model or business.default_model
+        if name not in business.allowed_models:
+            raise AgentError(
+                "model_not_allowed",
+                f"business {request.business!r} does not allow model {name!r}",
+                details={"allowed": list(business.allowed_models)},
+            )
+        tried: list[str] = []
+        candidate: str | None = name
+        while candidate is not None and candidate not in tried:
+            tried.append(candidate)
+            model = self.config.models[candidate]
+            if model.available and not await self._over_budget(request.business, candidate, business):
+                return candidate
+            candidate = model.fallback
+        raise AgentError("model_unavailable", f"no available model for {request.business!r}: tried {tried}", details={"tried": tried})
+
+    async def _over_budget(self, business_name: str, model: str, business: BusinessConfig) -> bool:
+        if business.daily_budget is None or self.spend_today is None:
+            return False
+        return await self.spend_today(business_name, model) >= business.daily_budget
+
+
+def request_text(request: Request) -> str:
+    if request.input is not None:
+        return request.input
+    return request.messages[-1].content if request.messages else ""
+
+
+def template_scope(request: Request, model: str, **extra: Any) -> dict[str, Any]:
+    """What a template sees: the request's variables and the built-ins."""
+    return {"context": (), "outputs": {}, **request.vars, "input": request_text(request), "model": model, **extra}

@@ -1,0 +1,88 @@
+"""The composition root: which bus, which stores, which model clients, and the agents built on them.
+
+Agents receive their dependencies; this module is the one place that
+chooses SQLite or PostgreSQL, the memory bus or Kafka, a local model or
+an API. Dependencies are built lazily, so a worker that runs only the
+router never loads a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from functools import cached_property
+from typing import Any
+
+from agents.prompts import PromptLibrary
+from bus.base import Bus, TopicSpec
+from bus.codec import EventCodec
+from bus.runtime import Agent, AgentRuntime, RetryPolicy, Routes
+from observability import MetricsMiddleware, Telemetry, TracingMiddleware
+from relaychain import topology
+from relaychain.settings import Settings
+from schemas.events import PUBLIC_EVENTS
+
+ANSWER_TYPES = ("response", "error", "blocked")
+
+
+def make_codec() -> EventCodec:
+    return EventCodec(PUBLIC_EVENTS)
+
+
+def make_routes() -> Routes:
+    type_topics = {t: topology.RESPONSES for t in ANSWER_TYPES} | {"usage": topology.USAGE}
+    return Routes(type_topics=type_topics, step_topic=topology.step_topic, deadletter=topology.DEADLETTER)
+
+
+def topic_specs(partitions: int = 8) -> list[TopicSpec]:
+    return [TopicSpec(name, partitions=partitions) for name in topology.ALL_TOPICS]
+
+
+class Components:
+    """Shared dependencies of the agents in one process, built on first use and closed together."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._exit = AsyncExitStack()
+        self._cache: dict[str, Any] = {}
+
+    @cached_property
+    def prompts(self) -> PromptLibrary:
+        return PromptLibrary(self.settings.app, self.settings.config_dir)
+
+    async def once(self, key: str, build: Callable[[], Awaitable[Any]]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = await build()
+        return self._cache[key]
+
+    def on_close(self, close: Callable[[], Awaitable[None]]) -> None:
+        self._exit.push_async_callback(close)
+
+    async def close(self) -> None:
+        await self._exit.aclose()
+
+    async def agent(self, name: str) -> Agent:
+        from relaychain import wiring
+
+        builder = wiring.BUILDERS.get(name)
+        if builder is None:
+            raise KeyError(f"unknown agent {name!r}; agents are {', '.join(topology.AGENTS)}")
+        return await builder(self)
+
+
+def make_runtime(bus: Bus, settings: Settings, telemetry: Telemetry, *, raise_errors: bool = False) -> AgentRuntime:
+    runtime_settings = settings.runtime
+    retry = RetryPolicy(
+        max_attempts=runtime_settings.retry_attempts,
+        base_delay_s=runtime_settings.retry_base_delay_s,
+        max_delay_s=runtime_settings.retry_max_delay_s,
+    )
+    middlewares = (TracingMiddleware(telemetry.tracer_provider), MetricsMiddleware(telemetry.meter_provider))
+    return AgentRuntime(bus, make_codec(), make_routes(), middlewares=middlewares, retry=retry, raise_errors=raise_errors)
+
+
+async def host_agents(runtime: AgentRuntime, components: Components, names: list[str]) -> None:
+    max_in_flight = components.settings.runtime.max_in_flight
+    for name in names:
+        agent = await components.agent(name)
+        await runtime.add(agent, topology.AGENT_INBOXES[name], group=topology.group_of(name), max_in_flight=max_in_flight)

@@ -1,0 +1,145 @@
+"""The `relaychain` command. Thin: parse, load settings, call the module that does the work."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from relaychain import topology
+from relaychain.settings import ConfigError, Settings, load_settings
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as exc:
+        raise click.ClickException(f"bad config: {exc}") from None
+
+
+@click.group()
+@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), help="Config YAML (RELAYCHAIN_CONFIG).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Data directory (RELAYCHAIN_DATA_DIR).")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def main(config: Path | None, data_dir: Path | None, verbose: int) -> None:
+    """relaychain: event-driven LLM agents on an embedded bus or Kafka."""
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if config is not None:
+        os.environ["RELAYCHAIN_CONFIG"] = str(config.resolve())
+    if data_dir is not None:
+        os.environ["RELAYCHAIN_DATA_DIR"] = str(data_dir.resolve())
+
+
+@main.command()
+@click.argument("agents", nargs=-1, required=True, type=click.Choice(topology.AGENTS))
+@click.option("--bus", help="memory:// or kafka://host:port (RELAYCHAIN_BUS).")
+def worker(agents: tuple[str, ...], bus: str | None) -> None:
+    """Run AGENT(s) as a long-lived worker with health probes; SIGTERM drains and exits 0."""
+    from relaychain.worker import run_worker
+
+    logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
+    asyncio.run(run_worker(_settings(bus=bus), list(agents)))
+
+
+@main.command()
+@click.option("--business", required=True)
+@click.option("--input", "text", required=True, help="The request's input text.")
+@click.option("--var", "variables", multiple=True, metavar="K=V", help="Template variable (repeatable).")
+@click.option("--model", help="Model hint; used when the business allows it.")
+@click.option("--conversation", help="Conversation id, for businesses with memory.")
+@click.option("--timeout", type=float, default=None, help="Seconds to wait for the answer.")
+@click.option("--json", "json_only", is_flag=True, help="Print only the answer event as JSON.")
+def run(
+    business: str, text: str, variables: tuple[str, ...], model: str | None, conversation: str | None, timeout: float | None, json_only: bool
+) -> None:
+    """Run one request through all agents in this process (memory bus, local models, SQLite)."""
+    from relaychain.embedded import EmbeddedApp
+    from relaychain.report import print_answer
+    from schemas.events import Request
+
+    settings = _settings()
+    request = Request(business=business, input=text, vars=_parse_vars(variables), model=model, conversation_id=conversation)
+
+    async def go() -> None:
+        async with EmbeddedApp(settings) as app:
+            answer = await app.ask(request, timeout=timeout)
+        print_answer(answer, settings, json_only=json_only)
+
+    asyncio.run(go())
+
+
+@main.command()
+@click.argument("file", type=click.File("rb"))
+@click.option("--bus", help="kafka://host:port (RELAYCHAIN_BUS).")
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for all answers.")
+def publish(file: Any, bus: str | None, timeout: float) -> None:
+    """Publish request events from a JSON-lines FILE and print each answer as it arrives."""
+    from relaychain.publisher import publish_requests
+
+    settings = _settings(bus=bus)
+    missing = asyncio.run(publish_requests(settings, file.read().splitlines(), timeout=timeout))
+    if missing:
+        raise click.ClickException(f"{missing} request(s) got no answer within {timeout:g}s: are the workers running on {settings.bus}?")
+
+
+@main.group()
+def schemas() -> None:
+    """JSON Schema for every event, for publishers in other languages."""
+
+
+@schemas.command("export")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def schemas_export(directory: Path) -> None:
+    from schemas.export import export_json_schemas
+
+    for path in export_json_schemas(directory):
+        click.echo(path)
+
+
+@main.command()
+@click.argument("request_id")
+@click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path), help="JSON-lines trace file.")
+def trace(request_id: str, path: Path | None) -> None:
+    """Show one request's spans as a tree with timings, tokens and cost."""
+    from observability.jsonl import read_spans
+    from relaychain.trace_view import render_tree, spans_of_request
+
+    settings = _settings()
+    spans = spans_of_request(read_spans(path or settings.observability.jsonl_path or settings.data_dir / "traces.jsonl"), request_id)
+    if not spans:
+        raise click.ClickException(f"no spans for request {request_id}")
+    click.echo(render_tree(spans))
+
+
+def _parse_vars(pairs: tuple[str, ...]) -> dict[str, str]:
+    parsed: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected K=V, got {pair!r}", param_hint="--var")
+        parsed[key] = value
+    return parsed
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError
+
+
+def dump_json(value: Any) -> str:
+    return orjson.dumps(value, default=_json_default, option=orjson.OPT_INDENT_2).decode()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""`relaychain worker AGENT`: one agent as a process, for Kubernetes.
+
+SIGTERM (or SIGINT) stops fetching, lets in-flight events finish within the
+drain timeout, commits, and exits 0. `/livez` and `/readyz` serve the probes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+from bus.health import HealthServer
+from observability import setup_telemetry
+from relaychain.app import Components, host_agents, make_runtime, topic_specs
+from relaychain.buses import make_bus
+from relaychain.settings import Settings
+
+log = logging.getLogger("relaychain.worker")
+
+
+async def run_worker(settings: Settings, agents: list[str]) -> None:
+    service = settings.observability.service_name
+    observability = settings.observability.model_copy(update={"service_name": f"{service}-{'+'.join(agents)}"})
+    telemetry = setup_telemetry(observability, jsonl_default=settings.data_dir / "traces.jsonl")
+    bus = make_bus(settings.bus, kafka_options=settings.kafka)
+    components = Components(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await bus.start()
+    runtime = make_runtime(bus, settings, telemetry)
+    health = HealthServer(ready=lambda: runtime.ready, host=settings.runtime.health_host, port=_health_port(settings))
+    try:
+        await bus.create_topics(topic_specs())
+        await health.start()
+        await host_agents(runtime, components, agents)
+        log.info("worker %s running (pid %d, health on :%d)", ",".join(agents), os.getpid(), health.port)
+        await stop.wait()
+        log.info("draining in-flight events (up to %.0fs)", settings.runtime.drain_timeout_s)
+    finally:
+        await runtime.stop(settings.runtime.drain_timeout_s)
+        await health.stop()
+        await bus.stop()
+        await components.close()
+        telemetry.shutdown()
+    log.info("worker stopped cleanly")
+
+
+def _health_port(settings: Settings) -> int:
+    return int(os.environ.get("RELAYCHAIN_HEALTH_PORT", settings.runtime.health_port))

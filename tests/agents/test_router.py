@@ -1,0 +1,109 @@
+"""Router: every shipped business x allowed model renders; each bad input gives its typed error."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from agents.prompts import PromptLibrary
+from agents.router import RouterAgent
+from bus.errors import AgentError
+from relaychain.settings import Settings, load_settings
+from schemas import Job, Request
+
+VARS = {
+    "campaign": "Double 11",
+    "audience": "new users",
+    "user_name": "Li Lei",
+    "interests": "hiking",
+    "region": "Chengdu",
+    "product": "kettle",
+    "rating": 4,
+    "headline": "City opens new metro line",
+    "car": "Aurora EV7",
+}
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    return load_settings()
+
+
+@pytest.fixture
+def router(settings: Settings) -> RouterAgent:
+    return RouterAgent(settings.app, PromptLibrary(settings.app, settings.config_dir))
+
+
+def all_pairs() -> list[tuple[str, str]]:
+    app = load_settings().app
+    return [(b, m) for b, config in app.businesses.items() for m in config.allowed_models]
+
+
+@pytest.mark.parametrize(("business", "model"), all_pairs())
+async def test_every_shipped_business_and_model_routes(router: RouterAgent, settings: Settings, business: str, model: str) -> None:
+    config = settings.app.businesses[business]
+    [job] = await router.handle(Request(business=business, model=model, input="autumn sale, 20% off", vars=VARS))
+    assert isinstance(job, Job)
+    assert job.slip == config.steps
+    expected = model if settings.app.models[model].available else job.model
+    assert job.model == expected and settings.app.models[job.model].available
+    if not config.chain:
+        assert "autumn sale" in job.prompt[-1].content
+        assert job.prompt[-1].role == "user"
+
+
+async def test_default_model_when_request_names_none(router: RouterAgent, settings: Settings) -> None:
+    [job] = await router.handle(Request(business="ops_push", input="x", vars=VARS))
+    assert isinstance(job, Job) and job.model == settings.app.businesses["ops_push"].default_model
+
+
+async def test_per_model_template_overrides_the_business_default(router: RouterAgent) -> None:
+    [default] = await router.handle(Request(business="ops_push", model="gpt-4o-mini", input="x", vars=VARS))
+    [special] = await router.handle(Request(business="ops_push", model="gpt-4o", input="x", vars=VARS))
+    assert isinstance(default, Job) and isinstance(special, Job)
+    assert "Campaign: Double 11" in special.prompt[-1].content
+    assert "Campaign: Double 11" not in default.prompt[-1].content
+
+
+async def test_unavailable_model_falls_back_along_the_chain(router: RouterAgent) -> None:
+    [job] = await router.handle(Request(business="weibo_regional", model="chatglm-6b", input="x", vars=VARS))
+    assert isinstance(job, Job) and job.model == "smollm2-135m"
+
+
+async def test_over_budget_model_falls_back(settings: Settings) -> None:
+    app = settings.app.model_copy(
+        update={"businesses": {**settings.app.businesses, "ops_push": settings.app.businesses["ops_push"].model_copy(update={"daily_budget": Decimal("5")})}}
+    )
+
+    async def spend(business: str, model: str) -> Decimal:
+        return Decimal("7") if model == "gpt-4o" else Decimal("0")
+
+    router = RouterAgent(app, PromptLibrary(app, settings.config_dir), spend)
+    [job] = await router.handle(Request(business="ops_push", model="gpt-4o", input="x", vars=VARS))
+    assert isinstance(job, Job) and job.model == "gpt-4o-mini"
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "code"),
+    [
+        ({"business": "nope"}, "unknown_business"),
+        ({"business": "ops_push", "model": "gpt-4"}, "model_not_allowed"),
+        ({"business": "ops_push", "vars": {"campaign": "x"}}, "missing_variable"),
+        ({"business": "ops_push", "input": "x" * 20_001}, "input_too_long"),
+    ],
+)
+async def test_bad_requests_get_typed_errors(router: RouterAgent, request_fields: dict, code: str) -> None:
+    fields = {"input": "hello", "vars": VARS} | request_fields
+    with pytest.raises(AgentError) as caught:
+        await router.handle(Request(**fields))
+    assert caught.value.code == code
+
+
+async def test_template_variables_are_data_not_code(router: RouterAgent) -> None:
+    hostile = VARS | {"campaign": "{{ 7 * 7 }} {% for x in range(3) %}loop{% endfor %}", "audience": "{{ ''.__class__ }}"}
+    [job] = await router.handle(Request(business="ops_push", input="{{ config }}", vars=hostile))
+    assert isinstance(job, Job)
+    text = job.prompt[-1].content
+    assert "{{ 7 * 7 }}" in text and "49" not in text and "loop" not in text.replace("{% for x in range(3) %}loop", "")
+    assert "{{ config }}" in text
