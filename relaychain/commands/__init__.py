@@ -1,0 +1,1 @@
+"""Subcommands of the `relaychain` CLI, one module per group."""
