@@ -7,11 +7,17 @@ from agents.stores.history import (
     Summary,
     Turn,
 )
+from agents.stores.vectors import Hit, IndexedChunk, NumpyVectorIndex, PgVectorIndex, VectorIndex
 
 __all__ = [
     "ConversationStore",
+    "Hit",
+    "IndexedChunk",
+    "NumpyVectorIndex",
+    "PgVectorIndex",
     "PostgresConversationStore",
     "SqliteConversationStore",
     "Summary",
     "Turn",
+    "VectorIndex",
 ]

