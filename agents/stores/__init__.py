@@ -7,16 +7,21 @@ from agents.stores.history import (
     Summary,
     Turn,
 )
+from agents.stores.ledger import CostLedger, LedgerRow, PostgresLedger, SqliteLedger
 from agents.stores.vectors import Hit, IndexedChunk, NumpyVectorIndex, PgVectorIndex, VectorIndex
 
 __all__ = [
     "ConversationStore",
+    "CostLedger",
     "Hit",
     "IndexedChunk",
+    "LedgerRow",
     "NumpyVectorIndex",
     "PgVectorIndex",
     "PostgresConversationStore",
+    "PostgresLedger",
     "SqliteConversationStore",
+    "SqliteLedger",
     "Summary",
     "Turn",
     "VectorIndex",

@@ -1,0 +1,163 @@
+"""One contract for every CostLedger: SQLite and PostgreSQL must count the same money."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from agents.stores.ledger import CostLedger, LedgerRow, PostgresLedger, SqliteLedger
+from schemas import StepUsage, Usage
+
+LedgerFactory = Callable[[], Awaitable[CostLedger]]
+DAY = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def open_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LedgerFactory]:
+    """Opens a fresh handle on the same underlying ledger each call, like a restarted worker."""
+    opened: list[CostLedger] = []
+
+    async def factory() -> CostLedger:
+        ledger: CostLedger
+        if request.param == "sqlite":
+            ledger = SqliteLedger(tmp_path / "ledger.sqlite3")
+        else:
+            pg = PostgresLedger(request.getfixturevalue("postgres_dsn"))
+            await pg.migrate()
+            ledger = pg
+        opened.append(ledger)
+        return ledger
+
+    yield factory
+    for ledger in opened:
+        await ledger.close()
+
+
+def business() -> str:
+    # PostgreSQL is shared by the session: each test books to its own businesses.
+    return f"biz-{uuid.uuid4().hex[:12]}"
+
+
+def usage(
+    business_name: str,
+    model: str = "gpt-4o",
+    *,
+    input_tokens: int = 1000,
+    output_tokens: int = 100,
+    input_cost: str = "0.0025",
+    output_cost: str = "0.001",
+    currency: str = "USD",
+    at: datetime = DAY,
+) -> Usage:
+    return Usage(
+        business=business_name,
+        created_at=at,
+        usage=StepUsage(
+            step="generate",
+            model=model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            input_cost=Decimal(input_cost),
+            output_cost=Decimal(output_cost),
+            currency=currency,
+            latency_ms=12.5,
+        ),
+    )
+
+
+async def rows_of(ledger: CostLedger, *businesses: str, since: date | None = None) -> list[LedgerRow]:
+    return [row for row in await ledger.totals(since=since) if row.business in businesses]
+
+
+async def test_an_empty_ledger_has_no_rows(open_ledger: LedgerFactory) -> None:
+    ledger = await open_ledger()
+    assert await rows_of(ledger, business()) == []
+
+
+async def test_a_redelivered_usage_event_counts_once(open_ledger: LedgerFactory) -> None:
+    ledger = await open_ledger()
+    shop = business()
+    event = usage(shop)
+    assert await ledger.record(event) is True
+    assert await ledger.record(event) is False
+    restarted = await open_ledger()
+    assert await restarted.record(event) is False
+    [row] = await rows_of(restarted, shop)
+    assert (row.calls, row.input_tokens, row.output_tokens) == (1, 1000, 100)
+
+
+async def test_totals_group_by_business_model_day_and_currency(open_ledger: LedgerFactory) -> None:
+    ledger = await open_ledger()
+    push, weibo = business(), business()
+    events = [
+        usage(push),
+        usage(push, input_tokens=3000, input_cost="0.0075"),
+        usage(push, "gpt-4o-mini", input_cost="0.00015", output_cost="0.00006"),
+        usage(push, at=DAY + timedelta(days=1)),
+        usage(weibo, "ernie-4.0-8k", input_cost="0.03", output_cost="0.009", currency="CNY"),
+        usage(weibo, "ernie-4.0-8k", input_cost="0.03", output_cost="0.009", currency="CNY"),
+    ]
+    for event in events:
+        assert await ledger.record(event)
+    rows = await rows_of(ledger, push, weibo)
+    summary = {(r.business, r.model, r.day, r.currency): (r.calls, r.input_tokens, r.input_cost, r.output_cost) for r in rows}
+    today, tomorrow = DAY.date(), DAY.date() + timedelta(days=1)
+    assert summary == {
+        (push, "gpt-4o", today, "USD"): (2, 4000, Decimal("0.01"), Decimal("0.002")),
+        (push, "gpt-4o-mini", today, "USD"): (1, 1000, Decimal("0.00015"), Decimal("0.00006")),
+        (push, "gpt-4o", tomorrow, "USD"): (1, 1000, Decimal("0.0025"), Decimal("0.001")),
+        (weibo, "ernie-4.0-8k", today, "CNY"): (2, 2000, Decimal("0.06"), Decimal("0.018")),
+    }
+    assert [r.day for r in rows] == sorted(r.day for r in rows)
+
+
+async def test_totals_equal_the_sum_of_usage_events(open_ledger: LedgerFactory) -> None:
+    ledger = await open_ledger()
+    shop = business()
+    events = [
+        usage(shop, input_tokens=n, output_tokens=2 * n, input_cost=f"0.0000000{n % 10}", output_cost="0.12345678")
+        for n in range(1, 40)
+    ]
+    results = await asyncio.gather(*(ledger.record(e) for e in events), *(ledger.record(e) for e in events[:10]))
+    assert results.count(True) == len(events)
+    [row] = await rows_of(ledger, shop)
+    assert row.calls == len(events)
+    assert row.input_tokens == sum(e.usage.input_tokens for e in events)
+    assert row.output_tokens == sum(e.usage.output_tokens for e in events)
+    assert row.input_cost == sum((e.usage.input_cost for e in events), Decimal(0))
+    assert row.output_cost == sum((e.usage.output_cost for e in events), Decimal(0))
+    assert row.cost == row.input_cost + row.output_cost
+    assert isinstance(row.input_cost, Decimal)
+
+
+async def test_since_keeps_days_from_that_day_on(open_ledger: LedgerFactory) -> None:
+    ledger = await open_ledger()
+    shop = business()
+    for days in range(3):
+        await ledger.record(usage(shop, at=DAY + timedelta(days=days)))
+    rows = await rows_of(ledger, shop, since=DAY.date() + timedelta(days=1))
+    assert [r.day for r in rows] == [DAY.date() + timedelta(days=1), DAY.date() + timedelta(days=2)]
+
+
+async def test_calls_are_booked_on_their_utc_day(open_ledger: LedgerFactory) -> None:
+    ledger = await open_ledger()
+    shop = business()
+    beijing = timezone(timedelta(hours=8))
+    await ledger.record(usage(shop, at=datetime(2026, 3, 15, 7, 0, tzinfo=beijing)))
+    [row] = await rows_of(ledger, shop)
+    assert row.day == date(2026, 3, 14)
+
+
+async def test_costs_are_kept_to_1e_8(open_ledger: LedgerFactory) -> None:
+    ledger = await open_ledger()
+    shop = business()
+    await ledger.record(usage(shop, input_cost="0.000000015", output_cost="123456789.12345678"))
+    [row] = await rows_of(ledger, shop)
+    assert row.input_cost == Decimal("0.00000002")
+    assert row.output_cost == Decimal("123456789.12345678")
