@@ -84,6 +84,8 @@ class KeyedDispatcher:
         self._on_error = on_error
         self._slots = asyncio.Semaphore(max_in_flight)
         self._lanes: dict[str | None, deque[Message]] = {}
+        # Lanes whose head message is inside the handler right now; other heads have not started.
+        self._running: set[str | None] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -112,6 +114,7 @@ class KeyedDispatcher:
         try:
             while lane:
                 message = lane[0]
+                self._running.add(lane_key)
                 try:
                     await self._handler(message)
                 except asyncio.CancelledError:
@@ -122,9 +125,12 @@ class KeyedDispatcher:
                         self._on_error(message, exc)
                 else:
                     self._on_done(message)
+                finally:
+                    self._running.discard(lane_key)
                 lane.popleft()
                 self._release()
         finally:
+            self._running.discard(lane_key)
             if self._lanes.get(lane_key) is lane:
                 del self._lanes[lane_key]
             for _ in lane:
@@ -138,16 +144,38 @@ class KeyedDispatcher:
             self._idle.set()
 
     def drop_partitions(self, partitions: Iterable[TopicPartition]) -> None:
-        """Forget queued (not yet started) messages of revoked partitions; they will be redelivered."""
+        """Forget queued (not yet started) messages of revoked partitions; they will be redelivered.
+
+        A lane head whose handler has not started yet is dropped too: its task
+        finds the lane empty (or continues with what is left) and exits.
+        """
         gone = set(partitions)
-        for lane in self._lanes.values():
-            keep = [m for i, m in enumerate(lane) if i == 0 or TopicPartition(m.topic, m.partition or 0) not in gone]
+        for lane_key, lane in self._lanes.items():
+            running = lane_key in self._running
+            keep = [m for i, m in enumerate(lane) if (i == 0 and running) or _partition_of(m) not in gone]
             dropped = len(lane) - len(keep)
             if dropped:
                 lane.clear()
                 lane.extend(keep)
                 for _ in range(dropped):
                     self._release()
+
+    def unfinished_in(self, partitions: Iterable[TopicPartition]) -> int:
+        """Messages of `partitions` that are queued or being handled."""
+        wanted = set(partitions)
+        return sum(1 for lane in self._lanes.values() for m in lane if _partition_of(m) in wanted)
+
+    async def wait_for_partitions(self, partitions: Iterable[TopicPartition], timeout: float) -> bool:
+        """Wait until no message of `partitions` is queued or running; False after `timeout` (nothing cancelled)."""
+        wanted = frozenset(partitions)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # Polling keeps the hot path free of per-partition bookkeeping; this runs only on rebalances.
+        while self.unfinished_in(wanted):
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
     async def drain(self, timeout: float) -> bool:
         """Wait for in-flight work; cancel what is left after `timeout`. True if all finished."""
@@ -161,3 +189,7 @@ class KeyedDispatcher:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             return False
+
+
+def _partition_of(message: Message) -> TopicPartition:
+    return TopicPartition(message.topic, message.partition or 0)

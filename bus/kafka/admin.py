@@ -1,0 +1,72 @@
+"""Topic creation: missing topics are created with their partition count and config; existing ones are left alone."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+
+from bus.base import BusError, TopicSpec
+from bus.kafka.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+class TopicAdmin:
+    """Creates topics once per name; remembers which ones exist so publish and subscribe ask only once."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._settings = settings
+        self._client = AIOKafkaAdminClient(**settings.client_options())
+        self._known: set[str] = set()
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        await self._client.start()
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    def knows(self, topic: str) -> bool:
+        return topic in self._known
+
+    async def ensure(self, topics: Sequence[str]) -> None:
+        """Create any of `topics` not known yet with the default partition count."""
+        missing = [t for t in dict.fromkeys(topics) if t not in self._known]
+        if missing:
+            await self.create(
+                [
+                    TopicSpec(t, self._settings.default_partitions, self._settings.default_replication_factor)
+                    for t in missing
+                ]
+            )
+
+    async def create(self, specs: Sequence[TopicSpec]) -> None:
+        # One creation at a time: concurrent first publishes to one topic then make one request, not many.
+        async with self._lock:
+            wanted = [s for s in specs if s.name not in self._known]
+            if not wanted:
+                return
+            new_topics = [
+                NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=dict(s.config)) for s in wanted
+            ]
+            try:
+                response = await self._client.create_topics(new_topics)
+            except TopicAlreadyExistsError:
+                # Raised by some versions when every topic exists; that is what we wanted.
+                self._known.update(s.name for s in wanted)
+                return
+            except KafkaError as exc:
+                raise BusError(f"creating topics {[s.name for s in wanted]} failed: {exc!r}") from exc
+            failures = []
+            for topic_error in response.topic_errors:
+                name, code = topic_error[0], topic_error[1]
+                if code in (0, TopicAlreadyExistsError.errno):
+                    self._known.add(name)
+                else:
+                    failures.append(f"{name}: {for_code(code).__name__} {topic_error[-1] or ''}".strip())
+            if failures:
+                raise BusError("creating topics failed: " + "; ".join(failures))

@@ -1,0 +1,256 @@
+"""One consumer-group member on Kafka: fetch, dispatch, commit what was acknowledged.
+
+Guarantees, in the order a message lives through them:
+
+- Fetching (`getmany` in one task) hands messages to a `KeyedDispatcher`;
+  `submit` blocks while `max_in_flight` are unfinished, which pauses fetching.
+- A handler returning acknowledges its message; the `OffsetTracker` moves a
+  partition's commit point over contiguous acknowledged offsets only, so an
+  offset is never committed past an unacknowledged message.
+- Commit points are committed every `commit_interval_s`, when partitions are
+  revoked, and on stop; never per message.
+- On revoke (before the group reassigns anything) queued messages of the
+  revoked partitions are dropped, in-flight ones get `revoke_timeout_s` to
+  finish, their commit points are committed, and only then does the listener
+  return. Whatever was not acknowledged is redelivered to the next owner.
+- A failed commit (the group rebalanced behind our back, aiokafka#929) is
+  logged and ignored: those messages will be redelivered, and consumers are
+  idempotent on event ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import TopicPartition as KafkaTopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import ConsumerStoppedError, IllegalStateError, KafkaError
+
+from bus.base import Message, MessageHandler, TopicPartition
+from bus.dispatch import KeyedDispatcher, OffsetTracker
+from bus.kafka.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+class KafkaSubscription:
+    """A member of `group` reading `topics`; created and started by `KafkaBus.subscribe`."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        topics: tuple[str, ...],
+        group: str,
+        handler: MessageHandler,
+        max_in_flight: int,
+    ) -> None:
+        self.group = group
+        self.topics = topics
+        self._settings = settings
+        self._consumer = AIOKafkaConsumer(
+            **settings.client_options(),
+            group_id=group,
+            enable_auto_commit=False,
+            # A new group starts at the beginning: events published before the first member joined still count.
+            auto_offset_reset="earliest",
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            rebalance_timeout_ms=settings.max_poll_interval_ms,
+        )
+        self._offsets = OffsetTracker()
+        self._committed: dict[TopicPartition, int] = {}
+        self._assignment: frozenset[TopicPartition] = frozenset()
+        self._dispatcher = KeyedDispatcher(handler, max_in_flight=max_in_flight, on_done=self._acked)
+        # Bumped at every revoke so the fetch loop drops the rest of a batch fetched before it.
+        self._generation = 0
+        self._commit_lock = asyncio.Lock()
+        self._joined = asyncio.Event()
+        self._fetch_task: asyncio.Task[None] | None = None
+        self._commit_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._stopped = asyncio.Event()
+
+    @property
+    def assignment(self) -> frozenset[TopicPartition]:
+        """Partitions this member owns right now; non-empty means it is ready to consume."""
+        return self._assignment
+
+    @property
+    def in_flight(self) -> int:
+        return self._dispatcher.in_flight
+
+    @property
+    def joined(self) -> bool:
+        return self._joined.is_set()
+
+    async def start(self) -> None:
+        """Join the group; return after the first assignment (which may be empty in a crowded group)."""
+        self._consumer.subscribe(list(self.topics), listener=_Listener(self))
+        await self._consumer.start()
+        self._fetch_task = asyncio.create_task(self._fetch_loop(), name=f"kafka-fetch:{self.group}")
+        self._commit_task = asyncio.create_task(self._commit_loop(), name=f"kafka-commit:{self.group}")
+        try:
+            await asyncio.wait_for(self._joined.wait(), self._settings.join_timeout_s)
+        except TimeoutError:
+            await self.stop(drain_timeout=0)
+            raise
+        except BaseException:
+            await self.stop(drain_timeout=0)
+            raise
+
+    async def stop(self, drain_timeout: float = 30.0) -> None:
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        try:
+            for task in (self._fetch_task, self._commit_task):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+            if not await self._dispatcher.drain(drain_timeout):
+                log.warning("group %s: handlers still running after %.1fs were cancelled", self.group, drain_timeout)
+            await self._commit(self._assignment)
+            # Leaving the group (consumer.stop) lets the others take our partitions at once.
+            await self._consumer.stop()
+            self._assignment = frozenset()
+        finally:
+            self._stopped.set()
+
+    # --- fetching ---------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        try:
+            while True:
+                batches = await self._consumer.getmany(timeout_ms=200, max_records=self._settings.fetch_max_records)
+                for ktp, records in batches.items():
+                    await self._submit_batch(TopicPartition(ktp.topic, ktp.partition), records)
+        except ConsumerStoppedError:
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Fetching stopped for good (e.g. authorisation); stop the member rather than hang silently.
+            log.exception("group %s: fetching failed; the member stops consuming", self.group)
+            raise
+
+    async def _submit_batch(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        generation = self._generation
+        for record in records:
+            if self._generation != generation or tp not in self._assignment:
+                # Revoked since this batch was fetched: the next owner reads these from the committed offset.
+                return
+            if self._offsets.commit_point(tp) is None:
+                self._offsets.start(tp, record.offset)
+            self._offsets.fetched(tp, record.offset)
+            await self._dispatcher.submit(_to_message(record))
+            if self._generation != generation:
+                # submit was blocked across a revoke; the lane task it created has not started yet
+                # (nothing awaited since), so this drops it. No newer message of `tp` exists yet.
+                self._dispatcher.drop_partitions([tp])
+                return
+
+    def _acked(self, message: Message) -> None:
+        tp = TopicPartition(message.topic, message.partition or 0)
+        offset = message.offset or 0
+        point = self._offsets.commit_point(tp)
+        # Unknown partition (revoked) or an older copy of something already committed: nothing to move.
+        if point is None or offset < point:
+            return
+        self._offsets.acked(tp, offset)
+
+    # --- committing -------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.commit_interval_s)
+            await self._commit(self._assignment)
+
+    async def _commit(self, partitions: Iterable[TopicPartition]) -> None:
+        async with self._commit_lock:
+            offsets: dict[KafkaTopicPartition, int] = {}
+            for tp in partitions:
+                point = self._offsets.commit_point(tp)
+                if point is not None and point > self._committed.get(tp, -1):
+                    offsets[KafkaTopicPartition(tp.topic, tp.partition)] = point
+            if not offsets:
+                return
+            try:
+                await self._consumer.commit(offsets)
+            except (KafkaError, IllegalStateError) as exc:
+                # The group moved on without us (aiokafka#929): these offsets will be redelivered.
+                log.warning("group %s: commit of %s failed, messages will be redelivered: %r", self.group, offsets, exc)
+                return
+            for ktp, offset in offsets.items():
+                self._committed[TopicPartition(ktp.topic, ktp.partition)] = offset
+
+    # --- rebalancing (called by aiokafka's coordinator through _Listener) -------
+
+    async def _on_revoked(self, revoked: frozenset[TopicPartition]) -> None:
+        self._generation += 1
+        revoked = revoked | self._assignment
+        self._assignment = self._assignment - revoked
+        # Not-started messages go; a submit blocked in the fetch loop drops its own message (see _submit_batch).
+        self._dispatcher.drop_partitions(revoked)
+        if not await self._dispatcher.wait_for_partitions(revoked, self._settings.revoke_timeout_s):
+            log.warning(
+                "group %s: handlers of revoked partitions still running after %.1fs; their messages will be redelivered",
+                self.group,
+                self._settings.revoke_timeout_s,
+            )
+        await self._commit(revoked)
+        for tp in revoked:
+            self._offsets.forget(tp)
+            self._committed.pop(tp, None)
+
+    async def _on_assigned(self, assigned: frozenset[TopicPartition]) -> None:
+        for tp in assigned:
+            position = await self._position(tp)
+            if position is not None:
+                self._offsets.start(tp, position)
+                self._committed[tp] = position
+        self._assignment = assigned
+        self._joined.set()
+
+    async def _position(self, tp: TopicPartition) -> int | None:
+        """The next offset to fetch, or None if it is not known quickly (the first fetched record then says)."""
+        try:
+            return await asyncio.wait_for(
+                self._consumer.position(KafkaTopicPartition(tp.topic, tp.partition)), timeout=5.0
+            )
+        except (TimeoutError, KafkaError, IllegalStateError) as exc:
+            log.debug("group %s: no position for %s yet: %r", self.group, tp, exc)
+            return None
+
+
+class _Listener(ConsumerRebalanceListener):
+    """Adapts aiokafka's callbacks to the member; aiokafka waits for both before going on."""
+
+    def __init__(self, member: KafkaSubscription) -> None:
+        self._member = member
+
+    async def on_partitions_revoked(self, revoked: Iterable[KafkaTopicPartition]) -> None:
+        await self._member._on_revoked(_ours(revoked))  # noqa: SLF001 - listener and member are one unit
+
+    async def on_partitions_assigned(self, assigned: Iterable[KafkaTopicPartition]) -> None:
+        await self._member._on_assigned(_ours(assigned))  # noqa: SLF001
+
+
+def _ours(partitions: Iterable[KafkaTopicPartition]) -> frozenset[TopicPartition]:
+    return frozenset(TopicPartition(tp.topic, tp.partition) for tp in partitions)
+
+
+def _to_message(record: ConsumerRecord[bytes, bytes]) -> Message:
+    headers = {name: value.decode("utf-8", "replace") for name, value in record.headers or ()}
+    return Message(
+        topic=record.topic,
+        value=record.value if record.value is not None else b"",
+        key=record.key.decode("utf-8", "replace") if record.key is not None else None,
+        headers=headers,
+        partition=record.partition,
+        offset=record.offset,
+    )
