@@ -1,0 +1,87 @@
+"""`relaychain costs`: the cost ledger per business x model x day, in each model's currency."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import click
+
+from agents.stores.ledger import CostLedger, LedgerRow, PostgresLedger, SqliteLedger
+from relaychain.settings import ConfigError, Settings, load_settings
+
+__all__ = ["LEDGER_FILE", "costs", "open_ledger"]
+
+LEDGER_FILE = "ledger.sqlite3"
+"""The SQLite ledger's file name under the data dir."""
+
+HEADERS = ("day", "business", "model", "calls", "input tokens", "output tokens", "input cost", "output cost", "cost", "currency")
+
+
+async def open_ledger(settings: Settings, postgres_dsn: str | None = None) -> CostLedger:
+    """PostgreSQL when a DSN is given or configured (schema migrated), else `<data_dir>/ledger.sqlite3`."""
+    dsn = postgres_dsn or settings.postgres_dsn
+    if dsn:
+        ledger = PostgresLedger(dsn)
+        await ledger.migrate()
+        return ledger
+    return SqliteLedger(settings.data_dir / LEDGER_FILE)
+
+
+@click.command()
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="First day (UTC) to show, YYYY-MM-DD.")
+@click.option("--postgres", "postgres_dsn", metavar="DSN", help="Read the PostgreSQL ledger (else settings, else SQLite).")
+def costs(since: datetime | None, postgres_dsn: str | None) -> None:
+    """Tokens and cost per business x model x day, input and output apart, totals per currency."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        raise click.ClickException(f"bad config: {exc}") from None
+    if not (postgres_dsn or settings.postgres_dsn) and not (settings.data_dir / LEDGER_FILE).exists():
+        click.echo(f"no usage recorded yet ({settings.data_dir / LEDGER_FILE} does not exist)")
+        return
+    rows = asyncio.run(_read(settings, postgres_dsn, since.date() if since else None))
+    if not rows:
+        click.echo("no usage recorded" + (f" since {since.date()}" if since else ""))
+        return
+    click.echo(render_table(rows))
+
+
+async def _read(settings: Settings, postgres_dsn: str | None, since: date | None) -> list[LedgerRow]:
+    ledger = await open_ledger(settings, postgres_dsn)
+    try:
+        return await ledger.totals(since=since)
+    finally:
+        await ledger.close()
+
+
+def render_table(rows: list[LedgerRow]) -> str:
+    """An aligned text table, then one total line per currency (currencies are never added together)."""
+    body = [
+        (
+            r.day.isoformat(), r.business, r.model, str(r.calls), str(r.input_tokens), str(r.output_tokens),
+            str(r.input_cost), str(r.output_cost), str(r.cost), r.currency,
+        )
+        for r in rows
+    ]
+    totals: dict[str, list[Decimal | int]] = defaultdict(lambda: [0, 0, 0, Decimal(0), Decimal(0)])
+    for r in rows:
+        total = totals[r.currency]
+        for i, value in enumerate((r.calls, r.input_tokens, r.output_tokens, r.input_cost, r.output_cost)):
+            total[i] += value
+    footer = [
+        ("total", "", "", str(calls), str(tin), str(tout), str(cin), str(cout), str(cin + cout), currency)
+        for currency, (calls, tin, tout, cin, cout) in sorted(totals.items())
+    ]
+    table = [HEADERS, *body, *footer]
+    widths = [max(len(line[i]) for line in table) for i in range(len(HEADERS))]
+    numeric = set(range(3, 9))
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(HEADERS), rule, *(line(b) for b in body), rule, *(line(f) for f in footer)])
