@@ -25,3 +25,22 @@ def postgres_dsn() -> Iterator[str]:
         yield server.dsn
     finally:
         server.stop()
+
+
+# --- Kafka (issue: Kafka backend) -------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """host:port of a Kafka-compatible broker: CI's (`RELAYCHAIN_TEST_KAFKA`) or Tansu started for this session."""
+    bootstrap = os.environ.get("RELAYCHAIN_TEST_KAFKA")
+    if bootstrap:
+        yield bootstrap
+        return
+    from tests.support.tansu import start
+
+    broker = start()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
