@@ -151,7 +151,7 @@ class AgentRuntime:
             for index, out in enumerate(outputs)
         ]
         ctx.emitted = events
-        await asyncio.gather(*(self._publish(self._message(out)) for out in events))
+        await self._publish_all(events)
 
     async def _call_with_retries(self, agent: Agent, event: Event, ctx: HandleContext) -> Sequence[Event]:
         attempt = 0
@@ -199,7 +199,7 @@ class AgentRuntime:
                 agent=agent.name,
             )
             events.append(answer.model_copy(update={"id": derived_id(self._message_identity(message), "answer")}))
-        await asyncio.gather(*(self._publish(self._message(e)) for e in events))
+        await self._publish_all(events)
 
     @staticmethod
     def _message_identity(message: Message) -> str:
@@ -235,6 +235,12 @@ class AgentRuntime:
         topic = self.routes.deadletter if isinstance(event, DeadLetter) else self.routes.topic_for(event)
         headers = {EVENT_TYPE_HEADER: event.type, "content-type": CONTENT_TYPE}
         return Message(topic=topic, value=self.codec.encode(event), key=event.key, headers=headers)
+
+    async def _publish_all(self, events: Sequence[Event]) -> None:
+        if len(events) == 1:
+            await self._publish(self._message(events[0]))
+        elif events:
+            await asyncio.gather(*(self._publish(self._message(e)) for e in events))
 
     async def _publish_to_bus(self, message: Message) -> None:
         await self.bus.publish(message.topic, message.value, key=message.key, headers=message.headers)

