@@ -238,6 +238,8 @@ def test_each_agent_runs_one_image_with_probes_and_drain(docs: list[dict]) -> No
         env = {e["name"]: e.get("value") for e in container["env"]}
         drain = int(env.get(DRAIN_ENV, DEFAULT_DRAIN_S))
         assert pod["terminationGracePeriodSeconds"] > drain + 10, f"{agent}: the drain must finish before SIGKILL"
+        rolling = deployment["spec"]["strategy"]["rollingUpdate"]
+        assert rolling["maxUnavailable"] >= 1, f"{agent}: a surge pod past the partition count never turns ready"
         resources = container["resources"]
         assert {"cpu", "memory"} <= resources["requests"].keys() and {"cpu", "memory"} <= resources["limits"].keys()
         assert _mebibytes(resources["requests"]["memory"]) <= _mebibytes(resources["limits"]["memory"])
