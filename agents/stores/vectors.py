@@ -184,10 +184,11 @@ class PgVectorIndex:
         self._chunks_table = f"rc_index_{name}_chunks"
         self._sources_table = f"rc_index_{name}_sources"
         self._pool: asyncpg.Pool | None = None
+        self._tables_ready = False
         self._opening = asyncio.Lock()
 
     async def _connections(self) -> asyncpg.Pool:
-        if self._pool is not None:
+        if self._pool is not None and self._tables_ready:
             return self._pool
         async with self._opening:
             if self._pool is None:
@@ -199,7 +200,9 @@ class PgVectorIndex:
                 finally:
                     await first.close()
                 self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._max_pool, init=self._setup)
+            if not self._tables_ready:
                 await self._create_tables()
+                self._tables_ready = True
         return self._pool
 
     async def _setup(self, conn: asyncpg.Connection) -> None:
@@ -286,6 +289,7 @@ class PgVectorIndex:
         """Remove this index's tables."""
         pool = await self._connections()
         await pool.execute(f"DROP TABLE IF EXISTS {self._chunks_table}, {self._sources_table}")
+        self._tables_ready = False
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -1,0 +1,104 @@
+"""Incremental indexing of a folder of documents into a vector index.
+
+A file is identified by its path relative to the folder and its SHA-256.
+A re-run embeds only new or changed files, removes the chunks of files that
+are gone, and embeds nothing at all for an unchanged folder. A file that
+fails to load is reported and skipped; the rest are indexed. Loading,
+chunking and hashing run in a thread, embedding on the embedder's worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agents.documents.chunking import Chunk, chunk_sections
+from agents.documents.embeddings import Embedder
+from agents.documents.loaders import LOADERS, LoaderError, load_file
+from agents.stores.vectors import IndexedChunk, VectorIndex
+
+__all__ = ["DocumentIndexer", "IndexReport"]
+
+
+@dataclass
+class IndexReport:
+    indexed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    chunks_embedded: int = 0
+
+
+class DocumentIndexer:
+    def __init__(
+        self, index: VectorIndex, embedder: Embedder, *, chunk_tokens: int = 200, overlap_tokens: int = 40
+    ) -> None:
+        self._index = index
+        self._embedder = embedder
+        self._chunk_tokens = chunk_tokens
+        self._overlap_tokens = overlap_tokens
+
+    async def index_directory(
+        self, root: Path, *, on_file: Callable[[str], None] | None = None
+    ) -> IndexReport:
+        """Bring the index in line with the files under `root`; `on_file(source)` after each file (progress)."""
+        files = await asyncio.to_thread(_documents_under, root)
+        known = await self._index.sources()
+        report = IndexReport()
+        for source in sorted(set(known) - set(files)):
+            await self._index.delete_source(source)
+            report.removed.append(source)
+        for source, path in files.items():
+            try:
+                content_hash = await asyncio.to_thread(_sha256, path)
+                if known.get(source) == content_hash:
+                    report.unchanged.append(source)
+                else:
+                    report.chunks_embedded += await self._index_file(source, path, content_hash)
+                    report.indexed.append(source)
+            except (LoaderError, OSError) as error:
+                report.failed[source] = str(error)
+            if on_file is not None:
+                on_file(source)
+        await self._index.flush()
+        return report
+
+    async def _index_file(self, source: str, path: Path, content_hash: str) -> int:
+        chunks = await asyncio.to_thread(self._chunk_file, source, path)
+        vectors = await self._embedder.embed([chunk.embedding_text for chunk in chunks])
+        indexed = [
+            IndexedChunk(text=chunk.text, source=chunk.source, location=chunk.location, start=chunk.start, end=chunk.end)
+            for chunk in chunks
+        ]
+        await self._index.replace_source(source, content_hash, indexed, vectors.reshape(len(chunks), -1))
+        return len(chunks)
+
+    def _chunk_file(self, source: str, path: Path) -> list[Chunk]:
+        return chunk_sections(
+            load_file(path),
+            source,
+            self._embedder.tokenizer,
+            max_tokens=self._chunk_tokens,
+            overlap_tokens=self._overlap_tokens,
+        )
+
+
+def _documents_under(root: Path) -> dict[str, Path]:
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is not a directory")
+    return {
+        path.relative_to(root).as_posix(): path
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and path.suffix.lower() in LOADERS and not path.name.startswith(".")
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
