@@ -1,0 +1,123 @@
+"""The models of one process, built lazily from the config, and the fallback walk.
+
+A model marked `available: false` is skipped for its `fallback`; a model
+that fails in a way another model could survive (timeouts, persistent 5xx,
+rate limits, missing key, a full local queue — `FALLBACK_ERRORS`) hands the
+call to its fallback, and so on down the chain. A request-specific refusal
+(`model_request_rejected`) is not retried elsewhere: it would fail the same.
+The last model's error is what the caller gets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import trace
+
+from agents.llm.base import FALLBACK_ERRORS, ChatModel, Completion, ModelUnavailable, TokenCallback
+from bus.errors import AgentError
+from schemas import ChatMessage
+from schemas.config import AppConfig, ModelConfig, Provider
+
+__all__ = ["ModelFactory", "ModelPool", "default_factories"]
+
+log = logging.getLogger(__name__)
+
+ModelFactory = Callable[[str, ModelConfig], ChatModel]
+
+
+def default_factories(data_dir: Path, env: Mapping[str, str] | None = None) -> dict[Provider, ModelFactory]:
+    """OpenAI SDK clients for remote models, transformers for local ones (keys read from `env`, the process's by default)."""
+    environ = os.environ if env is None else env
+
+    def remote(name: str, config: ModelConfig) -> ChatModel:
+        from agents.llm.openai_chat import OpenAIChatModel
+
+        return OpenAIChatModel(name, config, environ.get(config.api_key_env))
+
+    def local(name: str, config: ModelConfig) -> ChatModel:
+        # Imported here: torch and transformers cost seconds and memory that remote-only workers never need.
+        from agents.llm.local import TransformersChatModel
+
+        return TransformersChatModel(name, config, data_dir)
+
+    return {Provider.OPENAI: remote, Provider.OPENAI_COMPATIBLE: remote, Provider.TRANSFORMERS: local}
+
+
+class ModelPool:
+    def __init__(
+        self,
+        config: AppConfig,
+        data_dir: Path,
+        *,
+        factories: Mapping[Provider, ModelFactory] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self._factories = {**default_factories(data_dir, env), **(factories or {})}
+        self._models: dict[str, ChatModel] = {}
+
+    def get(self, name: str) -> ChatModel:
+        model = self._models.get(name)
+        if model is None:
+            model = self._models[name] = self._factories[self.model_config(name).provider](name, self.model_config(name))
+        return model
+
+    def model_config(self, name: str) -> ModelConfig:
+        config = self.config.models.get(name)
+        if config is None:
+            raise AgentError("unknown_model", f"unknown model {name!r}", details={"known": sorted(self.config.models)})
+        return config
+
+    def chain(self, name: str) -> list[str]:
+        """`name` and its fallbacks in order, each once, unavailable ones left out."""
+        order: list[str] = []
+        candidate: str | None = name
+        while candidate is not None and candidate not in order:
+            order.append(candidate)
+            candidate = self.model_config(candidate).fallback
+        return [m for m in order if self.model_config(m).available]
+
+    async def complete_with_fallback(
+        self,
+        name: str,
+        messages: Sequence[ChatMessage],
+        *,
+        max_tokens: int,
+        temperature: float | None = None,
+        timeout_s: float | None = None,
+        json_schema: dict[str, Any] | None = None,
+        on_token: TokenCallback | None = None,
+    ) -> Completion:
+        """The first model down `name`'s fallback chain that answers; `max_tokens` is capped per model."""
+        candidates = self.chain(name)
+        if not candidates:
+            raise ModelUnavailable(name, "it and every fallback are marked unavailable")
+        span = trace.get_current_span()
+        for position, candidate in enumerate(candidates):
+            try:
+                return await self.get(candidate).complete(
+                    messages,
+                    max_tokens=min(max_tokens, self.model_config(candidate).max_output_tokens),
+                    temperature=temperature,
+                    timeout_s=timeout_s,
+                    json_schema=json_schema,
+                    on_token=on_token,
+                )
+            except FALLBACK_ERRORS as exc:
+                # Text already streamed to the caller cannot be taken back, so another model would garble it.
+                if position == len(candidates) - 1 or exc.details.get("streamed"):
+                    raise
+                following = candidates[position + 1]
+                log.warning("model %s failed (%s); falling back to %s", candidate, exc.code, following)
+                span.add_event("relaychain.model.fallback", {"from": candidate, "to": following, "error.type": exc.code})
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    async def aclose(self) -> None:
+        models, self._models = list(self._models.values()), {}
+        await asyncio.gather(*(model.aclose() for model in models))

@@ -1,0 +1,192 @@
+"""A real OpenAI-compatible HTTP server on 127.0.0.1 for tests, scripted per model.
+
+    with OpenAITestServer() as server:
+        server.script("gpt-4o-mini", Fail(429), Reply("hello", input_tokens=12, output_tokens=3))
+        client = openai.AsyncOpenAI(base_url=server.base_url, api_key="test")
+
+Each request to a model takes the next step of its script; the last step
+repeats. `POST /v1/chat/completions` answers plain JSON, or server-sent
+events with a final usage chunk when the request asks to stream. Every
+request is recorded, so tests can count attempts.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = ["Fail", "OpenAITestServer", "RecordedRequest", "Reply"]
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str = "ok"
+    input_tokens: int = 10
+    output_tokens: int = 5
+    finish_reason: str = "stop"
+    response_model: str | None = None
+    delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Fail:
+    status: int
+    message: str = "scripted failure"
+    retry_after_s: float | None = None
+    delay_s: float = 0.0
+
+
+Step = Reply | Fail
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    path: str
+    model: str
+    body: dict[str, Any]
+    authorization: str | None
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.body.get("stream"))
+
+
+class OpenAITestServer:
+    def __init__(self) -> None:
+        self.requests: list[RecordedRequest] = []
+        self._scripts: dict[str, deque[Step]] = {}
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="openai-test-server", daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def script(self, model: str, *steps: Step) -> None:
+        """Replace `model`'s script: each request takes the next step; the last one repeats."""
+        if not steps:
+            raise ValueError("a script needs at least one step")
+        with self._lock:
+            self._scripts[model] = deque(steps)
+
+    def attempts(self, model: str) -> int:
+        with self._lock:
+            return sum(1 for r in self.requests if r.model == model)
+
+    def start(self) -> OpenAITestServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> OpenAITestServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _next(self, request: RecordedRequest) -> Step:
+        with self._lock:
+            self.requests.append(request)
+            script = self._scripts.get(request.model)
+            if not script:
+                return Reply()
+            return script.popleft() if len(script) > 1 else script[0]
+
+
+def _handler_for(server: OpenAITestServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet: test output stays readable."""
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+            if self.path != "/v1/chat/completions":
+                self._json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+                return
+            recorded = RecordedRequest(self.path, str(body.get("model", "")), body, self.headers.get("Authorization"))
+            step = server._next(recorded)
+            time.sleep(step.delay_s)
+            try:
+                if isinstance(step, Fail):
+                    headers = {"Retry-After": f"{step.retry_after_s:g}"} if step.retry_after_s is not None else {}
+                    self._json(step.status, {"error": {"message": step.message, "type": "scripted"}}, headers)
+                elif recorded.stream:
+                    self._sse(recorded, step)
+                else:
+                    self._json(200, _completion(recorded, step))
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # The client gave up (a timeout test); nothing is listening any more.
+
+        def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _sse(self, request: RecordedRequest, reply: Reply) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            base = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": int(time.time()), "model": _model(request, reply)}
+            pieces = _pieces(reply.text)
+            for index, piece in enumerate(pieces):
+                delta = {"role": "assistant", "content": piece} if index == 0 else {"content": piece}
+                self._event({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+            self._event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}]})
+            if (request.body.get("stream_options") or {}).get("include_usage"):
+                self._event({**base, "choices": [], "usage": _usage(reply)})
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+            self.close_connection = True
+
+        def _event(self, payload: dict[str, Any]) -> None:
+            self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+            self.wfile.flush()
+
+    return Handler
+
+
+def _completion(request: RecordedRequest, reply: Reply) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": _model(request, reply),
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text}, "finish_reason": reply.finish_reason}],
+        "usage": _usage(reply),
+    }
+
+
+def _model(request: RecordedRequest, reply: Reply) -> str:
+    return reply.response_model or request.model
+
+
+def _usage(reply: Reply) -> dict[str, int]:
+    return {"prompt_tokens": reply.input_tokens, "completion_tokens": reply.output_tokens, "total_tokens": reply.input_tokens + reply.output_tokens}
+
+
+def _pieces(text: str) -> list[str]:
+    """The text in word-sized pieces, spaces kept, so joining them gives the text back."""
+    pieces: list[str] = []
+    for word in text.split(" "):
+        pieces.append(word if not pieces else " " + word)
+    return [p for p in pieces if p] or [""]
