@@ -116,6 +116,7 @@ class KafkaSubscription:
                 log.warning("group %s: handlers still running after %.1fs were cancelled", self.group, drain_timeout)
             await self._commit(self._assignment)
             # Leaving the group (consumer.stop) lets the others take our partitions at once.
+            _let_first_generation_leave(self._consumer)
             await self._consumer.stop()
             self._assignment = frozenset()
         finally:
@@ -238,6 +239,20 @@ class _Listener(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: Iterable[KafkaTopicPartition]) -> None:
         await self._member._on_assigned(_ours(assigned))  # noqa: SLF001
+
+
+def _let_first_generation_leave(consumer: AIOKafkaConsumer) -> None:
+    """Make aiokafka send LeaveGroup even when the group is in generation 0.
+
+    Apache Kafka numbers generations from 1; Tansu from 0, and aiokafka only
+    leaves a group when `generation > 0`. Without the LeaveGroup the other
+    members wait a whole session timeout before they take our partitions.
+    The generation is not sent with LeaveGroup, so raising it right before
+    `stop()` changes nothing else (the heartbeat task is stopped first).
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is not None and getattr(coordinator, "generation", None) == 0:
+        coordinator.generation = 1
 
 
 def _ours(partitions: Iterable[KafkaTopicPartition]) -> frozenset[TopicPartition]:

