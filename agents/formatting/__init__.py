@@ -1,0 +1,25 @@
+"""Structured output: JSON extracted from model text, repaired, validated against a schema."""
+
+from agents.formatting.assemble import assemble_from_steps
+from agents.formatting.extract import ExtractionError, Extracted, extract_json
+from agents.formatting.validate import (
+    JsonSchemaOutput,
+    OutputSchema,
+    PydanticOutput,
+    SchemaRegistry,
+    SchemaViolation,
+    load_output_schema,
+)
+
+__all__ = [
+    "ExtractionError",
+    "Extracted",
+    "JsonSchemaOutput",
+    "OutputSchema",
+    "PydanticOutput",
+    "SchemaRegistry",
+    "SchemaViolation",
+    "assemble_from_steps",
+    "extract_json",
+    "load_output_schema",
+]
