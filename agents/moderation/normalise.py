@@ -30,7 +30,7 @@ _SLIPPED = rf"[\s{_ZERO_WIDTH}.\-_*·•|/\\~+'`:．－＿＊・～｜／]"
 
 _ALWAYS_DROPPED = re.compile(rf"[{_ZERO_WIDTH}]|(?<=\s)\s+")
 _BETWEEN_CJK = re.compile(rf"(?<=[{_CJK}]){_SLIPPED}{{1,3}}(?=[{_CJK}])")
-_LETTER_CHAIN = re.compile(rf"(?<![^\W_])[^\W_](?:{_SLIPPED}{{1,2}}[^\W_](?![^\W_]))+")
+_LETTER_CHAIN = re.compile(rf"(?<![^\W_])[^\W_](?:{_SLIPPED}{{1,3}}[^\W_](?![^\W_]))+")
 _LETTER = re.compile(r"[^\W_]")
 
 
