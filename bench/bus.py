@@ -153,10 +153,10 @@ async def main() -> None:
         broker = None
         bootstrap = args.kafka
         if args.start_broker:
-            from tests.support.tansu import Tansu
+            from tests.support.tansu import start
 
-            broker = Tansu()
-            bootstrap = broker.start()
+            broker = start()
+            bootstrap = broker.bootstrap
         if bootstrap:
             from bus.kafka import KafkaBus, KafkaSettings
 

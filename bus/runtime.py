@@ -18,7 +18,7 @@ import logging
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from bus.base import Bus, Message, Subscription
@@ -57,13 +57,16 @@ class Routes:
     type_topics: Mapping[str, str]
     step_topic: Callable[[str], str]
     deadletter: str
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    """Event type or step name -> topic; wins over the rules above (custom agents and steps)."""
 
     def topic_for(self, event: Event) -> str:
-        topic = self.type_topics.get(event.type)
+        topic = self.overrides.get(event.type) or self.type_topics.get(event.type)
         if topic is not None:
             return topic
         if event.slip:
-            return self.step_topic(event.slip[0])
+            step = event.slip[0]
+            return self.overrides.get(step) or self.step_topic(step)
         raise LookupError(f"{event.type} event has no topic for its type and no step left on its slip")
 
 

@@ -8,6 +8,7 @@ router never loads a model.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from functools import cached_property
@@ -29,9 +30,11 @@ def make_codec() -> EventCodec:
     return EventCodec(PUBLIC_EVENTS)
 
 
-def make_routes() -> Routes:
+def make_routes(overrides: dict[str, str] | None = None) -> Routes:
     type_topics = {t: topology.RESPONSES for t in ANSWER_TYPES} | {"usage": topology.USAGE}
-    return Routes(type_topics=type_topics, step_topic=topology.step_topic, deadletter=topology.DEADLETTER)
+    return Routes(
+        type_topics=type_topics, step_topic=topology.step_topic, deadletter=topology.DEADLETTER, overrides=overrides or {}
+    )
 
 
 def topic_specs(partitions: int = 8) -> list[TopicSpec]:
@@ -78,7 +81,8 @@ def make_runtime(bus: Bus, settings: Settings, telemetry: Telemetry, *, raise_er
         max_delay_s=runtime_settings.retry_max_delay_s,
     )
     middlewares = (TracingMiddleware(telemetry.tracer_provider), MetricsMiddleware(telemetry.meter_provider))
-    return AgentRuntime(bus, make_codec(), make_routes(), middlewares=middlewares, retry=retry, raise_errors=raise_errors)
+    routes = make_routes(runtime_settings.routes)
+    return AgentRuntime(bus, make_codec(), routes, middlewares=middlewares, retry=retry, raise_errors=raise_errors)
 
 
 async def host_agents(runtime: AgentRuntime, components: Components, names: list[str]) -> None:
@@ -86,3 +90,13 @@ async def host_agents(runtime: AgentRuntime, components: Components, names: list
     for name in names:
         agent = await components.agent(name)
         await runtime.add(agent, topology.AGENT_INBOXES[name], group=topology.group_of(name), max_in_flight=max_in_flight)
+
+
+async def host_custom_agent(
+    runtime: AgentRuntime, settings: Settings, path: str, inboxes: list[str], group: str | None
+) -> str:
+    """Host a user's agent class given as `module:Class` (constructed without arguments)."""
+    module_name, _, attribute = path.partition(":")
+    agent = getattr(importlib.import_module(module_name), attribute)()
+    await runtime.add(agent, inboxes, group=group or topology.group_of(agent.name), max_in_flight=settings.runtime.max_in_flight)
+    return str(agent.name)

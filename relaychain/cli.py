@@ -41,14 +41,26 @@ def main(config: Path | None, data_dir: Path | None, verbose: int) -> None:
 
 
 @main.command()
-@click.argument("agents", nargs=-1, required=True, type=click.Choice(topology.AGENTS))
+@click.argument("agents", nargs=-1, required=True)
 @click.option("--bus", help="memory:// or kafka://host:port (RELAYCHAIN_BUS).")
-def worker(agents: tuple[str, ...], bus: str | None) -> None:
-    """Run AGENT(s) as a long-lived worker with health probes; SIGTERM drains and exits 0."""
+@click.option("--inbox", "inboxes", multiple=True, help="Topic(s) for a `module:Class` agent.")
+@click.option("--group", help="Consumer group for a `module:Class` agent (relaychain.<name> by default).")
+def worker(agents: tuple[str, ...], bus: str | None, inboxes: tuple[str, ...], group: str | None) -> None:
+    """Run AGENT(s) as a long-lived worker with health probes; SIGTERM drains and exits 0.
+
+    AGENT is one of the built-in agents (router, moderator, memory, retriever,
+    tokenizer, generator, formatter) or your own as `module:Class` with --inbox.
+    """
     from relaychain.worker import run_worker
 
+    custom = [a for a in agents if ":" in a]
+    unknown = [a for a in agents if ":" not in a and a not in topology.AGENTS]
+    if unknown:
+        raise click.BadParameter(f"unknown agent(s) {unknown}; built-in agents are {', '.join(topology.AGENTS)}")
+    if custom and (len(agents) > 1 or not inboxes):
+        raise click.BadParameter("a `module:Class` agent runs alone and needs --inbox")
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
-    asyncio.run(run_worker(_settings(bus=bus), list(agents)))
+    asyncio.run(run_worker(_settings(bus=bus), list(agents), inboxes=list(inboxes), group=group))
 
 
 @main.command()
@@ -140,6 +152,19 @@ def _json_default(value: Any) -> Any:
 def dump_json(value: Any) -> str:
     return orjson.dumps(value, default=_json_default, option=orjson.OPT_INDENT_2).decode()
 
+
+def _register_commands() -> None:
+    from relaychain.commands.costs import costs
+    from relaychain.commands.db import db
+    from relaychain.commands.deploy import deploy
+    from relaychain.commands.index import index, search
+    from relaychain.commands.tokens import tokens
+
+    for command in (costs, db, deploy, index, search, tokens):
+        main.add_command(command)
+
+
+_register_commands()
 
 if __name__ == "__main__":
     sys.exit(main())

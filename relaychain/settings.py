@@ -40,6 +40,12 @@ class RuntimeSettings(BaseModel):
     health_host: str = "0.0.0.0"
     health_port: int = Field(default=8080, ge=0, lt=65536)
     answer_timeout_s: float = Field(default=600.0, gt=0)
+    routes: dict[str, str] = Field(
+        default_factory=dict, description="Event type or slip step -> topic, for your own agents and steps."
+    )
+    create_topics: bool = Field(
+        default=True, description="Create missing topics at start; off where an operator (Strimzi) owns them."
+    )
 
 
 def _default_data_dir() -> Path:

@@ -13,16 +13,20 @@ import signal
 
 from bus.health import HealthServer
 from observability import setup_telemetry
-from relaychain.app import Components, host_agents, make_runtime, topic_specs
+from relaychain.app import Components, host_agents, host_custom_agent, make_runtime, topic_specs
 from relaychain.buses import make_bus
 from relaychain.settings import Settings
 
 log = logging.getLogger("relaychain.worker")
 
 
-async def run_worker(settings: Settings, agents: list[str]) -> None:
+async def run_worker(
+    settings: Settings, agents: list[str], *, inboxes: list[str] | None = None, group: str | None = None
+) -> None:
+    """Host built-in agents by name, or one `module:Class` agent on `inboxes`."""
     service = settings.observability.service_name
-    observability = settings.observability.model_copy(update={"service_name": f"{service}-{'+'.join(agents)}"})
+    label = "+".join(a.rpartition(":")[2].lower() for a in agents)
+    observability = settings.observability.model_copy(update={"service_name": f"{service}-{label}"})
     telemetry = setup_telemetry(observability, jsonl_default=settings.data_dir / "traces.jsonl")
     bus = make_bus(settings.bus, kafka_options=settings.kafka)
     components = Components(settings)
@@ -34,9 +38,13 @@ async def run_worker(settings: Settings, agents: list[str]) -> None:
     runtime = make_runtime(bus, settings, telemetry)
     health = HealthServer(ready=lambda: runtime.ready, host=settings.runtime.health_host, port=_health_port(settings))
     try:
-        await bus.create_topics(topic_specs())
+        if settings.runtime.create_topics:
+            await bus.create_topics(topic_specs())
         await health.start()
-        await host_agents(runtime, components, agents)
+        if len(agents) == 1 and ":" in agents[0]:
+            await host_custom_agent(runtime, settings, agents[0], inboxes or [], group)
+        else:
+            await host_agents(runtime, components, agents)
         log.info("worker %s running (pid %d, health on :%d)", ",".join(agents), os.getpid(), health.port)
         await stop.wait()
         log.info("draining in-flight events (up to %.0fs)", settings.runtime.drain_timeout_s)

