@@ -88,7 +88,7 @@ def test_separators_only_collapse_between_single_letters_or_cjk() -> None:
     assert normalise("s . e . x").text == "sex"
     assert normalise("敏 感").text == "敏感"
     assert normalise("this ex").text == "this ex"
-    assert normalise("好，感谢").text == "好，感谢"
+    assert normalise("好，感谢").text == "好,感谢", "sentence punctuation is not a slipped separator"
 
 
 def test_allowlist_suppresses_only_inside_its_occurrence() -> None:
