@@ -1,0 +1,134 @@
+"""The generator agent: one model call per `generate` step, priced, traced, with fallback.
+
+Plain `generate` sends the routed prompt with the conversation history placed
+after its leading system messages (the order the token budget counted). A
+chain step `generate.<name>` renders that step's template with the request's
+variables, the retrieved context and the earlier steps' outputs. The text
+goes into `job.outputs` under the step's name (`generate` for a plain one).
+
+The model actually used (after any fallback) becomes `job.model`, so later
+steps and the ledger see who answered. Constrained decoding applies to the
+plain `generate` step only: chain steps write prose that a later step or the
+formatter assembles, so forcing the final schema on them would be wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from opentelemetry import trace
+
+from agents.llm import Completion, ModelPool
+from agents.prompts import PromptLibrary
+from agents.router import template_scope
+from agents.tokens.pricing import priced_usage
+from agents.tokens.trim import compose_messages
+from bus.errors import AgentError
+from schemas import ChatMessage, Event, Job, StepUsage, Usage
+from schemas.config import AppConfig, BusinessConfig
+
+__all__ = ["GENERATE_STEP", "GeneratorAgent", "SchemaFor"]
+
+GENERATE_STEP = "generate"
+SchemaFor = Callable[[str], dict[str, Any] | None]
+"""Business name -> its output JSON Schema (None when there is none to enforce)."""
+
+
+class GeneratorAgent:
+    name = "generator"
+
+    def __init__(
+        self,
+        config: AppConfig,
+        models: ModelPool,
+        prompts: PromptLibrary,
+        *,
+        schema_for: SchemaFor | None = None,
+        record_content: bool = False,
+    ) -> None:
+        """`record_content` puts prompt and completion text on spans; off by default, they may hold personal data."""
+        self._config = config
+        self._models = models
+        self._prompts = prompts
+        self._schema_for = schema_for
+        self._record_content = record_content
+
+    async def handle(self, event: Event) -> Sequence[Event]:
+        if not isinstance(event, Job):
+            raise AgentError("unexpected_event", f"generator reads jobs, got a {event.type} event")
+        step = event.current_step or ""
+        kind, _, chain_step = step.partition(".")
+        if kind != GENERATE_STEP:
+            raise AgentError("unexpected_step", f"generator runs generate steps, not {step!r}")
+        business = self._prompts.business(event.business)
+        messages = self._messages(event, chain_step) if chain_step else compose_messages(event.prompt, event.history)
+        if not messages:
+            raise AgentError("empty_prompt", f"job {event.id} reached {step!r} without a prompt")
+        options = event.request.options
+        max_tokens = self._max_tokens(event, business, chain_step)
+        completion = await self._models.complete_with_fallback(
+            event.model,
+            messages,
+            max_tokens=max_tokens,
+            temperature=options.temperature,
+            timeout_s=options.timeout_s,
+            json_schema=None if chain_step else self._json_schema(event.business, business),
+        )
+        usage = priced_usage(
+            step=step,
+            model=completion.model,
+            price_per_million=self._models.model_config(completion.model).price,
+            input_tokens=completion.input_tokens,
+            output_tokens=completion.output_tokens,
+            latency_ms=completion.latency_ms,
+        )
+        self._annotate(event.model, max_tokens, messages, completion, usage)
+        outputs = {**event.outputs, chain_step or GENERATE_STEP: completion.text}
+        return [
+            event.advance(self.name, outputs=outputs, usage=(*event.usage, usage), model=completion.model),
+            event.reply(Usage, usage=usage),
+        ]
+
+    def _messages(self, job: Job, chain_step: str) -> list[ChatMessage]:
+        variables = template_scope(job.request, job.model, context=job.context, outputs=dict(job.outputs))
+        rendered = self._prompts.render_step(job.business, chain_step, variables, model=job.model)
+        return compose_messages(rendered, job.history)
+
+    def _max_tokens(self, job: Job, business: BusinessConfig, chain_step: str) -> int:
+        """The step's own limit, else the request's, else the model's; never past the model's."""
+        ceiling = self._models.model_config(job.model).max_output_tokens
+        step_limit = next((s.max_tokens for s in business.chain if s.name == chain_step), None) if chain_step else None
+        return min(step_limit or job.request.options.max_tokens or ceiling, ceiling)
+
+    def _json_schema(self, business_name: str, business: BusinessConfig) -> dict[str, Any] | None:
+        if not business.constrained_decoding or self._schema_for is None:
+            return None
+        return self._schema_for(business_name)
+
+    def _annotate(self, requested: str, max_tokens: int, messages: Sequence[ChatMessage], completion: Completion, usage: StepUsage) -> None:
+        """OpenTelemetry GenAI semantic-convention attributes, plus cost, on the runtime's span for this step."""
+        span = trace.get_current_span()
+        span.set_attributes(
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": completion.provider,
+                "gen_ai.request.model": requested,
+                "gen_ai.request.max_tokens": max_tokens,
+                "gen_ai.response.model": completion.response_model,
+                "gen_ai.response.finish_reasons": [completion.finish_reason],
+                "gen_ai.usage.input_tokens": completion.input_tokens,
+                "gen_ai.usage.output_tokens": completion.output_tokens,
+                "relaychain.model": completion.model,
+                "relaychain.cost": float(usage.cost),
+                "relaychain.cost.currency": usage.currency,
+                "relaychain.latency_ms": completion.latency_ms,
+            }
+        )
+        if self._record_content:
+            span.set_attribute("gen_ai.input.messages", json.dumps([m.model_dump(exclude_none=True) for m in messages], ensure_ascii=False))
+            span.set_attribute(
+                "gen_ai.output.messages",
+                json.dumps([{"role": "assistant", "content": completion.text, "finish_reason": completion.finish_reason}], ensure_ascii=False),
+            )

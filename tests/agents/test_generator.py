@@ -1,0 +1,222 @@
+"""The generator agent on jobs, against the OpenAI-compatible test server over real HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from agents.generator import GeneratorAgent
+from agents.llm import Backoff, ModelPool, ModelServerError, OpenAIChatModel
+from agents.prompts import PromptLibrary
+from bus.errors import AgentError
+from schemas import ChatMessage, Job, Request, RequestOptions, RetrievedChunk, Usage
+from schemas.config import AppConfig, ModelConfig, Provider
+from tests.support.openai_server import Fail, OpenAITestServer, Reply
+
+SCHEMA = {"type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"]}
+
+
+def app_config(server: OpenAITestServer) -> AppConfig:
+    def model(price_in: str, price_out: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "provider": "openai",
+            "base_url": server.base_url,
+            "tokenizer": "tiktoken:o200k_base",
+            "context_window": 16000,
+            "max_output_tokens": 300,
+            "price": {"input_per_million": price_in, "output_per_million": price_out, "currency": "USD"},
+            "max_retries": 0,
+            **extra,
+        }
+
+    return AppConfig.model_validate(
+        {
+            "models": {"gpt-4o": model("2.50", "10.00", fallback="gpt-4o-mini"), "gpt-4o-mini": model("0.15", "0.60")},
+            "businesses": {
+                "push": {
+                    "default_model": "gpt-4o",
+                    "allowed_models": ["gpt-4o", "gpt-4o-mini"],
+                    "templates": {"default": "push.j2"},
+                    "output_schema": "push",
+                    "steps": ["generate", "format"],
+                },
+                "blog": {
+                    "default_model": "gpt-4o",
+                    "allowed_models": ["gpt-4o"],
+                    "templates": {"default": "push.j2"},
+                    "output_schema": "push",
+                    "steps": ["retrieve", "generate.opening", "generate.ending", "format"],
+                    "chain": [
+                        {"name": "opening", "template": "opening.j2", "max_tokens": 120},
+                        {"name": "ending", "template": "ending.j2"},
+                    ],
+                    "constrained_decoding": True,
+                },
+            },
+            "output_schemas": {"push": "push.json"},
+        }
+    )
+
+
+@pytest.fixture
+def templates(tmp_path: Path) -> Path:
+    (tmp_path / "push.j2").write_text("Write a push for {{ input }}")
+    (tmp_path / "opening.j2").write_text("Open a post on {{ car }}.{% for c in context %} Fact: {{ c.text }}{% endfor %}")
+    (tmp_path / "ending.j2").write_text("End the post that opens: {{ outputs.opening }}")
+    return tmp_path
+
+
+@pytest.fixture
+def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
+
+
+@pytest.fixture
+async def pool(openai_server: OpenAITestServer, tmp_path: Path) -> AsyncIterator[ModelPool]:
+    def remote(name: str, config: ModelConfig) -> OpenAIChatModel:
+        return OpenAIChatModel(name, config, api_key="sk-test", backoff=Backoff(0.001, 0.01))
+
+    models = ModelPool(app_config(openai_server), tmp_path, factories={Provider.OPENAI: remote})
+    yield models
+    await models.aclose()
+
+
+def generator(pool: ModelPool, templates: Path, *, record_content: bool = False) -> GeneratorAgent:
+    return GeneratorAgent(pool.config, pool, PromptLibrary(pool.config, templates), schema_for=lambda _: SCHEMA, record_content=record_content)
+
+
+def push_job(**request: Any) -> Job:
+    req = Request(business="push", input="the autumn sale", **request)
+    prompt = (ChatMessage(role="system", content="You write pushes."), ChatMessage(role="user", content="Write a push for the autumn sale"))
+    history = (ChatMessage(role="user", content="earlier question"), ChatMessage(role="assistant", content="earlier answer"))
+    return req.reply(Job, request=req, model="gpt-4o", prompt=prompt, history=history, slip=("generate", "format"))
+
+
+def handled(exporter: InMemorySpanExporter) -> ReadableSpan:
+    (span,) = exporter.get_finished_spans()
+    return span
+
+
+async def test_generate_puts_text_usage_and_span_attributes(
+    openai_server: OpenAITestServer, pool: ModelPool, templates: Path, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    openai_server.script("gpt-4o", Reply('{"title": "Sale!"}', input_tokens=1200, output_tokens=80, response_model="gpt-4o-2024-08-06"))
+    provider, exporter = spans
+    job = push_job(options=RequestOptions(max_tokens=100, temperature=0.3))
+    with provider.get_tracer("test").start_as_current_span("generator generate"):
+        forwarded, usage_event = await generator(pool, templates).handle(job)
+
+    assert isinstance(forwarded, Job) and isinstance(usage_event, Usage)
+    assert forwarded.outputs == {"generate": '{"title": "Sale!"}'}
+    assert forwarded.slip == ("format",) and forwarded.results[-1].agent == "generator"
+    (usage,) = forwarded.usage
+    assert usage == usage_event.usage
+    assert (usage.step, usage.model, usage.input_tokens, usage.output_tokens) == ("generate", "gpt-4o", 1200, 80)
+    assert (usage.input_cost, usage.output_cost, usage.currency) == (Decimal("0.003"), Decimal("0.0008"), "USD")
+    assert usage_event.request_id == job.request_id
+
+    (request,) = openai_server.requests
+    roles = [(m["role"], m["content"]) for m in request.body["messages"]]
+    assert roles == [
+        ("system", "You write pushes."),
+        ("user", "earlier question"),
+        ("assistant", "earlier answer"),
+        ("user", "Write a push for the autumn sale"),
+    ]
+    assert request.body["max_tokens"] == 100 and request.body["temperature"] == 0.3
+    assert request.body["response_format"]["json_schema"]["schema"] == SCHEMA
+
+    attributes = handled(exporter).attributes or {}
+    assert attributes["gen_ai.operation.name"] == "chat"
+    assert attributes["gen_ai.provider.name"] == "openai"
+    assert attributes["gen_ai.request.model"] == "gpt-4o"
+    assert attributes["gen_ai.response.model"] == "gpt-4o-2024-08-06"
+    assert (attributes["gen_ai.usage.input_tokens"], attributes["gen_ai.usage.output_tokens"]) == (1200, 80)
+    assert attributes["gen_ai.request.max_tokens"] == 100
+    assert tuple(attributes["gen_ai.response.finish_reasons"]) == ("stop",)
+    assert attributes["relaychain.cost"] == pytest.approx(0.0038)
+    assert attributes["relaychain.cost.currency"] == "USD"
+    assert "gen_ai.input.messages" not in attributes and "gen_ai.output.messages" not in attributes
+
+
+async def test_content_is_on_the_span_only_when_opted_in(
+    openai_server: OpenAITestServer, pool: ModelPool, templates: Path, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    openai_server.script("gpt-4o", Reply("the answer"))
+    provider, exporter = spans
+    with provider.get_tracer("test").start_as_current_span("generator generate"):
+        await generator(pool, templates, record_content=True).handle(push_job())
+    attributes = handled(exporter).attributes or {}
+    assert json.loads(str(attributes["gen_ai.input.messages"]))[-1] == {"role": "user", "content": "Write a push for the autumn sale"}
+    assert json.loads(str(attributes["gen_ai.output.messages"]))[0]["content"] == "the answer"
+
+
+async def test_fallback_model_answers_and_is_priced_as_itself(
+    openai_server: OpenAITestServer, pool: ModelPool, templates: Path, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    openai_server.script("gpt-4o", Fail(500))
+    openai_server.script("gpt-4o-mini", Reply("cheaper", input_tokens=1_000_000, output_tokens=1_000_000))
+    provider, exporter = spans
+    with provider.get_tracer("test").start_as_current_span("generator generate"):
+        forwarded, _ = await generator(pool, templates).handle(push_job())
+    assert isinstance(forwarded, Job) and forwarded.model == "gpt-4o-mini"
+    (usage,) = forwarded.usage
+    assert (usage.model, usage.input_cost, usage.output_cost) == ("gpt-4o-mini", Decimal("0.15"), Decimal("0.60"))
+    span = handled(exporter)
+    assert (span.attributes or {})["gen_ai.request.model"] == "gpt-4o"
+    assert [e.name for e in span.events] == ["relaychain.model.fallback"]
+
+
+async def test_chain_steps_render_their_templates_with_context_and_earlier_outputs(
+    openai_server: OpenAITestServer, pool: ModelPool, templates: Path
+) -> None:
+    openai_server.script("gpt-4o", Reply("The EV7 is quiet."), Reply("Buy one."))
+    req = Request(business="blog", input="a blog post", vars={"car": "Aurora EV7"})
+    job = req.reply(
+        Job,
+        request=req,
+        model="gpt-4o",
+        context=(RetrievedChunk(text="range 600 km", source="ev7.pdf", score=0.9),),
+        slip=("generate.opening", "generate.ending", "format"),
+    )
+    agent = generator(pool, templates)
+    opened, _ = await agent.handle(job)
+    assert isinstance(opened, Job)
+    ended, _ = await agent.handle(opened)
+    assert isinstance(ended, Job)
+
+    assert ended.outputs == {"opening": "The EV7 is quiet.", "ending": "Buy one."}
+    assert [u.step for u in ended.usage] == ["generate.opening", "generate.ending"]
+    first, second = openai_server.requests
+    assert first.body["messages"] == [{"role": "user", "content": "Open a post on Aurora EV7. Fact: range 600 km"}]
+    assert first.body["max_tokens"] == 120  # the chain step's own limit
+    assert second.body["messages"] == [{"role": "user", "content": "End the post that opens: The EV7 is quiet."}]
+    assert second.body["max_tokens"] == 300
+    assert "response_format" not in first.body and "response_format" not in second.body
+
+
+async def test_exhausted_fallbacks_raise_the_typed_error(openai_server: OpenAITestServer, pool: ModelPool, templates: Path) -> None:
+    openai_server.script("gpt-4o", Fail(502))
+    openai_server.script("gpt-4o-mini", Fail(503))
+    with pytest.raises(ModelServerError) as caught:
+        await generator(pool, templates).handle(push_job())
+    assert caught.value.code == "model_server_error" and caught.value.details["model"] == "gpt-4o-mini"
+
+
+async def test_a_step_that_is_not_generate_is_refused(pool: ModelPool, templates: Path) -> None:
+    job = push_job().model_copy(update={"slip": ("format",)})
+    with pytest.raises(AgentError) as caught:
+        await generator(pool, templates).handle(job)
+    assert caught.value.code == "unexpected_step"
