@@ -144,7 +144,8 @@ def cost_totals(usage: Sequence[StepUsage]) -> tuple[Money, ...]:
 
 
 def _finish_reason(job: Job, business: BusinessConfig, config: AppConfig) -> str | None:
-    """`length` when the last generate call used its whole token allowance (the job carries no finish reason)."""
+    """`length` when the last generate call used its whole token allowance, computed as the generator does
+    (the job carries no finish reason)."""
     generated = [line for line in job.usage if line.step.split(".", 1)[0] == "generate"]
     if not generated:
         return None
@@ -152,8 +153,10 @@ def _finish_reason(job: Job, business: BusinessConfig, config: AppConfig) -> str
     _, _, chain_name = last.step.partition(".")
     limits = [step.max_tokens for step in business.chain if step.name == chain_name and step.max_tokens]
     model = config.models.get(last.model)
-    limit = limits[0] if limits else job.request.options.max_tokens or (model.max_output_tokens if model else None)
-    return "length" if limit is not None and last.output_tokens >= limit else None
+    if model is None:
+        return None
+    limit = min(limits[0] if limits else job.request.options.max_tokens or model.max_output_tokens, model.max_output_tokens)
+    return "length" if last.output_tokens >= limit else None
 
 
 def _errors(exc: ExtractionError | SchemaViolation) -> list[str]:
