@@ -31,8 +31,13 @@ log = logging.getLogger(__name__)
 ModelFactory = Callable[[str, ModelConfig], ChatModel]
 
 
-def default_factories(data_dir: Path, env: Mapping[str, str] | None = None) -> dict[Provider, ModelFactory]:
-    """OpenAI SDK clients for remote models, transformers for local ones (keys read from `env`, the process's by default)."""
+def default_factories(
+    data_dir: Path, env: Mapping[str, str] | None = None, on_progress: Callable[[str], None] | None = None
+) -> dict[Provider, ModelFactory]:
+    """OpenAI SDK clients for remote models, transformers for local ones (keys read from `env`, the process's by default).
+
+    `on_progress` receives a local model's load messages (the first load converts weights and takes a while).
+    """
     environ = os.environ if env is None else env
 
     def remote(name: str, config: ModelConfig) -> ChatModel:
@@ -44,7 +49,7 @@ def default_factories(data_dir: Path, env: Mapping[str, str] | None = None) -> d
         # Imported here: torch and transformers cost seconds and memory that remote-only workers never need.
         from agents.llm.local import TransformersChatModel
 
-        return TransformersChatModel(name, config, data_dir)
+        return TransformersChatModel(name, config, data_dir, on_progress=on_progress)
 
     return {Provider.OPENAI: remote, Provider.OPENAI_COMPATIBLE: remote, Provider.TRANSFORMERS: local}
 
@@ -57,9 +62,10 @@ class ModelPool:
         *,
         factories: Mapping[Provider, ModelFactory] | None = None,
         env: Mapping[str, str] | None = None,
+        on_progress: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
-        self._factories = {**default_factories(data_dir, env), **(factories or {})}
+        self._factories = {**default_factories(data_dir, env, on_progress), **(factories or {})}
         self._models: dict[str, ChatModel] = {}
 
     def get(self, name: str) -> ChatModel:

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from agents.llm import ModelBusy, ModelTimeout
+from agents.llm import ModelBusy, ModelPool, ModelTimeout
 from agents.llm.local import LocalModelRegistry, TransformersChatModel
 from schemas import ChatMessage
-from tests.agents.conftest import LoadedModel
+from schemas.config import AppConfig
+from tests.agents.conftest import SMOLLM2_CONFIG, LoadedModel
+from tests.support.openai_server import Fail, OpenAITestServer
 
 pytestmark = pytest.mark.slow
 
@@ -92,3 +94,30 @@ async def test_safetensors_cache_is_written_and_reloads(smollm2: LoadedModel, sm
     assert any("from the cache" in line for line in progress) and not any("converting" in line for line in progress)
     completion = await reloaded.complete(ask("Say hello."), max_tokens=8)
     assert completion.text.strip()
+
+
+async def test_pool_falls_back_from_a_remote_model_to_the_local_one(
+    smollm2: LoadedModel, smollm2_data_dir: Path, openai_server: OpenAITestServer
+) -> None:
+    remote = {
+        "provider": "openai-compatible",
+        "base_url": openai_server.base_url,
+        "tokenizer": "tiktoken:o200k_base",
+        "context_window": 16000,
+        "max_output_tokens": 512,
+        "price": {"input_per_million": "0.15", "output_per_million": "0.60"},
+        "max_retries": 0,
+        "fallback": "smollm2-135m",
+    }
+    config = AppConfig.model_validate(
+        {"models": {"gpt-4o-mini": remote, "smollm2-135m": SMOLLM2_CONFIG}, "businesses": {}, "output_schemas": {}}
+    )
+    openai_server.script("gpt-4o-mini", Fail(503))
+    # The default factories build the local model on the process-wide registry, as the app does.
+    pool = ModelPool(config, smollm2_data_dir, env={"OPENAI_API_KEY": "sk-test"})
+    try:
+        completion = await pool.complete_with_fallback("gpt-4o-mini", ask("Say hello."), max_tokens=8)
+    finally:
+        await pool.aclose()
+    assert completion.model == "smollm2-135m" and completion.text.strip()
+    assert openai_server.attempts("gpt-4o-mini") == 1
