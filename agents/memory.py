@@ -100,11 +100,12 @@ class MemoryAgent:
         return Recall(turns=recall.turns, summary=summary), (usage,)
 
     async def _save(self, job: Job, policy: MemoryPolicy) -> Sequence[Event]:
-        if job.conversation_id is None or policy.kind == "none":
-            return [job.advance(self.name)]
-        turn = Turn(user=_user_text(job), assistant=_answer_text(job))
-        await self._store.append(job.conversation_id, turn, event_id=job.id)
-        return [job.advance(self.name)]
+        if job.conversation_id is not None and policy.kind != "none":
+            turn = Turn(user=_user_text(job), assistant=_answer_text(job))
+            await self._store.append(job.conversation_id, turn, event_id=job.id)
+        done = job.advance(self.name)
+        # The answer went out at `format`; a job with no step left has nowhere to go.
+        return [done] if done.slip else []
 
     def _business(self, job: Job) -> BusinessConfig:
         business = self._config.businesses.get(job.business)

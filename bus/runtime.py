@@ -148,13 +148,10 @@ class AgentRuntime:
         seen.add(event.id)
 
     async def _process(self, agent: Agent, event: Event, ctx: HandleContext) -> None:
-        outputs = await self._call_with_retries(agent, event, ctx)
-        events = [
-            out.model_copy(update={"id": derived_id(event.id, f"{agent.name}/{index}")})
-            for index, out in enumerate(outputs)
-        ]
-        ctx.emitted = events
-        await self._publish_all(events)
+        outputs = list(await self._call_with_retries(agent, event, ctx))
+        ctx.emitted = outputs
+        ids = [derived_id(event.id, f"{agent.name}/{index}") for index in range(len(outputs))]
+        await self._publish_all(outputs, ids)
 
     async def _call_with_retries(self, agent: Agent, event: Event, ctx: HandleContext) -> Sequence[Event]:
         attempt = 0
@@ -190,7 +187,9 @@ class AgentRuntime:
         log.warning("dead-lettering message on %s: %s", message.topic, exc)
         letter = self._dead_letter(agent, message, exc.reason, exc.detail)
         raw = exc.raw or {}
-        events: list[Event] = [letter.model_copy(update={"id": derived_id(self._message_identity(message), agent.name)})]
+        identity = self._message_identity(message)
+        events: list[Event] = [letter]
+        ids = [derived_id(identity, agent.name)]
         request_id = raw.get("request_id")
         if isinstance(request_id, str) and raw.get("type") not in ("error", "dead_letter"):
             answer = Error(
@@ -201,8 +200,9 @@ class AgentRuntime:
                 message=f"{agent.name} could not read the event: {exc.detail[:500]}",
                 agent=agent.name,
             )
-            events.append(answer.model_copy(update={"id": derived_id(self._message_identity(message), "answer")}))
-        await self._publish_all(events)
+            events.append(answer)
+            ids.append(derived_id(identity, "answer"))
+        await self._publish_all(events, ids)
 
     @staticmethod
     def _message_identity(message: Message) -> str:
@@ -234,16 +234,17 @@ class AgentRuntime:
             original_headers=dict(message.headers),
         )
 
-    def _message(self, event: Event) -> Message:
+    def _message(self, event: Event, event_id: str | None = None) -> Message:
         topic = self.routes.deadletter if isinstance(event, DeadLetter) else self.routes.topic_for(event)
         headers = {EVENT_TYPE_HEADER: event.type, "content-type": CONTENT_TYPE}
-        return Message(topic=topic, value=self.codec.encode(event), key=event.key, headers=headers)
+        return Message(topic=topic, value=self.codec.encode(event, event_id=event_id), key=event.key, headers=headers)
 
-    async def _publish_all(self, events: Sequence[Event]) -> None:
+    async def _publish_all(self, events: Sequence[Event], ids: Sequence[str]) -> None:
+        """Publish each event under its derived id; concurrently, so a broker acknowledges them together."""
         if len(events) == 1:
-            await self._publish(self._message(events[0]))
+            await self._publish(self._message(events[0], ids[0]))
         elif events:
-            await asyncio.gather(*(self._publish(self._message(e)) for e in events))
+            await asyncio.gather(*(self._publish(self._message(e, i)) for e, i in zip(events, ids, strict=True)))
 
     async def _publish_to_bus(self, message: Message) -> None:
         await self.bus.publish(message.topic, message.value, key=message.key, headers=message.headers)

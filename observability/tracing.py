@@ -30,13 +30,7 @@ class TracingMiddleware:
         parent = self._propagator.extract(ctx.message.headers)
         event = ctx.event
         step = ctx.step or ctx.message.topic
-        attributes: dict[str, str | int] = {
-            "messaging.destination.name": ctx.message.topic,
-            "relaychain.agent": ctx.agent,
-            "relaychain.step": step,
-        }
-        if ctx.message.offset is not None:
-            attributes["messaging.kafka.offset"] = ctx.message.offset
+        attributes: dict[str, str] = {"messaging.destination.name": ctx.message.topic}
         if event is not None:
             attributes["relaychain.event.id"] = event.id
             attributes["relaychain.request.id"] = event.request_id

@@ -146,7 +146,7 @@ async def converse(agent: MemoryAgent, text: str, answer: dict) -> Job:
     """One turn: load, then save what the formatter produced. Returns the loaded job."""
     (loaded, *_) = await agent.handle(job("memory.load", text))
     saved = await agent.handle(job("memory.save", text, result=answer).model_copy(update={"id": f"save-{text}"}))
-    assert saved[0].slip == ()
+    assert saved == []
     return loaded
 
 
@@ -180,9 +180,10 @@ async def test_a_redelivered_save_is_recorded_once(tmp_path: Path) -> None:
 async def test_without_a_conversation_nothing_is_loaded_or_saved(tmp_path: Path) -> None:
     store = SqliteConversationStore(tmp_path / "m.db")
     agent = MemoryAgent(app_config(MemoryPolicy(kind="full")), store)
-    (saved,) = await agent.handle(job("memory.save", "hi", conversation=None, result={"r": 1}))
+    saved = await agent.handle(job("memory.save", "hi", conversation=None, result={"r": 1}))
+    assert saved == []
     (loaded,) = await agent.handle(job("memory.load", "hi", conversation=None))
-    assert saved.slip == () and loaded.history == ()
+    assert loaded.history == ()
     await store.close()
 
 
