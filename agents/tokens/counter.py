@@ -11,12 +11,14 @@ import asyncio
 import importlib.metadata
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import tiktoken
 
-from agents.tokens.encodings import load_encoding
+from agents.tokens.encodings import load_encoding, private_copy
 from schemas import ChatMessage
 from schemas.config import ModelConfig, Provider
 
@@ -61,23 +63,30 @@ class TokenCounter(Protocol):
 
 
 class TiktokenCounter:
-    """Counts with a tiktoken encoding, the way OpenAI bills chat requests."""
+    """Counts with a tiktoken encoding, the way OpenAI bills chat requests.
+
+    On the offload thread it uses a private copy of the encoding (see
+    `encodings.private_copy`), so neither thread runs tiktoken's slow path.
+    """
 
     def __init__(self, encoding: tiktoken.Encoding) -> None:
         self.encoding = encoding
 
+    def _encoding_here(self) -> tiktoken.Encoding:
+        return private_copy(self.encoding) if _on_offload_thread() else self.encoding
+
     def encode(self, text: str) -> list[int]:
         # encode_ordinary: user text that spells `<|endoftext|>` is text, not a control token.
-        return self.encoding.encode_ordinary(text)
+        return self._encoding_here().encode_ordinary(text)
 
     def count(self, text: str) -> int:
-        return len(self.encoding.encode_ordinary(text))
+        return len(self._encoding_here().encode_ordinary(text))
 
     def decode_bytes(self, ids: Sequence[int]) -> list[bytes]:
         return self.encoding.decode_tokens_bytes(list(ids))
 
     def count_messages(self, messages: Sequence[ChatMessage]) -> int:
-        encode = self.encoding.encode_ordinary
+        encode = self._encoding_here().encode_ordinary
         total = REPLY_PRIMER
         for message in messages:
             total += TOKENS_PER_MESSAGE + len(encode(message.role)) + len(encode(message.content))
@@ -181,14 +190,31 @@ def _build_counter(model: ModelConfig, name: str) -> TokenCounter:
 T = TypeVar("T")
 
 
+_offload_role = threading.local()
+
+
+def _mark_offload_thread() -> None:
+    _offload_role.active = True
+
+
+def _on_offload_thread() -> bool:
+    return getattr(_offload_role, "active", False)
+
+
+# One thread, always the same: it owns the private encoding copies it uses
+# (see `encodings.private_copy`). Big inputs queue behind each other here;
+# workers scale out by process, not by tokeniser threads.
+_offload = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relaychain-tokenise", initializer=_mark_offload_thread)
+
+
 async def off_loop(size: int, fn: Callable[..., T], *args: Any) -> T:
-    """`fn(*args)` inline for small inputs, in a worker thread once `size` (chars) passes OFFLOAD_CHARS.
+    """`fn(*args)` inline for small inputs, on the tokeniser thread once `size` (chars) passes OFFLOAD_CHARS.
 
     A thread hop costs more than tokenising a short message, so only big
     inputs pay for it.
     """
     if size > OFFLOAD_CHARS:
-        return await asyncio.to_thread(fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(_offload, partial(fn, *args))
     return fn(*args)
 
 

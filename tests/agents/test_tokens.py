@@ -16,8 +16,10 @@ from agents.tokens import (
     encoding_for_model,
     fit_history,
     load_encoding,
+    off_loop,
     split_turns,
 )
+from agents.tokens.encodings import private_copy
 from bus.errors import AgentError
 from schemas import ChatMessage
 from schemas.config import ModelConfig, Price
@@ -153,6 +155,22 @@ async def test_big_inputs_are_counted_off_the_event_loop() -> None:
     assert threads[0] == loop_thread
     assert threads[1] != loop_thread
     assert asyncio.get_running_loop().is_running()
+
+
+async def test_the_tokeniser_thread_counts_with_its_own_copy_of_the_encoding() -> None:
+    encoding = load_encoding("o200k_base")
+    counter = TiktokenCounter(encoding)
+    big = (CHINESE + " " + ENGLISH + "\n") * (OFFLOAD_CHARS // 10)
+    used: list[object] = []
+
+    def encoding_in_use() -> object:
+        used.append(counter._encoding_here())
+        return counter.encode(big)
+
+    assert await off_loop(len(big), encoding_in_use) == counter.encode(big)
+    assert used[0] is private_copy(encoding)
+    assert used[0] is not encoding
+    assert counter._encoding_here() is encoding
 
 
 def user(text: str) -> ChatMessage:
