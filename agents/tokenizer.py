@@ -14,6 +14,7 @@ idempotent on the event id, so a redelivered usage event counts once.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -44,6 +45,7 @@ class TokenizerAgent:
         self._config = config
         self._ledger = ledger
         self._counters = counters or self._configured_counter
+        self._resolved: dict[str, TokenCounter] = {}
 
     async def handle(self, event: Event) -> Sequence[Event]:
         if isinstance(event, Usage):
@@ -71,7 +73,7 @@ class TokenizerAgent:
             )
         prompt = prompt_messages(job)
         size = sum(len(m.content) for m in (*prompt, *job.history))
-        fit = partial(fit_history, prompt, job.history, self._counters(job.model), budget)
+        fit = partial(fit_history, prompt, job.history, await self._counter(job.model), budget)
         history, tokens = await off_loop(size, fit)
         span = trace.get_current_span()
         span.set_attribute("gen_ai.request.model", job.model)
@@ -79,6 +81,13 @@ class TokenizerAgent:
         span.set_attribute("relaychain.tokens.budget", budget)
         span.set_attribute("relaychain.history.dropped", len(job.history) - len(history))
         return job.advance(self.name, history=history)
+
+    async def _counter(self, model_name: str) -> TokenCounter:
+        counter = self._resolved.get(model_name)
+        if counter is None:
+            # The first use builds it: a Hugging Face tokenizer takes seconds to load from a GGUF file.
+            counter = self._resolved[model_name] = await asyncio.to_thread(self._counters, model_name)
+        return counter
 
     def _configured_counter(self, model_name: str) -> TokenCounter:
         return counter_for(self._config.models[model_name], model_name)

@@ -7,7 +7,7 @@ from agents.stores.history import (
     Summary,
     Turn,
 )
-from agents.stores.ledger import CostLedger, LedgerRow, PostgresLedger, SqliteLedger
+from agents.stores.ledger import CostLedger, LedgerRow, PostgresLedger, SqliteLedger, spent_on
 from agents.stores.vectors import Hit, IndexedChunk, NumpyVectorIndex, PgVectorIndex, VectorIndex
 
 __all__ = [
@@ -25,4 +25,5 @@ __all__ = [
     "Summary",
     "Turn",
     "VectorIndex",
+    "spent_on",
 ]

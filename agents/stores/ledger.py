@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import aiosqlite
     import asyncpg
 
-__all__ = ["POSTGRES_LEDGER_MIGRATIONS", "CostLedger", "LedgerRow", "PostgresLedger", "SqliteLedger"]
+__all__ = ["POSTGRES_LEDGER_MIGRATIONS", "CostLedger", "LedgerRow", "PostgresLedger", "SqliteLedger", "spent_on"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +255,12 @@ class PostgresLedger:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+async def spent_on(ledger: CostLedger, business: str, model: str, day: date) -> Decimal:
+    """What `business` spent on `model` on `day` (UTC), in the model's currency: the router's daily budget check."""
+    rows = await ledger.totals(since=day)
+    return sum((r.cost for r in rows if (r.business, r.model, r.day) == (business, model, day)), Decimal(0))
 
 
 def _day_of(usage: Usage) -> date:

@@ -8,6 +8,7 @@ from agents.tokens.counter import (
     count_async,
     count_messages_async,
     counter_for,
+    locate_weights,
     off_loop,
 )
 from agents.tokens.encodings import ENCODING_NAMES, EncodingUnavailable, encoding_for_model, load_encoding
@@ -29,6 +30,7 @@ __all__ = [
     "encoding_for_model",
     "fit_history",
     "load_encoding",
+    "locate_weights",
     "off_loop",
     "price",
     "priced_usage",

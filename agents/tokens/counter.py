@@ -30,6 +30,7 @@ __all__ = [
     "count_async",
     "count_messages_async",
     "counter_for",
+    "locate_weights",
     "off_loop",
 ]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.stores.ledger import CostLedger, LedgerRow, PostgresLedger, SqliteLedger
+from agents.stores.ledger import CostLedger, LedgerRow, PostgresLedger, SqliteLedger, spent_on
 from schemas import StepUsage, Usage
 
 LedgerFactory = Callable[[], Awaitable[CostLedger]]
@@ -161,3 +161,15 @@ async def test_costs_are_kept_to_1e_8(open_ledger: LedgerFactory) -> None:
     [row] = await rows_of(ledger, shop)
     assert row.input_cost == Decimal("0.00000002")
     assert row.output_cost == Decimal("123456789.12345678")
+
+
+async def test_spend_of_one_business_and_model_on_one_day(open_ledger: LedgerFactory) -> None:
+    ledger = await open_ledger()
+    shop, other = business(), business()
+    await ledger.record(usage(shop, input_cost="0.5", output_cost="0.25"))
+    await ledger.record(usage(shop, input_cost="1", output_cost="0"))
+    await ledger.record(usage(shop, "gpt-4o-mini", input_cost="7", output_cost="0"))
+    await ledger.record(usage(shop, at=DAY + timedelta(days=1), input_cost="9", output_cost="0"))
+    await ledger.record(usage(other, input_cost="11", output_cost="0"))
+    assert await spent_on(ledger, shop, "gpt-4o", DAY.date()) == Decimal("1.75")
+    assert await spent_on(ledger, shop, "gpt-4o", DAY.date() - timedelta(days=1)) == Decimal(0)
