@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: install
-	$(BIN)/relaychain run --business car_blog --var car="Aurora EV7" \
+	$(BIN)/relaychain run --business car_blog --var car="Halvorsen Nordkap E7" \
 	  --input "A family of four wants a long-range electric SUV for weekend trips"
 
 test: install

@@ -36,7 +36,7 @@ class MetricsMiddleware:
             await call_next()
         finally:
             self._in_flight.add(-1, agent)
-        step = ctx.step or ctx.message.topic
+        step = ctx.step or (ctx.event.type if ctx.event is not None else ctx.message.topic)
         self._duration.record(time.perf_counter() - started, {"agent": ctx.agent, "step": step})
         self._handled.add(1, {"agent": ctx.agent, "step": step, "outcome": ctx.outcome})
         if isinstance(ctx.event, Request) and ctx.agent == "router":

@@ -29,7 +29,7 @@ class TracingMiddleware:
     async def consume(self, call_next: ConsumeNext, ctx: HandleContext) -> None:
         parent = self._propagator.extract(ctx.message.headers)
         event = ctx.event
-        step = ctx.step or ctx.message.topic
+        step = ctx.step or (event.type if event is not None else ctx.message.topic)
         attributes: dict[str, str] = {"messaging.destination.name": ctx.message.topic}
         if event is not None:
             attributes["relaychain.event.id"] = event.id

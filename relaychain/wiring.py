@@ -1,18 +1,219 @@
-"""How each agent is built from the process's components (the only place agents meet backends)."""
+"""How each agent is built from the process's components: the only place agents meet backends.
+
+Stores are PostgreSQL when `postgres_dsn` is set, SQLite under the data dir
+otherwise; indexes are pgvector or numpy by the same rule. Everything is
+built on first use and shared by the agents of one process.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
 
+from agents.documents.embeddings import TransformerEmbedder
+from agents.documents.indexer import DocumentIndexer
+from agents.formatter import FormatterAgent
+from agents.formatting.validate import SchemaRegistry
+from agents.generator import GeneratorAgent
+from agents.llm import ModelPool
+from agents.memory import MemoryAgent
+from agents.memory_policies import SummaryResult
+from agents.moderation import WordLists
+from agents.moderator import ModeratorAgent
+from agents.retriever import RetrieverAgent
 from agents.router import RouterAgent
+from agents.stores import CostLedger, PostgresLedger, SqliteLedger, Turn
+from agents.stores.history import ConversationStore, PostgresConversationStore, SqliteConversationStore
+from agents.stores.vectors import NumpyVectorIndex, PgVectorIndex, VectorIndex
+from agents.tokenizer import TokenizerAgent
+from agents.tokens.counter import TokenCounter, counter_for
+from agents.tokens.pricing import priced_usage
 from bus.runtime import Agent
 from relaychain.app import Components
+from relaychain.settings import Settings
+from schemas.events import ChatMessage
+
+log = logging.getLogger(__name__)
+
+
+async def ledger(components: Components) -> CostLedger:
+    async def build() -> CostLedger:
+        dsn = components.settings.postgres_dsn
+        store: CostLedger
+        if dsn:
+            store = PostgresLedger(dsn)
+            await store.migrate()
+        else:
+            store = SqliteLedger(components.settings.data_dir / "ledger.sqlite3")
+        components.on_close(store.close)
+        return store
+
+    return await components.once("ledger", build)
+
+
+async def conversation_store(components: Components) -> ConversationStore:
+    async def build() -> ConversationStore:
+        dsn = components.settings.postgres_dsn
+        store: ConversationStore
+        if dsn:
+            store = PostgresConversationStore(dsn)
+            await store.migrate()
+        else:
+            store = SqliteConversationStore(components.settings.data_dir / "memory.sqlite3")
+        components.on_close(store.close)
+        return store
+
+    return await components.once("conversations", build)
+
+
+async def model_pool(components: Components) -> ModelPool:
+    async def build() -> ModelPool:
+        pool = ModelPool(components.settings.app, components.settings.data_dir, on_progress=_progress)
+        components.on_close(pool.aclose)
+        return pool
+
+    return await components.once("models", build)
+
+
+async def schemas(components: Components) -> SchemaRegistry:
+    async def build() -> SchemaRegistry:
+        return SchemaRegistry(components.settings.app, components.settings.config_dir)
+
+    return await components.once("schemas", build)
+
+
+def counters(components: Components) -> Callable[[str], TokenCounter]:
+    models = components.settings.app.models
+    return lambda name: counter_for(models[name], name)
 
 
 async def build_router(components: Components) -> Agent:
-    return RouterAgent(components.settings.app, components.prompts)
+    app = components.settings.app
+    spend = None
+    if any(b.daily_budget is not None for b in app.businesses.values()):
+        costs = await ledger(components)
+
+        async def spend(business: str, model: str) -> Decimal:
+            today = datetime.now(UTC).date()
+            rows = await costs.totals(since=today)
+            return sum((r.cost for r in rows if r.business == business and r.model == model), Decimal(0))
+
+    return RouterAgent(app, components.prompts, spend)
+
+
+async def build_moderator(components: Components) -> Agent:
+    lists = WordLists(components.settings.app, components.settings.config_dir)
+    await lists.load()
+    return ModeratorAgent(components.settings.app, lists)
+
+
+async def build_memory(components: Components) -> Agent:
+    settings = components.settings
+    pool = await model_pool(components) if _needs_summaries(components) else None
+
+    async def summarise(model: str, turns: Sequence[Turn], previous: str | None) -> SummaryResult:
+        assert pool is not None and settings.app.summary_template is not None
+        scope = {"summary": previous, "turns": [m for turn in turns for m in turn.messages()]}
+        prompt = components.prompts.render_file(settings.app.summary_template, scope)
+        config = settings.app.models[model]
+        completion = await pool.complete_with_fallback(
+            model, [ChatMessage(role="user", content=prompt)], max_tokens=config.max_output_tokens
+        )
+        usage = priced_usage(
+            step="memory.summary",
+            model=completion.model,
+            price_per_million=settings.app.models[completion.model].price,
+            input_tokens=completion.input_tokens,
+            output_tokens=completion.output_tokens,
+            latency_ms=completion.latency_ms,
+        )
+        return SummaryResult(text=completion.text, usage=usage)
+
+    return MemoryAgent(
+        settings.app,
+        await conversation_store(components),
+        counter_for=counters(components),
+        summarise=summarise if pool is not None else None,
+    )
+
+
+async def build_retriever(components: Components) -> Agent:
+    settings = components.settings
+    embedder = await components.once("embedder", TransformerEmbedder.load)
+    indexes: dict[str, VectorIndex] = {}
+    for business in settings.app.businesses.values():
+        retrieval = business.retrieval
+        if retrieval is None or retrieval.index in indexes:
+            continue
+        index = open_index(settings, retrieval.index, embedder.dim)
+        components.on_close(index.close)
+        indexes[retrieval.index] = index
+        if retrieval.sources is not None:
+            await _index_sources(index, embedder, settings.resolve(retrieval.sources), retrieval.index)
+    return RetrieverAgent(settings.app, indexes, embedder)
+
+
+def open_index(settings: Settings, name: str, dim: int, postgres_dsn: str | None = None) -> VectorIndex:
+    """The index `name`: pgvector when a DSN is given or configured, else numpy under the data dir."""
+    dsn = postgres_dsn or settings.postgres_dsn
+    if dsn:
+        return PgVectorIndex(dsn, name, dim)
+    return NumpyVectorIndex(settings.data_dir / "indexes" / name)
+
+
+async def build_tokenizer(components: Components) -> Agent:
+    return TokenizerAgent(components.settings.app, await ledger(components), counters(components))
+
+
+async def build_generator(components: Components) -> Agent:
+    registry = await schemas(components)
+    app = components.settings.app
+
+    def schema_for(business: str) -> dict[str, Any] | None:
+        config = app.businesses.get(business)
+        return registry[config.output_schema].json_schema if config and config.constrained_decoding else None
+
+    return GeneratorAgent(
+        app,
+        await model_pool(components),
+        components.prompts,
+        schema_for=schema_for,
+        record_content=components.settings.observability.record_content,
+    )
+
+
+async def build_formatter(components: Components) -> Agent:
+    return FormatterAgent(components.settings.app, await schemas(components))
 
 
 BUILDERS: dict[str, Callable[[Components], Awaitable[Agent]]] = {
     "router": build_router,
+    "moderator": build_moderator,
+    "memory": build_memory,
+    "retriever": build_retriever,
+    "tokenizer": build_tokenizer,
+    "generator": build_generator,
+    "formatter": build_formatter,
 }
+
+
+def _needs_summaries(components: Components) -> bool:
+    return any(b.memory.kind == "summary" for b in components.settings.app.businesses.values())
+
+
+async def _index_sources(index: VectorIndex, embedder: TransformerEmbedder, folder: Any, name: str) -> None:
+    if not folder.is_dir():
+        log.warning("retrieval sources %s for index %s not found; serving what the index holds", folder, name)
+        return
+    report = await DocumentIndexer(index, embedder).index_directory(folder)
+    for source, error in report.failed.items():
+        log.warning("could not index %s: %s", source, error)
+    if report.indexed or report.removed:
+        log.info("index %s: %d files indexed, %d removed, %d chunks embedded", name, len(report.indexed), len(report.removed), report.chunks_embedded)
+
+
+def _progress(message: str) -> None:
+    log.warning("%s", message)

@@ -80,6 +80,9 @@ class RetrievalConfig(_Strict):
     index: str
     top_k: int = Field(default=3, gt=0)
     query_var: str | None = Field(default=None, description="Variable used as the query; the input otherwise.")
+    sources: str | None = Field(
+        default=None, description="Folder indexed (incrementally) when the retriever starts, relative to the config."
+    )
 
 
 class ChainStep(_Strict):

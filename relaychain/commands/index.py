@@ -9,27 +9,16 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from agents.documents.embeddings import TransformerEmbedder
-from agents.documents.indexer import DocumentIndexer, IndexReport
-from agents.stores.vectors import NumpyVectorIndex, PgVectorIndex, VectorIndex
 from relaychain.settings import ConfigError, Settings, load_settings
 
-__all__ = ["index", "index_dir", "open_index", "search"]
+if TYPE_CHECKING:
+    from agents.documents.indexer import IndexReport
 
-
-def index_dir(settings: Settings, name: str) -> Path:
-    return settings.data_dir / "indexes" / name
-
-
-def open_index(settings: Settings, name: str, dim: int, postgres_dsn: str | None = None) -> VectorIndex:
-    """The index `name`: pgvector when a DSN is given or configured, else numpy under the data dir."""
-    dsn = postgres_dsn or settings.postgres_dsn
-    if dsn:
-        return PgVectorIndex(dsn, name, dim)
-    return NumpyVectorIndex(index_dir(settings, name))
+__all__ = ["index", "search"]
 
 
 def _settings() -> Settings:
@@ -61,6 +50,10 @@ async def _index(
 ) -> IndexReport:
     from tqdm import tqdm
 
+    from agents.documents.embeddings import TransformerEmbedder
+    from agents.documents.indexer import DocumentIndexer
+    from relaychain.wiring import open_index
+
     embedder = await TransformerEmbedder.load(model_path)
     store = open_index(settings, name, embedder.dim, postgres_dsn)
     files = sum(1 for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in {".pdf", ".md", ".markdown", ".txt"})
@@ -83,7 +76,7 @@ async def _index(
 def search(name: str, query: str, top_k: int, model_path: Path | None, postgres_dsn: str | None) -> None:
     """Print the top-k chunks of index NAME for QUERY, with scores and sources."""
     settings = _settings()
-    if not (postgres_dsn or settings.postgres_dsn) and not index_dir(settings, name).exists():
+    if not (postgres_dsn or settings.postgres_dsn) and not (settings.data_dir / "indexes" / name).exists():
         raise click.ClickException(f"no index {name!r} (run `relaychain index DIR --index {name}` first)")
     for rank, (score, source, location, text) in enumerate(asyncio.run(_search(settings, name, query, top_k, model_path, postgres_dsn)), 1):
         where = f"{source} ({location})" if location else source
@@ -94,6 +87,9 @@ def search(name: str, query: str, top_k: int, model_path: Path | None, postgres_
 async def _search(
     settings: Settings, name: str, query: str, top_k: int, model_path: Path | None, postgres_dsn: str | None
 ) -> list[tuple[float, str, str, str]]:
+    from agents.documents.embeddings import TransformerEmbedder
+    from relaychain.wiring import open_index
+
     embedder = await TransformerEmbedder.load(model_path)
     store = open_index(settings, name, embedder.dim, postgres_dsn)
     try:
