@@ -22,6 +22,7 @@ from opentelemetry import trace
 
 from agents.stores.ledger import CostLedger
 from agents.tokens.counter import TokenCounter, counter_for, off_loop
+from agents.tokens.encodings import EncodingUnavailable
 from agents.tokens.trim import fit_history
 from bus.errors import AgentError
 from schemas import ChatMessage, Event, Job, Usage
@@ -86,7 +87,11 @@ class TokenizerAgent:
         counter = self._resolved.get(model_name)
         if counter is None:
             # The first use builds it: a Hugging Face tokenizer takes seconds to load from a GGUF file.
-            counter = self._resolved[model_name] = await asyncio.to_thread(self._counters, model_name)
+            try:
+                counter = await asyncio.to_thread(self._counters, model_name)
+            except (EncodingUnavailable, ValueError, OSError) as exc:
+                raise AgentError("tokenizer_unavailable", f"no tokenizer for model {model_name!r}: {exc}") from exc
+            self._resolved[model_name] = counter
         return counter
 
     def _configured_counter(self, model_name: str) -> TokenCounter:

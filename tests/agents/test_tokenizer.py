@@ -206,3 +206,12 @@ async def test_other_events_and_steps_are_refused(agent: TokenizerAgent) -> None
     assert raised.value.code == "unexpected_event"
     with pytest.raises(AgentError):
         await agent.handle(Request(business="chat", input="hi"))
+
+
+async def test_a_model_without_a_usable_tokenizer_is_a_typed_error(ledger: SqliteLedger) -> None:
+    def not_shipped(model: str) -> TiktokenCounter:
+        return TiktokenCounter(load_encoding("p50k_base"))
+
+    with pytest.raises(AgentError) as raised:
+        await TokenizerAgent(CONFIG, ledger, not_shipped).handle(job())
+    assert raised.value.code == "tokenizer_unavailable"
