@@ -114,7 +114,7 @@ class KafkaSubscription:
                     await asyncio.gather(task, return_exceptions=True)
             if not await self._dispatcher.drain(drain_timeout):
                 log.warning("group %s: handlers still running after %.1fs were cancelled", self.group, drain_timeout)
-            await self._commit(self._assignment)
+            await self._commit(self._offsets.commit_points())
             # Leaving the group (consumer.stop) lets the others take our partitions at once.
             _let_first_generation_leave(self._consumer)
             await self._consumer.stop()
@@ -128,8 +128,11 @@ class KafkaSubscription:
         try:
             while True:
                 batches = await self._consumer.getmany(timeout_ms=200, max_records=self._settings.fetch_max_records)
+                # getmany returns nothing while a rebalance is in progress, and nothing has run since it
+                # returned: these records belong to the current generation.
+                generation = self._generation
                 for ktp, records in batches.items():
-                    await self._submit_batch(TopicPartition(ktp.topic, ktp.partition), records)
+                    await self._submit_batch(TopicPartition(ktp.topic, ktp.partition), records, generation)
         except ConsumerStoppedError:
             return
         except asyncio.CancelledError:
@@ -139,14 +142,19 @@ class KafkaSubscription:
             log.exception("group %s: fetching failed; the member stops consuming", self.group)
             raise
 
-    async def _submit_batch(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        generation = self._generation
+    async def _submit_batch(
+        self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]], generation: int
+    ) -> None:
         for record in records:
-            if self._generation != generation or tp not in self._assignment:
+            if self._generation != generation:
                 # Revoked since this batch was fetched: the next owner reads these from the committed offset.
                 return
             if self._offsets.commit_point(tp) is None:
+                # Tracking starts at the first record of the generation: the position aiokafka
+                # resumed from (the committed offset). Not in on_partitions_assigned: records of
+                # the new assignment can reach us before that callback has run.
                 self._offsets.start(tp, record.offset)
+                self._committed[tp] = record.offset
             self._offsets.fetched(tp, record.offset)
             await self._dispatcher.submit(_to_message(record))
             if self._generation != generation:
@@ -169,7 +177,7 @@ class KafkaSubscription:
     async def _commit_loop(self) -> None:
         while True:
             await asyncio.sleep(self._settings.commit_interval_s)
-            await self._commit(self._assignment)
+            await self._commit(self._offsets.commit_points())
 
     async def _commit(self, partitions: Iterable[TopicPartition]) -> None:
         async with self._commit_lock:
@@ -193,7 +201,7 @@ class KafkaSubscription:
 
     async def _on_revoked(self, revoked: frozenset[TopicPartition]) -> None:
         self._generation += 1
-        revoked = revoked | self._assignment
+        revoked = revoked | self._assignment | self._offsets.commit_points().keys()
         self._assignment = self._assignment - revoked
         # Not-started messages go; a submit blocked in the fetch loop drops its own message (see _submit_batch).
         self._dispatcher.drop_partitions(revoked)
@@ -209,23 +217,9 @@ class KafkaSubscription:
             self._committed.pop(tp, None)
 
     async def _on_assigned(self, assigned: frozenset[TopicPartition]) -> None:
-        for tp in assigned:
-            position = await self._position(tp)
-            if position is not None:
-                self._offsets.start(tp, position)
-                self._committed[tp] = position
+        # Nothing awaited here: the fetch loop may already be handed records of these partitions.
         self._assignment = assigned
         self._joined.set()
-
-    async def _position(self, tp: TopicPartition) -> int | None:
-        """The next offset to fetch, or None if it is not known quickly (the first fetched record then says)."""
-        try:
-            return await asyncio.wait_for(
-                self._consumer.position(KafkaTopicPartition(tp.topic, tp.partition)), timeout=5.0
-            )
-        except (TimeoutError, KafkaError, IllegalStateError) as exc:
-            log.debug("group %s: no position for %s yet: %r", self.group, tp, exc)
-            return None
 
 
 class _Listener(ConsumerRebalanceListener):
