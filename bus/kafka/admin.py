@@ -7,12 +7,20 @@ import logging
 from collections.abc import Sequence
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    for_code,
+)
 
 from bus.base import BusError, TopicSpec
 from bus.kafka.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+
+_DENIED = (TopicAuthorizationFailedError.errno, ClusterAuthorizationFailedError.errno)
 
 
 class TopicAdmin:
@@ -37,14 +45,16 @@ class TopicAdmin:
         """Create any of `topics` not known yet with the default partition count."""
         missing = [t for t in dict.fromkeys(topics) if t not in self._known]
         if missing:
-            await self.create(
-                [
-                    TopicSpec(t, self._settings.default_partitions, self._settings.default_replication_factor)
-                    for t in missing
-                ]
-            )
+            specs = [
+                TopicSpec(t, self._settings.default_partitions, self._settings.default_replication_factor)
+                for t in missing
+            ]
+            await self.create(specs, tolerate_denied=True)
 
-    async def create(self, specs: Sequence[TopicSpec]) -> None:
+    async def create(self, specs: Sequence[TopicSpec], *, tolerate_denied: bool = False) -> None:
+        """Create missing topics. With `tolerate_denied`, a principal without the CREATE permission
+        (topics managed by the platform, e.g. Strimzi KafkaTopic) carries on: the broker's own answer
+        to the publish or subscribe then says whether the topic exists."""
         # One creation at a time: concurrent first publishes to one topic then make one request, not many.
         async with self._lock:
             wanted = [s for s in specs if s.name not in self._known]
@@ -65,6 +75,9 @@ class TopicAdmin:
             for topic_error in response.topic_errors:
                 name, code = topic_error[0], topic_error[1]
                 if code in (0, TopicAlreadyExistsError.errno):
+                    self._known.add(name)
+                elif tolerate_denied and code in _DENIED:
+                    log.warning("not allowed to create topic %s; assuming it is managed elsewhere", name)
                     self._known.add(name)
                 else:
                     failures.append(f"{name}: {for_code(code).__name__} {topic_error[-1] or ''}".strip())

@@ -95,9 +95,6 @@ class KafkaSubscription:
         self._commit_task = asyncio.create_task(self._commit_loop(), name=f"kafka-commit:{self.group}")
         try:
             await asyncio.wait_for(self._joined.wait(), self._settings.join_timeout_s)
-        except TimeoutError:
-            await self.stop(drain_timeout=0)
-            raise
         except BaseException:
             await self.stop(drain_timeout=0)
             raise
