@@ -25,15 +25,16 @@ from agents.moderation import WordLists
 from agents.moderator import ModeratorAgent
 from agents.retriever import RetrieverAgent
 from agents.router import RouterAgent
-from agents.stores import CostLedger, PostgresLedger, SqliteLedger, Turn
-from agents.stores.history import ConversationStore, PostgresConversationStore, SqliteConversationStore
-from agents.stores.vectors import NumpyVectorIndex, PgVectorIndex, VectorIndex
+from agents.stores import CostLedger, Turn
+from agents.stores.history import ConversationStore
+from agents.stores.ledger import spent_on
+from agents.stores.vectors import VectorIndex
 from agents.tokenizer import TokenizerAgent
 from agents.tokens.counter import TokenCounter, counter_for
 from agents.tokens.pricing import priced_usage
 from bus.runtime import Agent
 from relaychain.app import Components
-from relaychain.settings import Settings
+from relaychain.stores import open_conversation_store, open_index, open_ledger
 from schemas.events import ChatMessage
 
 log = logging.getLogger(__name__)
@@ -41,13 +42,7 @@ log = logging.getLogger(__name__)
 
 async def ledger(components: Components) -> CostLedger:
     async def build() -> CostLedger:
-        dsn = components.settings.postgres_dsn
-        store: CostLedger
-        if dsn:
-            store = PostgresLedger(dsn)
-            await store.migrate()
-        else:
-            store = SqliteLedger(components.settings.data_dir / "ledger.sqlite3")
+        store = await open_ledger(components.settings)
         components.on_close(store.close)
         return store
 
@@ -56,13 +51,7 @@ async def ledger(components: Components) -> CostLedger:
 
 async def conversation_store(components: Components) -> ConversationStore:
     async def build() -> ConversationStore:
-        dsn = components.settings.postgres_dsn
-        store: ConversationStore
-        if dsn:
-            store = PostgresConversationStore(dsn)
-            await store.migrate()
-        else:
-            store = SqliteConversationStore(components.settings.data_dir / "memory.sqlite3")
+        store = await open_conversation_store(components.settings)
         components.on_close(store.close)
         return store
 
@@ -71,7 +60,9 @@ async def conversation_store(components: Components) -> ConversationStore:
 
 async def model_pool(components: Components) -> ModelPool:
     async def build() -> ModelPool:
-        pool = ModelPool(components.settings.app, components.settings.data_dir, on_progress=_progress)
+        pool = ModelPool(
+            components.settings.app, components.settings.data_dir, factories=components.model_factories, on_progress=_progress
+        )
         components.on_close(pool.aclose)
         return pool
 
@@ -87,7 +78,9 @@ async def schemas(components: Components) -> SchemaRegistry:
 
 def counters(components: Components) -> Callable[[str], TokenCounter]:
     models = components.settings.app.models
-    return lambda name: counter_for(models[name], name)
+    cache = components.settings.data_dir / "tokenizers"
+    cache.mkdir(parents=True, exist_ok=True)
+    return lambda name: counter_for(models[name], name, cache)
 
 
 async def build_router(components: Components) -> Agent:
@@ -97,9 +90,7 @@ async def build_router(components: Components) -> Agent:
         costs = await ledger(components)
 
         async def spend(business: str, model: str) -> Decimal:
-            today = datetime.now(UTC).date()
-            rows = await costs.totals(since=today)
-            return sum((r.cost for r in rows if r.business == business and r.model == model), Decimal(0))
+            return await spent_on(costs, business, model, datetime.now(UTC).date())
 
     return RouterAgent(app, components.prompts, spend)
 
@@ -154,14 +145,6 @@ async def build_retriever(components: Components) -> Agent:
         if retrieval.sources is not None:
             await _index_sources(index, embedder, settings.resolve(retrieval.sources), retrieval.index)
     return RetrieverAgent(settings.app, indexes, embedder)
-
-
-def open_index(settings: Settings, name: str, dim: int, postgres_dsn: str | None = None) -> VectorIndex:
-    """The index `name`: pgvector when a DSN is given or configured, else numpy under the data dir."""
-    dsn = postgres_dsn or settings.postgres_dsn
-    if dsn:
-        return PgVectorIndex(dsn, name, dim)
-    return NumpyVectorIndex(settings.data_dir / "indexes" / name)
 
 
 async def build_tokenizer(components: Components) -> Agent:

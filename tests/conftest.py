@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections.abc import Iterator
 
 import pytest
@@ -62,3 +63,13 @@ def embedder() -> Iterator[TransformerEmbedder]:
     model = TransformerEmbedder()
     yield model
     model.close()
+
+
+# --- Local model data dir (issues 3 and 5) ----------------------------------
+
+
+@pytest.fixture(scope="session")
+def smollm2_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where SmolLM2's safetensors cache goes: a session temp dir, so the first-load conversion is what gets tested."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return tmp_path_factory.mktemp("relaychain-data")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -107,12 +108,20 @@ class HuggingFaceCounter:
         self._byte_decoder = _byte_level_decoder(tokenizer)
 
     @classmethod
-    def from_model(cls, model: ModelConfig) -> HuggingFaceCounter:
+    def from_model(cls, model: ModelConfig, cache_dir: Path | None = None) -> HuggingFaceCounter:
+        """Parsing a GGUF file's vocabulary takes ~10 s; the tokenizer is saved to `cache_dir` once and reloads in well under one."""
         from transformers import AutoTokenizer
 
+        if cache_dir is not None and (cache_dir / "tokenizer_config.json").is_file():
+            return cls(AutoTokenizer.from_pretrained(str(cache_dir), local_files_only=True))
         directory, gguf_file = locate_weights(model)
         kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-        return cls(AutoTokenizer.from_pretrained(str(directory), local_files_only=True, **kwargs))
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True, **kwargs)
+        if cache_dir is not None and gguf_file:
+            staging = cache_dir.with_name(f".{cache_dir.name}.{os.getpid()}")
+            tokenizer.save_pretrained(str(staging))
+            staging.replace(cache_dir)
+        return cls(tokenizer)
 
     def encode(self, text: str) -> list[int]:
         with self._lock:
@@ -164,27 +173,28 @@ _counters: dict[str, TokenCounter] = {}
 _counters_lock = threading.Lock()
 
 
-def counter_for(model: ModelConfig, name: str) -> TokenCounter:
+def counter_for(model: ModelConfig, name: str, cache_dir: Path | None = None) -> TokenCounter:
     """The counter for model `name` (its config key), built once per process.
 
     `tokenizer: tiktoken:<encoding>` -> TiktokenCounter; `hf` -> the model's
-    own tokenizer (transformers models only).
+    own tokenizer (transformers models only), cached under `cache_dir/<name>`
+    when a cache directory is given.
     """
     counter = _counters.get(name)
     if counter is not None:
         return counter
     with _counters_lock:
         if name not in _counters:
-            _counters[name] = _build_counter(model, name)
+            _counters[name] = _build_counter(model, name, cache_dir)
         return _counters[name]
 
 
-def _build_counter(model: ModelConfig, name: str) -> TokenCounter:
+def _build_counter(model: ModelConfig, name: str, cache_dir: Path | None) -> TokenCounter:
     kind, _, encoding = model.tokenizer.partition(":")
     if kind == "tiktoken" and encoding:
         return TiktokenCounter(load_encoding(encoding))
     if kind == "hf" and model.provider is Provider.TRANSFORMERS:
-        return HuggingFaceCounter.from_model(model)
+        return HuggingFaceCounter.from_model(model, cache_dir / name if cache_dir is not None else None)
     raise ValueError(f"models.{name}.tokenizer {model.tokenizer!r}: use `tiktoken:<encoding>` or `hf` (transformers only)")
 
 

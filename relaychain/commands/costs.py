@@ -10,25 +10,13 @@ from pathlib import Path
 
 import click
 
-from agents.stores.ledger import CostLedger, LedgerRow, PostgresLedger, SqliteLedger
+from agents.stores.ledger import LedgerRow
 from relaychain.settings import ConfigError, Settings, load_settings
+from relaychain.stores import LEDGER_FILE, open_ledger
 
-__all__ = ["LEDGER_FILE", "costs", "open_ledger"]
-
-LEDGER_FILE = "ledger.sqlite3"
-"""The SQLite ledger's file name under the data dir."""
+__all__ = ["costs", "render_table"]
 
 HEADERS = ("day", "business", "model", "calls", "input tokens", "output tokens", "input cost", "output cost", "cost", "currency")
-
-
-async def open_ledger(settings: Settings, postgres_dsn: str | None = None) -> CostLedger:
-    """PostgreSQL when a DSN is given or configured (schema migrated), else `<data_dir>/ledger.sqlite3`."""
-    dsn = postgres_dsn or settings.postgres_dsn
-    if dsn:
-        ledger = PostgresLedger(dsn)
-        await ledger.migrate()
-        return ledger
-    return SqliteLedger(settings.data_dir / LEDGER_FILE)
 
 
 @click.command()

@@ -52,7 +52,7 @@ async def _index(
 
     from agents.documents.embeddings import TransformerEmbedder
     from agents.documents.indexer import DocumentIndexer
-    from relaychain.wiring import open_index
+    from relaychain.stores import open_index
 
     embedder = await TransformerEmbedder.load(model_path)
     store = open_index(settings, name, embedder.dim, postgres_dsn)
@@ -88,7 +88,7 @@ async def _search(
     settings: Settings, name: str, query: str, top_k: int, model_path: Path | None, postgres_dsn: str | None
 ) -> list[tuple[float, str, str, str]]:
     from agents.documents.embeddings import TransformerEmbedder
-    from relaychain.wiring import open_index
+    from relaychain.stores import open_index
 
     embedder = await TransformerEmbedder.load(model_path)
     store = open_index(settings, name, embedder.dim, postgres_dsn)

