@@ -14,8 +14,6 @@ def make_bus(url: str, *, kafka_options: dict[str, Any] | None = None) -> Bus:
     if url.startswith("kafka://"):
         from bus.kafka import KafkaBus, KafkaSettings
 
-        settings = KafkaSettings.from_url(url)
-        if kafka_options:
-            settings = settings.model_copy(update=kafka_options)
-        return KafkaBus(settings)
+        # Validated, not `model_copy(update=...)`: options from the environment arrive as strings.
+        return KafkaBus(KafkaSettings.from_url(url, **(kafka_options or {})))
     raise ValueError(f"unsupported bus URL {url!r}: use memory:// or kafka://host:port")
