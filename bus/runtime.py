@@ -137,9 +137,10 @@ class AgentRuntime:
         try:
             event = self.codec.decode(message.value)
         except UndecodableMessage as exc:
+            unreadable = exc
             ctx.outcome = "dead_lettered"
             ctx.error_code = exc.reason
-            await chain_consume(self._middlewares, ctx, lambda: self._reject(agent, message, exc))()
+            await chain_consume(self._middlewares, ctx, lambda: self._reject(agent, message, unreadable))()
             return
         if event.id in seen:
             return
