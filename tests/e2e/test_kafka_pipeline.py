@@ -31,7 +31,12 @@ from bus.kafka import KafkaBus, KafkaSettings
 from relaychain import topology
 from schemas import PUBLIC_EVENTS, Request, Response, Usage
 from tests.e2e.workers import WorkerPool, create_relaychain_topics
-from tests.support.instant_model import INSTANT_API_KEY_ENV, instant_model, script_instant_replies, write_instant_config
+from tests.support.instant_model import (
+    INSTANT_API_KEY_ENV,
+    instant_model,
+    script_instant_replies,
+    write_instant_config,
+)
 from tests.support.openai_server import OpenAITestServer
 from tests.support.waiting import eventually
 

@@ -50,15 +50,13 @@ class WorkerProcess:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait()
 
-    def terminate(self, timeout: float = 30) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+    def wait(self, timeout: float = 30) -> int:
+        """The exit code; a worker still alive after `timeout` is killed (and its code is -9)."""
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
 
 
 @dataclass
@@ -109,11 +107,14 @@ class WorkerPool:
             time.sleep(0.1)
 
     def stop_all(self) -> dict[str, int]:
-        """SIGTERM every live worker at once (each drains and commits); their exit codes by name."""
+        """SIGTERM every live worker once, all at once (each drains and commits); their exit codes by name.
+
+        Once: after the drain the worker's signal handler is gone, and a second SIGTERM would kill it.
+        """
         live = [w for w in self.workers if w.process.poll() is None]
         for worker in live:
             worker.process.send_signal(signal.SIGTERM)
-        return {worker.name: worker.terminate() for worker in live}
+        return {worker.name: worker.wait() for worker in live}
 
 
 def create_relaychain_topics(bootstrap: str) -> None:
