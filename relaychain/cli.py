@@ -154,13 +154,14 @@ def dump_json(value: Any) -> str:
 
 
 def _register_commands() -> None:
+    from relaychain.commands.chat import chat
     from relaychain.commands.costs import costs
     from relaychain.commands.db import db
     from relaychain.commands.deploy import deploy
     from relaychain.commands.index import index, search
     from relaychain.commands.tokens import tokens
 
-    for command in (costs, db, deploy, index, search, tokens):
+    for command in (chat, costs, db, deploy, index, search, tokens):
         main.add_command(command)
 
 
