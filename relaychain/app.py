@@ -9,10 +9,10 @@ router never loads a model.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.prompts import PromptLibrary
 from bus.base import Bus, TopicSpec
@@ -22,6 +22,10 @@ from observability import MetricsMiddleware, Telemetry, TracingMiddleware
 from relaychain import topology
 from relaychain.settings import Settings
 from schemas.events import PUBLIC_EVENTS
+
+if TYPE_CHECKING:
+    from agents.llm import ModelFactory
+    from schemas.config import Provider
 
 ANSWER_TYPES = ("response", "error", "blocked")
 
@@ -44,8 +48,10 @@ def topic_specs(partitions: int = 8) -> list[TopicSpec]:
 class Components:
     """Shared dependencies of the agents in one process, built on first use and closed together."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, model_factories: Mapping[Provider, ModelFactory] | None = None) -> None:
+        """`model_factories` replace the default model clients per provider (an instant model in a benchmark)."""
         self.settings = settings
+        self.model_factories = dict(model_factories or {})
         self._exit = AsyncExitStack()
         self._cache: dict[str, Any] = {}
 
