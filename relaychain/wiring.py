@@ -133,6 +133,9 @@ async def build_memory(components: Components) -> Agent:
 
 async def build_retriever(components: Components) -> Agent:
     settings = components.settings
+    if all(business.retrieval is None for business in settings.app.businesses.values()):
+        # The retriever only passes jobs on: loading MiniLM (seconds) would slow every `run` and `chat` for nothing.
+        return RetrieverAgent(settings.app, {}, _NothingToEmbed())
     embedder = await components.once("embedder", TransformerEmbedder.load)
     indexes: dict[str, VectorIndex] = {}
     for business in settings.app.businesses.values():
@@ -181,6 +184,16 @@ BUILDERS: dict[str, Callable[[Components], Awaitable[Agent]]] = {
     "generator": build_generator,
     "formatter": build_formatter,
 }
+
+
+class _NothingToEmbed:
+    """The embedder of a config in which no business retrieves; never asked to embed."""
+
+    dim = 0
+    tokenizer = None
+
+    async def embed(self, texts: Sequence[str]) -> Any:
+        raise RuntimeError("no business retrieves, so nothing is embedded")
 
 
 def _needs_summaries(components: Components) -> bool:
