@@ -16,19 +16,45 @@ not decide the result. Target: relaychain >= 90 % of raw.
 One awaited count of an input just over 8 KB pays a fixed thread hop (two
 wake-ups, about 0.1-0.2 ms) on about 1 ms of work; that is the price of
 never stalling the event loop, and it vanishes under concurrency.
+
+Part 2 (framework overhead). One ops_push request at a time through route ->
+budget -> generate (priced) -> format, with an instant model
+(`bench/instant.py`: fixed schema-valid JSON, no wait), against the LangChain
+LCEL chain `ChatPromptTemplate | FakeListChatModel | JsonOutputParser` doing
+the same prompt -> model -> JSON parse with `ainvoke`. relaychain runs twice:
+the four agents' handlers called in turn (the agents' own work), and the same
+agents hosted on the memory bus by the runtime with tracing on (codec,
+dedupe, spans exported as JSON lines, routing by the slip) — the request
+measured from `client.ask` to its answer; the usage line's trip to the
+ledger happens after the answer and off the clock. The bare instant model call is the floor;
+overhead = latency - that floor. Requests of all variants are interleaved.
+
+    python bench/tokens.py --only overhead --requests 2000
 """
 
 import argparse
 import asyncio
+import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.tokens import count_async, counter_for, load_encoding  # noqa: E402
-from schemas.config import ModelConfig, Price  # noqa: E402
+from agents.tokens import count_async, counter_for, load_encoding
+from bench.instant import (
+    InstantModel,
+    instant_factories,
+    langchain_chain,
+    langchain_inputs,
+)
+from relaychain.app import Components
+from relaychain.embedded import EmbeddedApp
+from relaychain.settings import Settings, load_settings
+from schemas import ChatMessage, Event, Request, Response
+from schemas.config import ModelConfig, Price
 
 PARAGRAPH = (
     "Relaychain routes every request as an event through seven agents. "
@@ -100,12 +126,110 @@ async def bench_counting(repeat: int) -> list[tuple[str, str, dict[str, float]]]
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", type=int, default=200, help="Timed calls per variant and input.")
-    args = parser.parse_args()
+OVERHEAD_MODEL = "gpt-4o-mini"
+OVERHEAD_STEPS = ("budget", "generate", "format")
+BARE, LCEL, HANDLERS, BUS = (
+    "instant model call alone (floor)",
+    "LangChain LCEL: prompt \\| FakeListChatModel \\| JsonOutputParser, ainvoke",
+    "relaychain agents' handlers: route, budget, generate + price, format",
+    "relaychain on the memory bus, tracing on: route, budget, generate + price, format",
+)
 
-    results = asyncio.run(bench_counting(args.calls))
+Latency = Callable[[int], Awaitable[float]]
+"""Runs request number i and returns its latency in seconds."""
+
+
+def overhead_settings(data_dir: Path) -> Settings:
+    """The shipped config with ops_push's slip cut to the steps measured here."""
+    settings = load_settings(data_dir=data_dir, observability={"exporters": ["jsonl"], "jsonl_path": str(data_dir / "traces.jsonl")})
+    ops_push = settings.app.businesses["ops_push"].model_copy(update={"steps": OVERHEAD_STEPS})
+    app = settings.app.model_copy(update={"businesses": {**settings.app.businesses, "ops_push": ops_push}})
+    return settings.model_copy(update={"app": app})
+
+
+def overhead_request(index: int) -> Request:
+    return Request(
+        business="ops_push", model=OVERHEAD_MODEL, input=f"Half price on everything, offer {index}",
+        vars={"campaign": "Double 11", "audience": "students"},
+    )
+
+
+async def measure(variants: dict[str, Latency], requests: int, warmup: int = 50) -> dict[str, list[float]]:
+    for index in range(warmup):
+        for call in variants.values():
+            await call(index)
+    samples: dict[str, list[float]] = {label: [] for label in variants}
+    for index in range(requests):
+        for label, call in variants.items():
+            samples[label].append(await call(index))
+    return samples
+
+
+async def bench_overhead(requests: int) -> dict[str, list[float]]:
+    with tempfile.TemporaryDirectory(prefix="relaychain-bench-") as tmp:
+        settings = overhead_settings(Path(tmp))
+        handlers = Components(settings, model_factories=instant_factories())
+        router, tokenizer, generator, formatter = [await handlers.agent(n) for n in ("router", "tokenizer", "generator", "formatter")]
+        bus_components = Components(settings, model_factories=instant_factories())
+        chain = langchain_chain()
+        model = InstantModel(OVERHEAD_MODEL, settings.app.models[OVERHEAD_MODEL])
+        messages = [ChatMessage(role="user", content="Write a push notification.")]
+
+        async def bare(index: int) -> float:
+            started = time.perf_counter()
+            await model.complete(messages, max_tokens=256)
+            return time.perf_counter() - started
+
+        async def lcel(index: int) -> float:
+            started = time.perf_counter()
+            output = await chain.ainvoke(langchain_inputs(index))
+            elapsed = time.perf_counter() - started
+            assert output["title"]
+            return elapsed
+
+        async def direct(index: int) -> float:
+            started = time.perf_counter()
+            event: Event = overhead_request(index)
+            for agent in (router, tokenizer, generator, formatter):
+                event = (await agent.handle(event))[0]
+            elapsed = time.perf_counter() - started
+            assert isinstance(event, Response), event
+            return elapsed
+
+        try:
+            async with EmbeddedApp(settings, agents=["router", "tokenizer", "generator", "formatter"], components=bus_components) as app:
+
+                async def on_bus(index: int) -> float:
+                    started = time.perf_counter()
+                    answer = await app.client.ask(overhead_request(index), timeout=30)
+                    elapsed = time.perf_counter() - started
+                    assert isinstance(answer, Response), answer
+                    await app.bus.run_until_idle()
+                    return elapsed
+
+                return await measure({BARE: bare, LCEL: lcel, HANDLERS: direct, BUS: on_bus}, requests)
+        finally:
+            await handlers.close()
+
+
+def print_overhead(samples: dict[str, list[float]], requests: int) -> None:
+    print(f"\n## Framework overhead, one request at a time, instant model ({requests:,} requests each)\n")
+    print("| path | p50 µs | p99 µs | overhead p50 µs | overhead p99 µs | p50 vs LangChain |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    floor50, floor99 = _percentiles(samples[BARE])
+    lcel50, _ = _percentiles(samples[LCEL])
+    for label, values in samples.items():
+        p50, p99 = _percentiles(values)
+        ratio = "" if label == BARE else f"{p50 / lcel50:.2f}x"
+        print(f"| {label} | {p50:,.0f} | {p99:,.0f} | {p50 - floor50:,.0f} | {p99 - floor99:,.0f} | {ratio} |")
+
+
+def _percentiles(values: list[float]) -> tuple[float, float]:
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return cuts[49] * 1e6, cuts[98] * 1e6
+
+
+def print_counting(results: list[tuple[str, str, dict[str, float]]]) -> None:
     print("## Token counting: relaychain vs raw tiktoken (tokens/s, fastest call)\n")
     print(
         f"| encoding | input | {RAW} | {RAW_ORDINARY} | {COUNT} | {ASYNC} | {CONCURRENT} "
@@ -123,6 +247,19 @@ def main() -> None:
         )
     verdict = "meets" if worst >= 0.9 else "misses"
     print(f"\nworst ratio {worst:.1%}: {verdict} the 90 % target")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=200, help="Timed calls per variant and input (counting).")
+    parser.add_argument("--requests", type=int, default=1000, help="Timed requests per path (overhead).")
+    parser.add_argument("--only", choices=("counting", "overhead"), help="Run one part.")
+    args = parser.parse_args()
+
+    if args.only != "overhead":
+        print_counting(asyncio.run(bench_counting(args.calls)))
+    if args.only != "counting":
+        print_overhead(asyncio.run(bench_overhead(args.requests)), args.requests)
 
 
 if __name__ == "__main__":
