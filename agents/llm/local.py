@@ -219,6 +219,8 @@ class _Engine:
             temperature=call.temperature if sampling else None,
             top_p=None,
             top_k=None,
+            # Free text only: under a grammar the penalty would fight the JSON punctuation it must repeat.
+            repetition_penalty=self.config.repetition_penalty if call.json_schema is None else None,
             eos_token_id=eos,
             pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0],
         )
