@@ -7,8 +7,20 @@ from agents.stores.history import (
     Summary,
     Turn,
 )
-from agents.stores.ledger import CostLedger, LedgerRow, PostgresLedger, SqliteLedger, spent_on
-from agents.stores.vectors import Hit, IndexedChunk, NumpyVectorIndex, PgVectorIndex, VectorIndex
+from agents.stores.ledger import (
+    CostLedger,
+    LedgerRow,
+    PostgresLedger,
+    SqliteLedger,
+    spent_on,
+)
+from agents.stores.vectors import (
+    Hit,
+    IndexedChunk,
+    NumpyVectorIndex,
+    PgVectorIndex,
+    VectorIndex,
+)
 
 __all__ = [
     "ConversationStore",

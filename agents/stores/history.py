@@ -13,17 +13,16 @@ asyncpg pool serves several memory workers at once.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agents.stores.connections import PostgresPool, SqliteFile
 from schemas import ChatMessage
 
 if TYPE_CHECKING:
-    import aiosqlite
-    import asyncpg
+    pass
 
 
 class Turn(BaseModel):
@@ -87,36 +86,17 @@ class SqliteConversationStore:
     """History in one SQLite file; the schema is created on first use."""
 
     def __init__(self, path: str | Path) -> None:
-        self._path = Path(path)
-        self._db: aiosqlite.Connection | None = None
-        self._opening = asyncio.Lock()
-
-    async def _connection(self) -> aiosqlite.Connection:
-        if self._db is not None:
-            return self._db
-        async with self._opening:
-            if self._db is None:
-                import aiosqlite
-
-                self._path.parent.mkdir(parents=True, exist_ok=True)
-                db = await aiosqlite.connect(self._path)
-                # WAL lets readers run while a writer commits.
-                await db.execute("PRAGMA journal_mode=WAL")
-                await db.execute("PRAGMA synchronous=NORMAL")
-                await db.executescript(_SQLITE_SCHEMA)
-                await db.commit()
-                self._db = db
-        return self._db
+        self._file = SqliteFile(path, _SQLITE_SCHEMA)
 
     async def load(self, conversation_id: str) -> list[Turn]:
-        db = await self._connection()
+        db = await self._file.connection()
         async with db.execute(
             "SELECT user_text, assistant_text FROM turns WHERE conversation_id = ? ORDER BY seq", (conversation_id,)
         ) as cursor:
             return [Turn(user=user, assistant=assistant) async for user, assistant in cursor]
 
     async def append(self, conversation_id: str, turn: Turn, *, event_id: str) -> bool:
-        db = await self._connection()
+        db = await self._file.connection()
         cursor = await db.execute(
             "INSERT INTO turns (conversation_id, event_id, user_text, assistant_text) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (event_id) DO NOTHING",
@@ -126,7 +106,7 @@ class SqliteConversationStore:
         return cursor.rowcount == 1
 
     async def get_summary(self, conversation_id: str) -> Summary | None:
-        db = await self._connection()
+        db = await self._file.connection()
         async with db.execute(
             "SELECT text, turns_covered FROM summaries WHERE conversation_id = ?", (conversation_id,)
         ) as cursor:
@@ -134,7 +114,7 @@ class SqliteConversationStore:
         return None if row is None else Summary(text=row[0], turns_covered=row[1])
 
     async def set_summary(self, conversation_id: str, summary: Summary) -> None:
-        db = await self._connection()
+        db = await self._file.connection()
         await db.execute(
             "INSERT INTO summaries (conversation_id, text, turns_covered) VALUES (?, ?, ?)"
             " ON CONFLICT (conversation_id) DO UPDATE SET text = excluded.text, turns_covered = excluded.turns_covered"
@@ -144,9 +124,7 @@ class SqliteConversationStore:
         await db.commit()
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        await self._file.close()
 
 
 POSTGRES_MIGRATIONS: tuple[str, ...] = (
@@ -175,29 +153,14 @@ class PostgresConversationStore:
     """History in PostgreSQL through an asyncpg pool; run `migrate()` (or `relaychain db migrate`) first."""
 
     def __init__(self, dsn: str, *, min_pool: int = 1, max_pool: int = 10) -> None:
-        self._dsn = dsn
-        self._min_pool = min_pool
-        self._max_pool = max_pool
-        self._pool: asyncpg.Pool | None = None
-        self._opening = asyncio.Lock()
-
-    async def _connections(self) -> asyncpg.Pool:
-        if self._pool is not None:
-            return self._pool
-        async with self._opening:
-            if self._pool is None:
-                import asyncpg
-
-                self._pool = await asyncpg.create_pool(self._dsn, min_size=self._min_pool, max_size=self._max_pool)
-        return self._pool
+        self._postgres = PostgresPool(dsn, min_size=min_pool, max_size=max_pool)
 
     async def migrate(self) -> int:
         """Apply the schema versions not yet applied; returns how many were. Safe to run concurrently."""
-        pool = await self._connections()
-        return await apply_migrations(pool, "conversation_store", POSTGRES_MIGRATIONS)
+        return await self._postgres.migrate("conversation_store", POSTGRES_MIGRATIONS)
 
     async def load(self, conversation_id: str) -> list[Turn]:
-        pool = await self._connections()
+        pool = await self._postgres.pool()
         rows = await pool.fetch(
             "SELECT user_text, assistant_text FROM relaychain_turns WHERE conversation_id = $1 ORDER BY seq",
             conversation_id,
@@ -205,7 +168,7 @@ class PostgresConversationStore:
         return [Turn(user=row["user_text"], assistant=row["assistant_text"]) for row in rows]
 
     async def append(self, conversation_id: str, turn: Turn, *, event_id: str) -> bool:
-        pool = await self._connections()
+        pool = await self._postgres.pool()
         status = await pool.execute(
             "INSERT INTO relaychain_turns (conversation_id, event_id, user_text, assistant_text)"
             " VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING",
@@ -217,14 +180,14 @@ class PostgresConversationStore:
         return status == "INSERT 0 1"
 
     async def get_summary(self, conversation_id: str) -> Summary | None:
-        pool = await self._connections()
+        pool = await self._postgres.pool()
         row = await pool.fetchrow(
             "SELECT text, turns_covered FROM relaychain_summaries WHERE conversation_id = $1", conversation_id
         )
         return None if row is None else Summary(text=row["text"], turns_covered=row["turns_covered"])
 
     async def set_summary(self, conversation_id: str, summary: Summary) -> None:
-        pool = await self._connections()
+        pool = await self._postgres.pool()
         await pool.execute(
             "INSERT INTO relaychain_summaries (conversation_id, text, turns_covered) VALUES ($1, $2, $3)"
             " ON CONFLICT (conversation_id) DO UPDATE"
@@ -236,29 +199,5 @@ class PostgresConversationStore:
         )
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        await self._postgres.close()
 
-
-async def apply_migrations(pool: asyncpg.Pool, component: str, migrations: tuple[str, ...]) -> int:
-    """Apply `migrations[n:]` for `component`, where n is how many were already applied.
-
-    An advisory lock serialises concurrent migrators (several pods starting at once).
-    """
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('relaychain_migrations'))")
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS relaychain_migrations ("
-            " component TEXT NOT NULL, version INTEGER NOT NULL,"
-            " applied_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (component, version))"
-        )
-        applied = await conn.fetchval(
-            "SELECT coalesce(max(version), 0) FROM relaychain_migrations WHERE component = $1", component
-        )
-        for version, statement in enumerate(migrations[applied:], start=applied + 1):
-            await conn.execute(statement)
-            await conn.execute(
-                "INSERT INTO relaychain_migrations (component, version) VALUES ($1, $2)", component, version
-            )
-        return len(migrations) - applied

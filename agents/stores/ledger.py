@@ -12,20 +12,18 @@ asyncpg pool serves several tokenizer workers at once.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import UTC, date
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from agents.stores.history import apply_migrations
+from agents.stores.connections import PostgresPool, SqliteFile
 from agents.tokens.pricing import COST_QUANTUM, quantize_cost
 from schemas import Usage
 
 if TYPE_CHECKING:
-    import aiosqlite
-    import asyncpg
+    pass
 
 __all__ = ["POSTGRES_LEDGER_MIGRATIONS", "CostLedger", "LedgerRow", "PostgresLedger", "SqliteLedger", "spent_on"]
 
@@ -89,29 +87,10 @@ class SqliteLedger:
     """The ledger in one SQLite file (WAL); the schema is created on first use."""
 
     def __init__(self, path: str | Path) -> None:
-        self._path = Path(path)
-        self._db: aiosqlite.Connection | None = None
-        self._opening = asyncio.Lock()
-
-    async def _connection(self) -> aiosqlite.Connection:
-        if self._db is not None:
-            return self._db
-        async with self._opening:
-            if self._db is None:
-                import aiosqlite
-
-                self._path.parent.mkdir(parents=True, exist_ok=True)
-                db = await aiosqlite.connect(self._path)
-                # WAL lets `relaychain costs` read while a worker records.
-                await db.execute("PRAGMA journal_mode=WAL")
-                await db.execute("PRAGMA synchronous=NORMAL")
-                await db.executescript(_SQLITE_SCHEMA)
-                await db.commit()
-                self._db = db
-        return self._db
+        self._file = SqliteFile(path, _SQLITE_SCHEMA)
 
     async def record(self, usage: Usage) -> bool:
-        db = await self._connection()
+        db = await self._file.connection()
         step = usage.usage
         cursor = await db.execute(
             "INSERT INTO usage_events (event_id, business, model, day, currency, step, input_tokens, output_tokens,"
@@ -136,7 +115,7 @@ class SqliteLedger:
         return cursor.rowcount == 1
 
     async def totals(self, *, since: date | None = None) -> list[LedgerRow]:
-        db = await self._connection()
+        db = await self._file.connection()
         columns = _TOTALS_COLUMNS.format(input_cost="sum(input_cost_e8)", output_cost="sum(output_cost_e8)")
         where, args = (" WHERE day >= ?", (since.isoformat(),)) if since else ("", ())
         async with db.execute(f"SELECT {columns} FROM usage_events{where}{_GROUPING}", args) as cursor:
@@ -157,9 +136,7 @@ class SqliteLedger:
             ]
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        await self._file.close()
 
 
 POSTGRES_LEDGER_MIGRATIONS: tuple[str, ...] = (
@@ -188,29 +165,14 @@ class PostgresLedger:
     """The ledger in PostgreSQL through an asyncpg pool; run `migrate()` first."""
 
     def __init__(self, dsn: str, *, min_pool: int = 1, max_pool: int = 5) -> None:
-        self._dsn = dsn
-        self._min_pool = min_pool
-        self._max_pool = max_pool
-        self._pool: asyncpg.Pool | None = None
-        self._opening = asyncio.Lock()
-
-    async def _connections(self) -> asyncpg.Pool:
-        if self._pool is not None:
-            return self._pool
-        async with self._opening:
-            if self._pool is None:
-                import asyncpg
-
-                self._pool = await asyncpg.create_pool(self._dsn, min_size=self._min_pool, max_size=self._max_pool)
-        return self._pool
+        self._postgres = PostgresPool(dsn, min_size=min_pool, max_size=max_pool)
 
     async def migrate(self) -> int:
         """Apply the schema versions not yet applied; returns how many were. Safe to run concurrently."""
-        pool = await self._connections()
-        return await apply_migrations(pool, "cost_ledger", POSTGRES_LEDGER_MIGRATIONS)
+        return await self._postgres.migrate("cost_ledger", POSTGRES_LEDGER_MIGRATIONS)
 
     async def record(self, usage: Usage) -> bool:
-        pool = await self._connections()
+        pool = await self._postgres.pool()
         step = usage.usage
         status = await pool.execute(
             "INSERT INTO relaychain_usage (event_id, business, model, day, currency, step, input_tokens,"
@@ -232,7 +194,7 @@ class PostgresLedger:
         return status == "INSERT 0 1"
 
     async def totals(self, *, since: date | None = None) -> list[LedgerRow]:
-        pool = await self._connections()
+        pool = await self._postgres.pool()
         columns = _TOTALS_COLUMNS.format(input_cost="sum(input_cost)", output_cost="sum(output_cost)")
         where, args = (" WHERE day >= $1", (since,)) if since else ("", ())
         rows = await pool.fetch(f"SELECT {columns} FROM relaychain_usage{where}{_GROUPING}", *args)
@@ -252,9 +214,7 @@ class PostgresLedger:
         ]
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        await self._postgres.close()
 
 
 async def spent_on(ledger: CostLedger, business: str, model: str, day: date) -> Decimal:
