@@ -14,6 +14,7 @@ import click
 import orjson
 
 from relaychain import topology
+from relaychain.commands.options import parse_vars
 from relaychain.settings import ConfigError, Settings, load_settings
 
 
@@ -80,7 +81,7 @@ def run(
     from schemas.events import Request
 
     settings = _settings()
-    request = Request(business=business, input=text, vars=_parse_vars(variables), model=model, conversation_id=conversation)
+    request = Request(business=business, input=text, vars=parse_vars(variables), model=model, conversation_id=conversation)
 
     async def go() -> None:
         async with EmbeddedApp(settings) as app:
@@ -132,15 +133,6 @@ def trace(request_id: str, path: Path | None) -> None:
         raise click.ClickException(f"no spans for request {request_id}")
     click.echo(render_tree(spans))
 
-
-def _parse_vars(pairs: tuple[str, ...]) -> dict[str, str]:
-    parsed: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected K=V, got {pair!r}", param_hint="--var")
-        parsed[key] = value
-    return parsed
 
 
 def _json_default(value: Any) -> Any:

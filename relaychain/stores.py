@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from agents.stores.history import ConversationStore, PostgresConversationStore, SqliteConversationStore
+from agents.stores.history import (
+    ConversationStore,
+    PostgresConversationStore,
+    SqliteConversationStore,
+)
 from agents.stores.ledger import CostLedger, PostgresLedger, SqliteLedger
 from agents.stores.vectors import NumpyVectorIndex, PgVectorIndex, VectorIndex
 from relaychain.settings import Settings

@@ -13,7 +13,13 @@ import signal
 
 from bus.health import HealthServer
 from observability import setup_telemetry
-from relaychain.app import Components, host_agents, host_custom_agent, make_runtime, topic_specs
+from relaychain.app import (
+    Components,
+    host_agents,
+    host_custom_agent,
+    make_runtime,
+    topic_specs,
+)
 from relaychain.buses import make_bus
 from relaychain.settings import Settings
 

@@ -15,6 +15,7 @@ import uuid
 
 import click
 
+from relaychain.commands.options import parse_vars
 from relaychain.settings import ConfigError, Settings, load_settings
 from schemas.envelope import Error, Event
 from schemas.events import Blocked, Request, Response
@@ -43,7 +44,7 @@ def chat(business: str, conversation: str | None, variables: tuple[str, ...], mo
     click.echo(f"conversation {conversation} with {business}; {EXIT_COMMAND} or end of input to leave")
     if config.memory.kind == "none":
         click.echo(f"note: {business} keeps no memory, each line is answered on its own")
-    asyncio.run(_session(settings, business, conversation, _parse_vars(variables), model, timeout))
+    asyncio.run(_session(settings, business, conversation, parse_vars(variables), model, timeout))
 
 
 async def _session(
@@ -83,12 +84,3 @@ def _print_turn(answer: Event) -> None:
     elif isinstance(answer, Error):
         click.secho(f"error {answer.code} from {answer.agent}: {answer.message}", fg="red")
 
-
-def _parse_vars(pairs: tuple[str, ...]) -> dict[str, str]:
-    parsed: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected K=V, got {pair!r}", param_hint="--var")
-        parsed[key] = value
-    return parsed

@@ -6,7 +6,6 @@ import asyncio
 from collections import defaultdict
 from datetime import date, datetime
 from decimal import Decimal
-from pathlib import Path
 
 import click
 

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from relaychain.deploy import DEFAULT_K8S_DIR, RenderError, check, load_documents, render
+from relaychain.deploy import (
+    DEFAULT_K8S_DIR,
+    RenderError,
+    check,
+    load_documents,
+    render,
+)
 
 __all__ = ["deploy"]
 

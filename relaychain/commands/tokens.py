@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from agents.tokens import ENCODING_NAMES, EncodingUnavailable, TiktokenCounter, TokenCounter, counter_for, load_encoding, price
+from agents.tokens import (
+    ENCODING_NAMES,
+    EncodingUnavailable,
+    TiktokenCounter,
+    TokenCounter,
+    counter_for,
+    load_encoding,
+    price,
+)
 from relaychain.settings import ConfigError, load_settings
 
 __all__ = ["tokens"]
