@@ -1,6 +1,6 @@
 """How often SmolLM2's answer needs a re-ask: plain generation vs constrained decoding, for every shipped business.
 
-    python bench/formatting.py                 # 3 inputs per business, both paths (a few minutes on 2 cores)
+    python bench/formatting.py                 # 2 inputs per business (--inputs 3 for all), both paths
     python bench/formatting.py --quick         # 1 input per business
     python bench/formatting.py --data-dir DIR  # where the converted weights are cached (RELAYCHAIN_DATA_DIR by default)
 
@@ -186,7 +186,7 @@ def _row(business: str, path: str, tally: Tally) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="One input per business.")
-    parser.add_argument("--inputs", type=int, default=3, help="Inputs per business (at most 3).")
+    parser.add_argument("--inputs", type=int, default=2, help="Inputs per business (at most 3).")
     parser.add_argument("--data-dir", type=Path, help="Where SmolLM2's converted weights are cached.")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads; one avoids oversubscribing cores shared with other work."
