@@ -49,6 +49,9 @@ class ModelConfig(_Strict):
     available: bool = True
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=3, ge=0)
+    threads: int | None = Field(
+        default=None, gt=0, description="transformers: torch threads for inference (all cores when unset)."
+    )
     repetition_penalty: float | None = Field(
         default=None, gt=0, description="transformers: >1 discourages the loops small models fall into on free text."
     )

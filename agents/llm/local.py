@@ -61,7 +61,7 @@ class TransformersChatModel:
         self.name = name
         self.config = config
         self._engine = (registry or default_registry).engine(
-            name, config, data_dir, max_queue=max_queue, threads=threads or os.cpu_count() or 1, on_progress=on_progress
+            name, config, data_dir, max_queue=max_queue, threads=threads or config.threads or os.cpu_count() or 1, on_progress=on_progress
         )
 
     def __repr__(self) -> str:

@@ -15,6 +15,7 @@ from schemas import Blocked, Request, Response
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.timeout(900)
 async def test_car_blog_chain_and_a_blocked_request(smollm2_data_dir: Path, tmp_path: Path) -> None:
     traces = tmp_path / "traces.jsonl"
     settings = load_settings(
@@ -54,3 +55,40 @@ async def test_car_blog_chain_and_a_blocked_request(smollm2_data_dir: Path, tmp_
     blocked_spans = [s["name"] for s in spans_of_request(read_spans(traces), dirty.request_id)]
     assert "moderator moderate.input" in blocked_spans
     assert not any(name.startswith("generator") for name in blocked_spans), blocked_spans
+
+
+VARS = {
+    "campaign": "Double 11",
+    "audience": "new users",
+    "user_name": "Li Lei",
+    "interests": "hiking",
+    "region": "Chengdu",
+    "product": "electric kettle",
+    "rating": "4",
+    "headline": "City opens a new metro line",
+}
+INPUTS = {
+    "ops_push": "20% off all kettles this weekend",
+    "personalized_push": "New trail shoes are in stock",
+    "weibo_regional": "The hotpot festival starts on Saturday",
+    "product_review": "Boils fast but the lid is a bit loose",
+    "news_comment": "The new line links the airport to the city centre in 25 minutes",
+}
+
+
+@pytest.mark.timeout(900)
+async def test_every_single_step_business_answers_schema_valid_json_on_smollm2(
+    smollm2_data_dir: Path, tmp_path: Path
+) -> None:
+    """Constrained decoding: SmolLM2 (135M parameters) produces each business's JSON, validated by the formatter."""
+    from agents.formatting.validate import SchemaRegistry
+
+    settings = load_settings(data_dir=smollm2_data_dir, observability={"exporters": ["none"]})
+    schemas = SchemaRegistry(settings.app, settings.config_dir)
+    async with EmbeddedApp(settings, agents=("router", "moderator", "memory", "tokenizer", "generator", "formatter")) as app:
+        for business, text in INPUTS.items():
+            answer = await app.ask(Request(business=business, input=text, vars=VARS, conversation_id=f"c-{business}"), timeout=600)
+            assert isinstance(answer, Response), (business, answer)
+            schema = schemas[settings.app.businesses[business].output_schema]
+            assert schema.validate(answer.output) == answer.output
+            assert answer.usage and answer.usage[0].output_tokens > 0
