@@ -6,7 +6,8 @@
 
 A hop is one event consumed, handled (no-op, forward to the next step) and
 published to the next topic, with tracing on (spans exported as JSON lines,
-the embedded default). The raw baseline moves the same encoded events
+the embedded default). Events are keyed by request id, as requests without a
+conversation are. The raw baseline moves the same encoded events
 through 7 topics with bare aiokafka producers and consumers: no runtime, no
 codec, no tracing.
 """
@@ -76,9 +77,10 @@ async def run_pipeline(bus: Bus, events: int, prefix: str, trace_file: Path, par
         await runtime.add(Forward(step), [topic[step]], group=f"{prefix}.{step}", max_in_flight=256)
     await runtime.add(sink, [topic["sink"]], group=f"{prefix}.sink", max_in_flight=256)
     codec = runtime.codec
-    payloads = [codec.encode(Hop(slip=tuple(steps), conversation_id=f"c{i % 64}")) for i in range(events)]
+    hops = [Hop(slip=tuple(steps)) for _ in range(events)]
+    payloads = [(codec.encode(hop), hop.key) for hop in hops]
     started = time.perf_counter()
-    await asyncio.gather(*(bus.publish(topic["s0"], p, key=f"c{i % 64}") for i, p in enumerate(payloads)))
+    await asyncio.gather(*(bus.publish(topic["s0"], payload, key=key) for payload, key in payloads))
     await sink.done.wait()
     elapsed = time.perf_counter() - started
     await runtime.stop()
@@ -86,7 +88,7 @@ async def run_pipeline(bus: Bus, events: int, prefix: str, trace_file: Path, par
     return events * HOPS / elapsed
 
 
-async def raw_aiokafka(bootstrap: str, events: int, prefix: str, payloads: list[bytes], partitions: int) -> float:
+async def raw_aiokafka(bootstrap: str, events: int, prefix: str, payloads: list[tuple[bytes, str]], partitions: int) -> float:
     """The same events through 7 topics with bare aiokafka: consume, produce to the next, commit."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -127,7 +129,7 @@ async def raw_aiokafka(bootstrap: str, events: int, prefix: str, payloads: list[
     stages = [asyncio.create_task(stage(i)) for i in range(HOPS + 1)]
     await asyncio.sleep(3)
     started = time.perf_counter()
-    futures = [await producer.send(topics[0], p, key=f"c{i % 64}".encode()) for i, p in enumerate(payloads)]
+    futures = [await producer.send(topics[0], payload, key=key.encode()) for payload, key in payloads]
     await asyncio.gather(*futures)
     await finished.wait()
     elapsed = time.perf_counter() - started
@@ -162,7 +164,8 @@ async def main() -> None:
 
             kafka_events = max(1000, args.events // 2)
             prefix = f"bench.{uuid.uuid4().hex[:6]}"
-            payloads = [EventCodec([Hop]).encode(Hop(slip=tuple(f"s{i}" for i in range(HOPS)))) for _ in range(kafka_events)]
+            hops = [Hop(slip=tuple(f"s{i}" for i in range(HOPS))) for _ in range(kafka_events)]
+            payloads = [(EventCodec([Hop]).encode(hop), hop.key) for hop in hops]
             raw = await raw_aiokafka(bootstrap, kafka_events, prefix, payloads, 4)
             kafka = KafkaBus(KafkaSettings(bootstrap_servers=bootstrap, default_partitions=4))
             await kafka.start()

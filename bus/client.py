@@ -54,7 +54,10 @@ class Client:
 
     async def submit(self, event: Event) -> asyncio.Future[Event]:
         """Publish `event`; the returned future resolves with its answer."""
-        future = self._waiting.setdefault(event.request_id, asyncio.get_running_loop().create_future())
+        future = self._waiting.get(event.request_id)
+        if future is None:
+            future = self._waiting[event.request_id] = asyncio.get_running_loop().create_future()
+            future.add_done_callback(lambda _: self._waiting.pop(event.request_id, None))
         await self._publish(
             Message(
                 topic=self.requests_topic,
@@ -71,8 +74,6 @@ class Client:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise AnswerTimeout(event.request_id, timeout) from None
-        finally:
-            self._waiting.pop(event.request_id, None)
 
     async def _on_answer(self, message: Message) -> None:
         try:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from agents.prompts import PromptLibrary
 from bus.base import Bus, TopicSpec
 from bus.codec import EventCodec
+from bus.middleware import Middleware
 from bus.runtime import Agent, AgentRuntime, RetryPolicy, Routes
 from observability import MetricsMiddleware, Telemetry, TracingMiddleware
 from relaychain import topology
@@ -86,7 +87,10 @@ def make_runtime(bus: Bus, settings: Settings, telemetry: Telemetry, *, raise_er
         base_delay_s=runtime_settings.retry_base_delay_s,
         max_delay_s=runtime_settings.retry_max_delay_s,
     )
-    middlewares = (TracingMiddleware(telemetry.tracer_provider), MetricsMiddleware(telemetry.meter_provider))
+    middlewares: list[Middleware] = [TracingMiddleware(telemetry.tracer_provider)]
+    if telemetry.metrics_enabled:
+        # Recording into a meter nobody reads still costs a tenth of each hop.
+        middlewares.append(MetricsMiddleware(telemetry.meter_provider))
     routes = make_routes(runtime_settings.routes)
     return AgentRuntime(bus, make_codec(), routes, middlewares=middlewares, retry=retry, raise_errors=raise_errors)
 
