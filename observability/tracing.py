@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from opentelemetry import context, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -53,4 +51,4 @@ class TracingMiddleware:
     async def publish(self, call_next: PublishNext, message: Message) -> None:
         headers = dict(message.headers)
         self._propagator.inject(headers)
-        await call_next(replace(message, headers=headers))
+        await call_next(Message(message.topic, message.value, message.key, headers))

@@ -8,6 +8,7 @@ still to run, so no central orchestrator is needed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
 from datetime import UTC, datetime
@@ -45,6 +46,12 @@ class StepRecord(BaseModel):
     agent: str
 
 
+@functools.lru_cache(maxsize=1024)
+def _step_record(step: str, agent: str) -> StepRecord:
+    """Records are immutable and few distinct ones exist: one per (step, agent) pair is enough."""
+    return StepRecord(step=step, agent=agent)
+
+
 class Event(BaseModel):
     """Base of every event on the bus. Subclasses pin `type` with a Literal."""
 
@@ -74,7 +81,7 @@ class Event(BaseModel):
         """This event with its current step done: the step moves from `slip` to `results`."""
         if not self.slip:
             raise ValueError(f"{self.type} event {self.id} has no step left to advance")
-        record = StepRecord(step=self.slip[0], agent=agent)
+        record = _step_record(self.slip[0], agent)
         return self.model_copy(update={**updates, "slip": self.slip[1:], "results": (*self.results, record)})
 
     def reply(self, event_type: type[E], **fields: Any) -> E:
