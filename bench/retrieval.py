@@ -96,6 +96,7 @@ async def bench_indexes(dsn: str, sizes: list[int]) -> list[tuple[str, int, floa
         rng = np.random.default_rng(size)
         start = time.perf_counter()
         await fill(pg, size, rng)
+        await pg.flush()
         build = time.perf_counter() - start
         rows.append(("pgvector (HNSW)", size, build, *await query_latency(pg, rng)))
         await pg.drop()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import zlib
+from collections import deque
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Self
@@ -22,10 +23,46 @@ from bus.base import Message, MessageHandler, TopicPartition, TopicSpec
 from bus.dispatch import KeyedDispatcher, OffsetTracker
 
 
+_TRIM_EVERY = 256
+"""Trim a partition every this many committed offsets: often enough to bound memory, rarely enough to cost nothing."""
+
+
+class _PartitionLog:
+    """Messages from offset `base` on; the prefix every reading group has committed is dropped.
+
+    Without trimming, a long-running embedded process would keep every event
+    it ever moved. A partition no group reads keeps its newest `retention`
+    messages, as a Kafka topic keeps what its retention allows.
+    """
+
+    def __init__(self, retention: int) -> None:
+        self.base = 0
+        self.records: deque[Message] = deque()
+        self._retention = retention
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.records)
+
+    def append(self, message: Message) -> None:
+        self.records.append(message)
+        if len(self.records) > self._retention:
+            self.records.popleft()
+            self.base += 1
+
+    def get(self, offset: int) -> Message:
+        return self.records[offset - self.base]
+
+    def trim_to(self, offset: int) -> None:
+        while self.base < offset and self.records:
+            self.records.popleft()
+            self.base += 1
+
+
 class _Topic:
-    def __init__(self, name: str, partitions: int) -> None:
+    def __init__(self, name: str, partitions: int, retention: int) -> None:
         self.name = name
-        self.logs: list[list[Message]] = [[] for _ in range(partitions)]
+        self.logs: list[_PartitionLog] = [_PartitionLog(retention) for _ in range(partitions)]
         self._round_robin = itertools.cycle(range(partitions))
 
     def partition_for(self, key: str | None) -> int:
@@ -44,8 +81,9 @@ class _Group:
 class MemoryBus:
     """In-process implementation of `bus.base.Bus`."""
 
-    def __init__(self, *, default_partitions: int = 4) -> None:
+    def __init__(self, *, default_partitions: int = 4, retention: int = 100_000) -> None:
         self.default_partitions = default_partitions
+        self.retention = retention
         self._topics: dict[str, _Topic] = {}
         self._groups: dict[str, _Group] = {}
         self._started = False
@@ -75,15 +113,15 @@ class MemoryBus:
     async def create_topics(self, specs: Sequence[TopicSpec]) -> None:
         for spec in specs:
             if spec.name not in self._topics:
-                self._topics[spec.name] = _Topic(spec.name, spec.partitions)
+                self._topics[spec.name] = _Topic(spec.name, spec.partitions, self.retention)
         self._rebalance_all()
 
     def partitions_of(self, topic: str) -> int:
         return len(self._topic(topic).logs)
 
     def messages(self, topic: str) -> list[Message]:
-        """Everything ever published to `topic`, partition by partition (for tests and tools)."""
-        return [m for log in self._topic(topic).logs for m in log]
+        """What `topic` still holds, partition by partition (for tests and tools)."""
+        return [m for log in self._topic(topic).logs for m in log.records]
 
     async def publish(
         self,
@@ -99,7 +137,7 @@ class MemoryBus:
         log_topic = self._topic(topic)
         partition = log_topic.partition_for(key)
         log = log_topic.logs[partition]
-        log.append(Message(topic, value, key, dict(headers or {}), partition, len(log)))
+        log.append(Message(topic, value, key, dict(headers or {}), partition, log.end))
         if created:
             self._rebalance_all()
         self._wake(topic)
@@ -133,14 +171,14 @@ class MemoryBus:
             topics = {t for member in group.members for t in member.topics}
             for topic in topics:
                 for partition, log in enumerate(self._topics[topic].logs):
-                    if group.committed.get(TopicPartition(topic, partition), 0) < len(log):
+                    if group.committed.get(TopicPartition(topic, partition), log.base) < log.end:
                         return False
         return True
 
     def _topic(self, name: str) -> _Topic:
         topic = self._topics.get(name)
         if topic is None:
-            topic = self._topics[name] = _Topic(name, self.default_partitions)
+            topic = self._topics[name] = _Topic(name, self.default_partitions, self.retention)
         return topic
 
     def _rebalance_all(self) -> None:
@@ -163,6 +201,13 @@ class MemoryBus:
             for member in group.members:
                 if topic is None or topic in member.topics:
                     member.wake()
+
+    def _trim(self, tp: TopicPartition) -> None:
+        """Drop what every group reading this topic has committed."""
+        log = self._topics[tp.topic].logs[tp.partition]
+        readers = [g for g in self._groups.values() if any(tp.topic in m.topics for m in g.members)]
+        if readers:
+            log.trim_to(min(g.committed.get(tp, log.base) for g in readers))
 
     def _leave(self, member: MemorySubscription) -> None:
         group = member.group_state
@@ -216,7 +261,9 @@ class MemorySubscription:
             self._offsets.forget(tp)
             self._positions.pop(tp, None)
         for tp in partitions - self._assignment:
-            position = self.group_state.committed.get(tp, 0)
+            # A group starts at the oldest message still held, as Kafka's auto.offset.reset=earliest.
+            base = self._bus._topics[tp.topic].logs[tp.partition].base  # noqa: SLF001
+            position = max(self.group_state.committed.get(tp, base), base)
             self._positions[tp] = position
             self._offsets.start(tp, position)
         self._assignment = partitions
@@ -240,6 +287,8 @@ class MemorySubscription:
         point = self._offsets.commit_point(tp)
         if point is not None and point > self.group_state.committed.get(tp, 0):
             self.group_state.committed[tp] = point
+            if point % _TRIM_EVERY == 0:
+                self._bus._trim(tp)  # noqa: SLF001
 
     async def _fetch_loop(self) -> None:
         while True:
@@ -248,8 +297,11 @@ class MemorySubscription:
             for tp in list(self._assignment):
                 log = self._bus._topics[tp.topic].logs[tp.partition]  # noqa: SLF001
                 position = self._positions.get(tp)
-                while position is not None and position < len(log) and tp in self._assignment:
-                    message = log[position]
+                if position is not None and position < log.base:
+                    # Retention dropped messages this member had not reached.
+                    position = self._positions[tp] = log.base
+                while position is not None and position < log.end and tp in self._assignment:
+                    message = log.get(position)
                     self._positions[tp] = position + 1
                     self._offsets.fetched(tp, position)
                     fetched = True

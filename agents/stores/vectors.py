@@ -224,10 +224,6 @@ class PgVectorIndex:
                 f" start_offset INTEGER NOT NULL, end_offset INTEGER NOT NULL, embedding vector({int(self.dim)}) NOT NULL)"
             )
             await conn.execute(f"CREATE INDEX IF NOT EXISTS {self._chunks_table}_source ON {self._chunks_table} (source)")
-            await conn.execute(
-                f"CREATE INDEX IF NOT EXISTS {self._chunks_table}_hnsw ON {self._chunks_table}"
-                " USING hnsw (embedding vector_ip_ops)"
-            )
 
     async def sources(self) -> dict[str, str]:
         pool = await self._connections()
@@ -283,7 +279,20 @@ class PgVectorIndex:
         ]
 
     async def flush(self) -> None:
-        """Every write is already committed."""
+        """Writes are already committed; the first flush builds the HNSW index over what was loaded.
+
+        Building HNSW once over a bulk load is an order of magnitude faster
+        than growing it row by row (10k chunks: ~126 s inserted into an existing
+        index); once it exists, later writes maintain it. Until then searches
+        are exact scans, which is what a small index wants anyway.
+        """
+        pool = await self._connections()
+        async with pool.acquire() as conn:
+            await conn.execute("SET maintenance_work_mem = '256MB'")
+            await conn.execute(
+                f"CREATE INDEX IF NOT EXISTS {self._chunks_table}_hnsw ON {self._chunks_table}"
+                " USING hnsw (embedding vector_ip_ops)"
+            )
 
     async def drop(self) -> None:
         """Remove this index's tables."""
