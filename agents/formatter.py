@@ -36,7 +36,14 @@ from typing import Any
 
 from opentelemetry import trace
 
-from agents.formatting import ExtractionError, OutputSchema, SchemaRegistry, SchemaViolation, assemble_from_steps, extract_json
+from agents.formatting import (
+    ExtractionError,
+    OutputSchema,
+    SchemaRegistry,
+    SchemaViolation,
+    assemble_from_steps,
+    extract_json,
+)
 from bus.errors import AgentError
 from schemas import ChatMessage, Event, Job, Money, Response, StepUsage
 from schemas.config import AppConfig, BusinessConfig

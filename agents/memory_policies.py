@@ -27,8 +27,8 @@ from schemas.config import MemoryPolicy
 
 __all__ = [
     "Recall",
-    "SummaryResult",
     "Summariser",
+    "SummaryResult",
     "TextCounter",
     "plan_recall",
     "turn_tokens",

@@ -13,7 +13,13 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, UndefinedError, meta
+from jinja2 import (
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateError,
+    UndefinedError,
+    meta,
+)
 from jinja2.sandbox import SandboxedEnvironment
 
 from bus.errors import AgentError

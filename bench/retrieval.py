@@ -31,7 +31,12 @@ from agents.stores.history import (  # noqa: E402
     SqliteConversationStore,
     Turn,
 )
-from agents.stores.vectors import IndexedChunk, NumpyVectorIndex, PgVectorIndex, VectorIndex  # noqa: E402
+from agents.stores.vectors import (  # noqa: E402
+    IndexedChunk,
+    NumpyVectorIndex,
+    PgVectorIndex,
+    VectorIndex,
+)
 
 DIM = 384
 QUERIES = 200
@@ -44,7 +49,7 @@ def percentiles(samples_s: list[float]) -> tuple[float, float]:
 
 def bench_embedding(chunks: int) -> float:
     embedder = TransformerEmbedder(threads=2, batch_size=32)
-    words = "battery range WLTP kWh torque price dimensions charging motor wheelbase weight".split()
+    words = ["battery", "range", "WLTP", "kWh", "torque", "price", "dimensions", "charging", "motor", "wheelbase", "weight"]
     rng = np.random.default_rng(0)
     texts = [" ".join(rng.choice(words, size=150)) for _ in range(chunks)]  # ~200-token chunks
     embedder.embed_blocking(texts[:32])  # warm-up

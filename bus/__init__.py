@@ -1,6 +1,14 @@
 """The bus: one small interface, an in-memory and a Kafka backend, and the runtime that hosts agents."""
 
-from bus.base import Bus, BusError, Message, MessageHandler, Subscription, TopicPartition, TopicSpec
+from bus.base import (
+    Bus,
+    BusError,
+    Message,
+    MessageHandler,
+    Subscription,
+    TopicPartition,
+    TopicSpec,
+)
 from bus.memory import MemoryBus
 
 __all__ = [

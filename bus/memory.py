@@ -22,7 +22,6 @@ from typing import Self
 from bus.base import Message, MessageHandler, TopicPartition, TopicSpec
 from bus.dispatch import KeyedDispatcher, OffsetTracker
 
-
 _TRIM_EVERY = 256
 """Trim a partition every this many committed offsets: often enough to bound memory, rarely enough to cost nothing."""
 

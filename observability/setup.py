@@ -7,10 +7,18 @@ from pathlib import Path
 from typing import Literal
 
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+)
 from pydantic import BaseModel, ConfigDict, Field
 
 from observability.jsonl import JsonLinesSpanExporter
@@ -68,12 +76,16 @@ def _span_exporter(name: Exporter, settings: ObservabilitySettings, jsonl_defaul
     if name == "jsonl":
         return JsonLinesSpanExporter(settings.jsonl_path or jsonl_default)
     if name == "otlp-http":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as HttpExporter,
+        )
 
         endpoint = f"{settings.otlp_endpoint.rstrip('/')}/v1/traces" if settings.otlp_endpoint else None
         return HttpExporter(endpoint=endpoint)
     if name == "otlp-grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
 
         return GrpcExporter(endpoint=settings.otlp_endpoint)
     return None
@@ -84,12 +96,16 @@ def _metric_reader(name: str, settings: ObservabilitySettings) -> MetricReader |
     if name == "console":
         return PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=interval)
     if name == "otlp-http":
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetrics
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+            OTLPMetricExporter as HttpMetrics,
+        )
 
         endpoint = f"{settings.otlp_endpoint.rstrip('/')}/v1/metrics" if settings.otlp_endpoint else None
         return PeriodicExportingMetricReader(HttpMetrics(endpoint=endpoint), export_interval_millis=interval)
     if name == "otlp-grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetrics
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+            OTLPMetricExporter as GrpcMetrics,
+        )
 
         return PeriodicExportingMetricReader(GrpcMetrics(endpoint=settings.otlp_endpoint), export_interval_millis=interval)
     return None

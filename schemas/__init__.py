@@ -1,14 +1,22 @@
 """Typed events: the envelope every event shares, and relaychain's public events."""
 
-from schemas.envelope import SCHEMA_VERSION, DeadLetter, Error, Event, StepRecord, derived_id, new_id
+from schemas.envelope import (
+    SCHEMA_VERSION,
+    DeadLetter,
+    Error,
+    Event,
+    StepRecord,
+    derived_id,
+    new_id,
+)
 from schemas.events import (
     ANSWERS,
     PUBLIC_EVENTS,
     Blocked,
     ChatMessage,
     Job,
-    Money,
     ModerationOutcome,
+    Money,
     Request,
     RequestOptions,
     Response,
@@ -27,8 +35,8 @@ __all__ = [
     "Error",
     "Event",
     "Job",
-    "Money",
     "ModerationOutcome",
+    "Money",
     "Request",
     "RequestOptions",
     "Response",

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-
 
 # --- PostgreSQL (issue 4) ---------------------------------------------------
 

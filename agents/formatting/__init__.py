@@ -1,7 +1,7 @@
 """Structured output: JSON extracted from model text, repaired, validated against a schema."""
 
 from agents.formatting.assemble import assemble_from_steps
-from agents.formatting.extract import ExtractionError, Extracted, extract_json
+from agents.formatting.extract import Extracted, ExtractionError, extract_json
 from agents.formatting.validate import (
     JsonSchemaOutput,
     OutputSchema,
@@ -12,8 +12,8 @@ from agents.formatting.validate import (
 )
 
 __all__ = [
-    "ExtractionError",
     "Extracted",
+    "ExtractionError",
     "JsonSchemaOutput",
     "OutputSchema",
     "PydanticOutput",

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import json_repair
 
-__all__ = ["ExtractionError", "Extracted", "extract_json"]
+__all__ = ["Extracted", "ExtractionError", "extract_json"]
 
 _FENCE = re.compile(r"```[ \t]*[\w-]*[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
 _CLOSERS = {"{": "}", "[": "]"}

@@ -27,7 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.llm.base import Completion, FinishReason, ModelBusy, ModelRequestRejected, ModelTimeout, ModelUnavailable, TokenCallback
+from agents.llm.base import (
+    Completion,
+    FinishReason,
+    ModelBusy,
+    ModelRequestRejected,
+    ModelTimeout,
+    ModelUnavailable,
+    TokenCallback,
+)
 from schemas import ChatMessage
 from schemas.config import ModelConfig, Provider
 

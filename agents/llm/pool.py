@@ -19,7 +19,13 @@ from typing import Any
 
 from opentelemetry import trace
 
-from agents.llm.base import FALLBACK_ERRORS, ChatModel, Completion, ModelUnavailable, TokenCallback
+from agents.llm.base import (
+    FALLBACK_ERRORS,
+    ChatModel,
+    Completion,
+    ModelUnavailable,
+    TokenCallback,
+)
 from bus.errors import AgentError
 from schemas import ChatMessage
 from schemas.config import AppConfig, ModelConfig, Provider

@@ -11,7 +11,12 @@ from agents.tokens.counter import (
     locate_weights,
     off_loop,
 )
-from agents.tokens.encodings import ENCODING_NAMES, EncodingUnavailable, encoding_for_model, load_encoding
+from agents.tokens.encodings import (
+    ENCODING_NAMES,
+    EncodingUnavailable,
+    encoding_for_model,
+    load_encoding,
+)
 from agents.tokens.pricing import COST_QUANTUM, price, priced_usage, quantize_cost
 from agents.tokens.trim import compose_messages, fit_history, split_turns
 

@@ -12,7 +12,16 @@ from agents.formatter import REASK_INSTRUCTION, FormatterAgent
 from agents.formatting import SchemaRegistry
 from bus.errors import AgentError
 from relaychain.settings import load_settings
-from schemas import ChatMessage, Job, ModerationOutcome, Money, Request, Response, RetrievedChunk, StepUsage
+from schemas import (
+    ChatMessage,
+    Job,
+    ModerationOutcome,
+    Money,
+    Request,
+    Response,
+    RetrievedChunk,
+    StepUsage,
+)
 
 DEFAULTS = Path(__file__).resolve().parents[2] / "relaychain" / "defaults"
 

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, Field
 
-from agents.formatting import ExtractionError, SchemaRegistry, SchemaViolation, extract_json, load_output_schema
+from agents.formatting import (
+    ExtractionError,
+    SchemaRegistry,
+    SchemaViolation,
+    extract_json,
+    load_output_schema,
+)
 from relaychain.settings import load_settings
 
 DEFAULTS = Path(__file__).resolve().parents[2] / "relaychain" / "defaults"

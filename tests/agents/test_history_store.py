@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from agents.stores.history import ConversationStore, PostgresConversationStore, SqliteConversationStore, Summary, Turn
+from agents.stores.history import (
+    ConversationStore,
+    PostgresConversationStore,
+    SqliteConversationStore,
+    Summary,
+    Turn,
+)
 
 StoreFactory = Callable[[], Awaitable[ConversationStore]]
 

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from agents.stores.ledger import CostLedger, LedgerRow, PostgresLedger, SqliteLedger, spent_on
+from agents.stores.ledger import (
+    CostLedger,
+    LedgerRow,
+    PostgresLedger,
+    SqliteLedger,
+    spent_on,
+)
 from schemas import StepUsage, Usage
 
 LedgerFactory = Callable[[], Awaitable[CostLedger]]

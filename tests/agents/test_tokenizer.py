@@ -15,7 +15,16 @@ from agents.stores.ledger import SqliteLedger
 from agents.tokenizer import TokenizerAgent
 from agents.tokens import TiktokenCounter, load_encoding
 from bus.errors import AgentError
-from schemas import ChatMessage, Job, Request, RequestOptions, RetrievedChunk, StepRecord, StepUsage, Usage
+from schemas import (
+    ChatMessage,
+    Job,
+    Request,
+    RequestOptions,
+    RetrievedChunk,
+    StepRecord,
+    StepUsage,
+    Usage,
+)
 from schemas.config import AppConfig
 
 CONFIG = AppConfig.model_validate(

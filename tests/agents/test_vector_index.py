@@ -9,7 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.stores.vectors import IndexedChunk, NumpyVectorIndex, PgVectorIndex, VectorIndex
+from agents.stores.vectors import (
+    IndexedChunk,
+    NumpyVectorIndex,
+    PgVectorIndex,
+    VectorIndex,
+)
 
 DIM = 8
 IndexFactory = Callable[[], Awaitable[VectorIndex]]

@@ -21,7 +21,12 @@ from observability import ObservabilitySettings, setup_telemetry
 from relaychain.embedded import EmbeddedApp
 from relaychain.settings import load_settings
 from schemas import Request, Response
-from tests.support.instant_model import INSTANT_API_KEY_ENV, instant_model, script_instant_replies, write_instant_config
+from tests.support.instant_model import (
+    INSTANT_API_KEY_ENV,
+    instant_model,
+    script_instant_replies,
+    write_instant_config,
+)
 from tests.support.openai_server import OpenAITestServer
 from tests.support.phoenix import PhoenixServer, is_loopback, start_phoenix
 

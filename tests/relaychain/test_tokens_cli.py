@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from agents.stores.ledger import SqliteLedger
 from relaychain.commands.costs import costs
-from relaychain.stores import LEDGER_FILE
 from relaychain.commands.tokens import tokens
+from relaychain.stores import LEDGER_FILE
 from schemas import StepUsage, Usage
 
 CONFIG = """

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PhoenixServer", "listening_addresses", "is_loopback", "phoenix_python", "prepare", "start_phoenix"]
+__all__ = ["PhoenixServer", "is_loopback", "listening_addresses", "phoenix_python", "prepare", "start_phoenix"]
 
 PYTHON_ENV = "RELAYCHAIN_PHOENIX_PYTHON"
 # Pinned to the release whose REST API and gRPC start-up `phoenix_serve.py` was written against.
