@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased  # noqa: E402
 
 from bus import Bus, MemoryBus, TopicSpec  # noqa: E402
 from bus.codec import EventCodec  # noqa: E402
@@ -64,12 +65,14 @@ class Sink:
         return []
 
 
-async def run_pipeline(bus: Bus, events: int, prefix: str, trace_file: Path | None, partitions: int) -> float:
+async def run_pipeline(
+    bus: Bus, events: int, prefix: str, trace_file: Path | None, partitions: int, sample_ratio: float = 1.0
+) -> float:
     """hops/s through 7 forwarding agents and a sink; `trace_file=None` runs without tracing."""
     steps = [f"s{i}" for i in range(HOPS)] + ["sink"]
     topic = {step: f"{prefix}.{step}" for step in steps}
     await bus.create_topics([TopicSpec(t, partitions=partitions) for t in topic.values()])
-    tracer_provider = TracerProvider()
+    tracer_provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(sample_ratio)))
     middlewares = []
     if trace_file is not None:
         tracer_provider.add_span_processor(BatchSpanProcessor(JsonLinesSpanExporter(trace_file), max_queue_size=200_000))
@@ -154,9 +157,11 @@ async def main() -> None:
         memory = MemoryBus(default_partitions=4)
         await memory.start()
         traced = await run_pipeline(memory, args.events, "mem", trace_file, 4)
+        sampled = await run_pipeline(memory, args.events, "mem-sampled", trace_file, 4, sample_ratio=0.1)
         untraced = await run_pipeline(memory, args.events, "mem-plain", None, 4)
         await memory.stop()
         rows.append(("relaychain, memory bus, tracing on (JSON-lines export)", traced, f"target 10,000: {traced / 10_000:.0%}"))
+        rows.append(("relaychain, memory bus, tracing on, 10% of traces sampled", sampled, f"target 10,000: {sampled / 10_000:.0%}"))
         rows.append(("relaychain, memory bus, tracing off", untraced, f"tracing costs {1 - traced / untraced:.0%}"))
 
         broker = None

@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export import (
     ConsoleSpanExporter,
     SpanExporter,
 )
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from pydantic import BaseModel, ConfigDict, Field
 
 from observability.jsonl import JsonLinesSpanExporter
@@ -36,6 +37,9 @@ class ObservabilitySettings(BaseModel):
     metrics_exporters: tuple[Literal["console", "otlp-http", "otlp-grpc", "none"], ...] = ("none",)
     metrics_interval_s: float = 15.0
     resource_attributes: dict[str, str] = Field(default_factory=dict)
+    sample_ratio: float = Field(
+        default=1.0, ge=0, le=1, description="Share of traces recorded (decided at the root, followed by every hop)."
+    )
     record_content: bool = Field(default=False, description="Put prompt and completion text on spans.")
     span_processors: tuple[str, ...] = Field(default=(), description="`module:Class` user callbacks (SpanProcessor).")
 
@@ -59,7 +63,7 @@ class Telemetry:
 
 def setup_telemetry(settings: ObservabilitySettings, *, jsonl_default: Path) -> Telemetry:
     resource = Resource.create({"service.name": settings.service_name, **settings.resource_attributes})
-    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)))
     for exporter in settings.exporters:
         span_exporter = _span_exporter(exporter, settings, jsonl_default)
         if span_exporter is not None:

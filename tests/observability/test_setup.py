@@ -25,3 +25,12 @@ def test_a_bad_callback_path_fails_at_start_up(tmp_path: Path, path: str) -> Non
     settings = ObservabilitySettings(exporters=("none",), span_processors=(path,))
     with pytest.raises((ValueError, AttributeError, TypeError)):
         setup_telemetry(settings, jsonl_default=tmp_path / "t.jsonl")
+
+
+def test_sample_ratio_zero_records_no_trace(tmp_path: Path) -> None:
+    settings = ObservabilitySettings(exporters=("jsonl",), jsonl_path=tmp_path / "t.jsonl", sample_ratio=0.0)
+    telemetry = setup_telemetry(settings, jsonl_default=tmp_path / "unused.jsonl")
+    with telemetry.tracer_provider.get_tracer("test").start_as_current_span("router route") as span:
+        assert not span.is_recording()
+    telemetry.shutdown()
+    assert read_spans(tmp_path / "t.jsonl") == []
