@@ -31,6 +31,7 @@ bench: install
 	$(BIN)/python bench/pipeline.py --start-broker
 	$(BIN)/python bench/retrieval.py
 	$(BIN)/python bench/moderation.py
+	$(BIN)/python bench/formatting.py
 
 clean:
 	rm -rf $(VENV) .ci-state
