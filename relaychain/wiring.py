@@ -34,6 +34,7 @@ from agents.tokens.counter import TokenCounter, counter_for
 from agents.tokens.pricing import priced_usage
 from bus.runtime import Agent
 from relaychain.app import Components
+from relaychain.settings import Settings
 from relaychain.stores import open_conversation_store, open_index, open_ledger
 from schemas.events import ChatMessage
 
@@ -41,21 +42,22 @@ log = logging.getLogger(__name__)
 
 
 async def ledger(components: Components) -> CostLedger:
-    async def build() -> CostLedger:
-        store = await open_ledger(components.settings)
-        components.on_close(store.close)
-        return store
-
-    return await components.once("ledger", build)
+    return await _shared_store(components, "ledger", open_ledger)
 
 
 async def conversation_store(components: Components) -> ConversationStore:
-    async def build() -> ConversationStore:
-        store = await open_conversation_store(components.settings)
+    return await _shared_store(components, "conversations", open_conversation_store)
+
+
+async def _shared_store(components: Components, key: str, open_store: Callable[[Settings], Awaitable[Any]]) -> Any:
+    """One store per process, opened on first use and closed with the components."""
+
+    async def build() -> Any:
+        store = await open_store(components.settings)
         components.on_close(store.close)
         return store
 
-    return await components.once("conversations", build)
+    return await components.once(key, build)
 
 
 async def model_pool(components: Components) -> ModelPool:
