@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import Literal, Protocol, Self, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +47,7 @@ class TopicSpec:
 
 
 MessageHandler = Callable[[Message], Awaitable[None]]
+StartAt = Literal["earliest", "latest"]
 
 
 class BusError(Exception):
@@ -105,8 +106,14 @@ class Bus(Protocol):
         group: str,
         handler: MessageHandler,
         max_in_flight: int = 64,
+        start_at: StartAt = "earliest",
     ) -> Subscription:
-        """Join `group` on `topics`; return once the member is running."""
+        """Join `group` on `topics`; return once the member is running.
+
+        `start_at` applies to a group with no committed offset: `earliest`
+        reads what the topic holds, `latest` only what is published after
+        joining (a client waiting for its own answers).
+        """
         ...
 
     async def __aenter__(self) -> Self: ...

@@ -45,7 +45,10 @@ class Client:
 
     async def start(self) -> None:
         self._subscription = await self.bus.subscribe(
-            [self.answers_topic], group=f"relaychain.client.{uuid.uuid4().hex[:12]}", handler=self._on_answer
+            [self.answers_topic],
+            group=f"relaychain.client.{uuid.uuid4().hex[:12]}",
+            handler=self._on_answer,
+            start_at="latest",
         )
 
     async def stop(self) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
-from bus.base import Message, MessageHandler, TopicPartition, TopicSpec
+from bus.base import Message, MessageHandler, StartAt, TopicPartition, TopicSpec
 from bus.dispatch import KeyedDispatcher, OffsetTracker
 
 _TRIM_EVERY = 256
@@ -148,10 +148,13 @@ class MemoryBus:
         group: str,
         handler: MessageHandler,
         max_in_flight: int = 64,
+        start_at: StartAt = "earliest",
     ) -> MemorySubscription:
         for topic in topics:
             self._topic(topic)
-        member = MemorySubscription(self, self._groups.setdefault(group, _Group(group)), tuple(topics), handler, max_in_flight)
+        member = MemorySubscription(
+            self, self._groups.setdefault(group, _Group(group)), tuple(topics), handler, max_in_flight, start_at
+        )
         member.group_state.members.append(member)
         self._rebalance(member.group_state)
         member.start()
@@ -225,8 +228,10 @@ class MemorySubscription:
         topics: tuple[str, ...],
         handler: MessageHandler,
         max_in_flight: int,
+        start_at: StartAt,
     ) -> None:
         self._bus = bus
+        self._start_at = start_at
         self.group_state = group
         self.group = group.name
         self.topics = topics
@@ -260,9 +265,10 @@ class MemorySubscription:
             self._offsets.forget(tp)
             self._positions.pop(tp, None)
         for tp in partitions - self._assignment:
-            # A group starts at the oldest message still held, as Kafka's auto.offset.reset=earliest.
-            base = self._bus._topics[tp.topic].logs[tp.partition].base  # noqa: SLF001
-            position = max(self.group_state.committed.get(tp, base), base)
+            # Without a commit the group starts where `start_at` says, as Kafka's auto.offset.reset.
+            log = self._bus._topics[tp.topic].logs[tp.partition]  # noqa: SLF001
+            fresh = log.end if self._start_at == "latest" else log.base
+            position = max(self.group_state.committed.get(tp, fresh), log.base)
             self._positions[tp] = position
             self._offsets.start(tp, position)
         self._assignment = partitions

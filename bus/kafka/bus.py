@@ -11,7 +11,7 @@ from typing import Self
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from bus.base import BusError, MessageHandler, TopicSpec
+from bus.base import BusError, MessageHandler, StartAt, TopicSpec
 from bus.kafka.admin import TopicAdmin
 from bus.kafka.settings import KafkaSettings
 from bus.kafka.subscription import KafkaSubscription
@@ -112,10 +112,11 @@ class KafkaBus:
         group: str,
         handler: MessageHandler,
         max_in_flight: int = 64,
+        start_at: StartAt = "earliest",
     ) -> KafkaSubscription:
         """Join `group`; return once the member has its first assignment."""
         await self._started_admin().ensure(topics)
-        subscription = KafkaSubscription(self.settings, tuple(topics), group, handler, max_in_flight)
+        subscription = KafkaSubscription(self.settings, tuple(topics), group, handler, max_in_flight, start_at)
         try:
             await subscription.start()
         except KafkaError as exc:

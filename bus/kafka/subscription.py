@@ -29,7 +29,7 @@ from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import ConsumerStoppedError, IllegalStateError, KafkaError
 
-from bus.base import Message, MessageHandler, TopicPartition
+from bus.base import Message, MessageHandler, StartAt, TopicPartition
 from bus.dispatch import KeyedDispatcher, OffsetTracker
 from bus.kafka.settings import KafkaSettings
 
@@ -46,6 +46,7 @@ class KafkaSubscription:
         group: str,
         handler: MessageHandler,
         max_in_flight: int,
+        start_at: StartAt = "earliest",
     ) -> None:
         self.group = group
         self.topics = topics
@@ -54,8 +55,9 @@ class KafkaSubscription:
             **settings.client_options(),
             group_id=group,
             enable_auto_commit=False,
-            # A new group starts at the beginning: events published before the first member joined still count.
-            auto_offset_reset="earliest",
+            # A new agent group starts at the beginning (events published before its first member joined still
+            # count); a client waiting for its own answers starts at the end.
+            auto_offset_reset=start_at,
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             max_poll_interval_ms=settings.max_poll_interval_ms,
@@ -95,6 +97,10 @@ class KafkaSubscription:
         self._commit_task = asyncio.create_task(self._commit_loop(), name=f"kafka-commit:{self.group}")
         try:
             await asyncio.wait_for(self._joined.wait(), self._settings.join_timeout_s)
+            # Resolve where reading starts now, not at the first fetch: with start_at="latest" a message
+            # published right after subscribe returns must not fall before the reset point.
+            for tp in self._assignment:
+                await self._consumer.position(KafkaTopicPartition(tp.topic, tp.partition))
         except BaseException:
             await self.stop(drain_timeout=0)
             raise

@@ -269,3 +269,20 @@ async def test_re_run_after_restart_emits_the_same_ids(bus_factory: BusFactory, 
     await replacement.stop()
     ids = {replacement.codec.decode(m.value).id for m in out.messages}
     assert len(ids) == 1
+
+
+async def test_a_latest_group_reads_only_what_comes_after_it_joined(
+    bus_factory: BusFactory, names: Callable[[str], str]
+) -> None:
+    bus = await bus_factory()
+    topic = names("answers")
+    await bus.create_topics([TopicSpec(topic, partitions=2)])
+    for i in range(5):
+        await bus.publish(topic, f"old{i}".encode(), key=str(i))
+    late = Collector()
+    await bus.subscribe([topic], group=names("client"), handler=late, start_at="latest")
+    for i in range(5):
+        await bus.publish(topic, f"new{i}".encode(), key=str(i))
+    await eventually(lambda: len(late.messages) == 5)
+    await asyncio.sleep(0.3)
+    assert sorted(m.value for m in late.messages) == [f"new{i}".encode() for i in range(5)]
