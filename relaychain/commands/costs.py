@@ -50,7 +50,7 @@ def render_table(rows: list[LedgerRow]) -> str:
     body = [
         (
             r.day.isoformat(), r.business, r.model, str(r.calls), str(r.input_tokens), str(r.output_tokens),
-            str(r.input_cost), str(r.output_cost), str(r.cost), r.currency,
+            _money(r.input_cost), _money(r.output_cost), _money(r.cost), r.currency,
         )
         for r in rows
     ]
@@ -60,7 +60,7 @@ def render_table(rows: list[LedgerRow]) -> str:
         for i, value in enumerate((r.calls, r.input_tokens, r.output_tokens, r.input_cost, r.output_cost)):
             total[i] += value
     footer = [
-        ("total", "", "", str(calls), str(tin), str(tout), str(cin), str(cout), str(cin + cout), currency)
+        ("total", "", "", str(calls), str(tin), str(tout), _money(cin), _money(cout), _money(cin + cout), currency)
         for currency, (calls, tin, tout, cin, cout) in sorted(totals.items())
     ]
     table = [HEADERS, *body, *footer]
@@ -72,3 +72,8 @@ def render_table(rows: list[LedgerRow]) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(HEADERS), rule, *(line(b) for b in body), rule, *(line(f) for f in footer)])
+
+
+def _money(amount: Decimal | int) -> str:
+    """Fixed point to the ledger's 1e-8, so zero prints as 0.00000000, not 0E-8."""
+    return f"{Decimal(amount):.8f}"
