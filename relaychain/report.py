@@ -27,7 +27,8 @@ def print_answer(answer: Event, settings: Settings, *, json_only: bool = False) 
     elif isinstance(answer, Blocked):
         click.secho(f"== blocked at {answer.stage} moderation: categories {', '.join(answer.categories)}", fg="yellow", bold=True)
     elif isinstance(answer, Error):
-        click.secho(f"== error {answer.code} from {answer.agent} ({answer.step}): {answer.message}", fg="red", bold=True)
+        where = f"{answer.agent} at {answer.step}" if answer.step else answer.agent
+        click.secho(f"== error {answer.code} from {where}: {answer.message}", fg="red", bold=True)
         if answer.details:
             click.echo(dump_json(answer.details))
     path = settings.observability.jsonl_path or settings.data_dir / "traces.jsonl"
