@@ -61,9 +61,6 @@ class OffsetTracker:
     def commit_points(self) -> dict[TopicPartition, int]:
         return dict(self._commit_point)
 
-    def unfinished(self, tp: TopicPartition) -> int:
-        pending = self._pending.get(tp)
-        return len(pending) if pending else 0
 
 
 class KeyedDispatcher:

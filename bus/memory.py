@@ -115,9 +115,6 @@ class MemoryBus:
                 self._topics[spec.name] = _Topic(spec.name, spec.partitions, self.retention)
         self._rebalance_all()
 
-    def partitions_of(self, topic: str) -> int:
-        return len(self._topic(topic).logs)
-
     def messages(self, topic: str) -> list[Message]:
         """What `topic` still holds, partition by partition (for tests and tools)."""
         return [m for log in self._topic(topic).logs for m in log.records]

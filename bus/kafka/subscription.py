@@ -85,10 +85,6 @@ class KafkaSubscription:
     def in_flight(self) -> int:
         return self._dispatcher.in_flight
 
-    @property
-    def joined(self) -> bool:
-        return self._joined.is_set()
-
     async def start(self) -> None:
         """Join the group; return after the first assignment (which may be empty in a crowded group)."""
         self._consumer.subscribe(list(self.topics), listener=_Listener(self))
