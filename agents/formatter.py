@@ -4,7 +4,7 @@ Step `format`. The candidate is the last generate output: JSON is extracted
 from it (code fences, prose around it), near-JSON is repaired, and the object
 is validated against the business's output schema. A chain whose last step
 answers with prose instead has its object assembled from every step's output,
-the request's variables and the retrieved sources (`agents.formatting.assemble`).
+the request's variables and the retrieved sources (`relaychain.agents.formatting.assemble`).
 
 On failure, while `job.reasks < business.reask_limit`, the model is re-asked:
 the job goes back with the bad answer and the errors appended to its prompt
@@ -36,7 +36,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from agents.formatting import (
+from relaychain.agents.formatting import (
     ExtractionError,
     OutputSchema,
     SchemaRegistry,
@@ -44,9 +44,9 @@ from agents.formatting import (
     assemble_from_steps,
     extract_json,
 )
-from bus.errors import AgentError
-from schemas import ChatMessage, Event, Job, Money, Response, StepUsage
-from schemas.config import AppConfig, BusinessConfig
+from relaychain.bus.errors import AgentError
+from relaychain.schemas import ChatMessage, Event, Job, Money, Response, StepUsage
+from relaychain.schemas.config import AppConfig, BusinessConfig
 
 __all__ = ["REASK_INSTRUCTION", "FormatterAgent"]
 

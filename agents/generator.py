@@ -20,14 +20,14 @@ from typing import Any
 
 from opentelemetry import trace
 
-from agents.llm import Completion, ModelPool
-from agents.prompts import PromptLibrary
-from agents.router import template_scope
-from agents.tokens.pricing import priced_usage
-from agents.tokens.trim import compose_messages
-from bus.errors import AgentError
-from schemas import ChatMessage, Event, Job, StepUsage, Usage
-from schemas.config import AppConfig, BusinessConfig
+from relaychain.agents.llm import Completion, ModelPool
+from relaychain.agents.prompts import PromptLibrary
+from relaychain.agents.router import template_scope
+from relaychain.agents.tokens.pricing import priced_usage
+from relaychain.agents.tokens.trim import compose_messages
+from relaychain.bus.errors import AgentError
+from relaychain.schemas import ChatMessage, Event, Job, StepUsage, Usage
+from relaychain.schemas.config import AppConfig, BusinessConfig
 
 __all__ = ["GENERATE_STEP", "GeneratorAgent", "SchemaFor"]
 

@@ -1,7 +1,7 @@
 """The memory agent: conversation history in the prompt, and the finished turn back into the store.
 
 `memory.load` puts the business's recall of the conversation (see
-`agents.memory_policies`) into `job.history`: the running summary as a system
+`relaychain.agents.memory_policies`) into `job.history`: the running summary as a system
 message, then the verbatim turns. Under the `summary` policy, turns that no
 longer fit the budget are folded into the summary by an injected summariser
 (the composition root backs it with the generator's model pool); the call is
@@ -23,11 +23,11 @@ from collections.abc import Callable, Sequence
 
 from opentelemetry import trace
 
-from agents.memory_policies import Recall, Summariser, TextCounter, plan_recall
-from agents.stores.history import ConversationStore, Summary, Turn
-from bus.errors import AgentError
-from schemas import Event, Job, StepUsage, Usage
-from schemas.config import AppConfig, BusinessConfig, MemoryPolicy
+from relaychain.agents.memory_policies import Recall, Summariser, TextCounter, plan_recall
+from relaychain.agents.stores.history import ConversationStore, Summary, Turn
+from relaychain.bus.errors import AgentError
+from relaychain.schemas import Event, Job, StepUsage, Usage
+from relaychain.schemas.config import AppConfig, BusinessConfig, MemoryPolicy
 
 __all__ = ["MemoryAgent"]
 

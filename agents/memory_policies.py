@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from agents.stores.history import Summary, Turn
-from schemas import ChatMessage, StepUsage
-from schemas.config import MemoryPolicy
+from relaychain.agents.stores.history import Summary, Turn
+from relaychain.schemas import ChatMessage, StepUsage
+from relaychain.schemas.config import MemoryPolicy
 
 __all__ = [
     "Recall",

@@ -26,10 +26,10 @@ from typing import Any, Literal
 
 from opentelemetry import trace
 
-from agents.moderation import Match, Matcher, WordLists
-from bus.errors import AgentError
-from schemas import Blocked, ChatMessage, Event, Job, ModerationOutcome, Request
-from schemas.config import AppConfig, BusinessConfig, CategoryAction
+from relaychain.agents.moderation import Match, Matcher, WordLists
+from relaychain.bus.errors import AgentError
+from relaychain.schemas import Blocked, ChatMessage, Event, Job, ModerationOutcome, Request
+from relaychain.schemas.config import AppConfig, BusinessConfig, CategoryAction
 
 __all__ = ["ModeratorAgent", "mask"]
 

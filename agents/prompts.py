@@ -22,9 +22,9 @@ from jinja2 import (
 )
 from jinja2.sandbox import SandboxedEnvironment
 
-from bus.errors import AgentError
-from schemas.config import AppConfig, BusinessConfig
-from schemas.events import ChatMessage
+from relaychain.bus.errors import AgentError
+from relaychain.schemas.config import AppConfig, BusinessConfig
+from relaychain.schemas.events import ChatMessage
 
 BUILTIN_VARIABLES = frozenset({"input", "context", "outputs", "business", "model"})
 DEFAULT_TEMPLATE = "default"

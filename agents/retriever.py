@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 
 from opentelemetry import trace
 
-from agents.documents.embeddings import Embedder
-from agents.stores.vectors import VectorIndex
-from bus.errors import AgentError
-from schemas import Event, Job, RetrievedChunk
-from schemas.config import AppConfig, RetrievalConfig
+from relaychain.agents.documents.embeddings import Embedder
+from relaychain.agents.stores.vectors import VectorIndex
+from relaychain.bus.errors import AgentError
+from relaychain.schemas import Event, Job, RetrievedChunk
+from relaychain.schemas.config import AppConfig, RetrievalConfig
 
 __all__ = ["RetrieverAgent"]
 

@@ -13,11 +13,11 @@ from typing import Any
 
 from opentelemetry import trace
 
-from agents.prompts import PromptLibrary
-from bus.errors import AgentError
-from schemas.config import AppConfig, BusinessConfig
-from schemas.envelope import Event, StepRecord
-from schemas.events import Job, Request
+from relaychain.agents.prompts import PromptLibrary
+from relaychain.bus.errors import AgentError
+from relaychain.schemas.config import AppConfig, BusinessConfig
+from relaychain.schemas.envelope import Event, StepRecord
+from relaychain.schemas.events import Job, Request
 
 SpendToday = Callable[[str, str], Awaitable[Decimal]]
 """(business, model) -> what the business has spent on the model today, in the model's currency."""

@@ -20,13 +20,13 @@ from functools import partial
 
 from opentelemetry import trace
 
-from agents.stores.ledger import CostLedger
-from agents.tokens.counter import TokenCounter, counter_for, off_loop
-from agents.tokens.encodings import EncodingUnavailable
-from agents.tokens.trim import fit_history
-from bus.errors import AgentError
-from schemas import ChatMessage, Event, Job, Usage
-from schemas.config import AppConfig
+from relaychain.agents.stores.ledger import CostLedger
+from relaychain.agents.tokens.counter import TokenCounter, counter_for, off_loop
+from relaychain.agents.tokens.encodings import EncodingUnavailable
+from relaychain.agents.tokens.trim import fit_history
+from relaychain.bus.errors import AgentError
+from relaychain.schemas import ChatMessage, Event, Job, Usage
+from relaychain.schemas.config import AppConfig
 
 __all__ = ["TokenizerAgent"]
 

@@ -29,11 +29,11 @@ from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased  # noqa: E402
 
-from bus import Bus, MemoryBus, TopicSpec  # noqa: E402
-from bus.codec import EventCodec  # noqa: E402
-from bus.runtime import AgentRuntime, Routes  # noqa: E402
-from observability import JsonLinesSpanExporter, TracingMiddleware  # noqa: E402
-from schemas import Event  # noqa: E402
+from relaychain.bus import Bus, MemoryBus, TopicSpec  # noqa: E402
+from relaychain.bus.codec import EventCodec  # noqa: E402
+from relaychain.bus.runtime import AgentRuntime, Routes  # noqa: E402
+from relaychain.observability import JsonLinesSpanExporter, TracingMiddleware  # noqa: E402
+from relaychain.schemas import Event  # noqa: E402
 
 HOPS = 7
 
@@ -172,7 +172,7 @@ async def main() -> None:
             broker = start()
             bootstrap = broker.bootstrap
         if bootstrap:
-            from bus.kafka import KafkaBus, KafkaSettings
+            from relaychain.bus.kafka import KafkaBus, KafkaSettings
 
             kafka_events = max(1000, args.events // 2)
             prefix = f"bench.{uuid.uuid4().hex[:6]}"

@@ -10,7 +10,7 @@ by default (`--threads`). Each prompt is what the router renders for (business, 
 shipped config, generated greedily with the model's `max_output_tokens`, once
 without a schema (plain) and once with the business's JSON Schema compiled
 by xgrammar (constrained). The answer then goes through the formatter's own
-extraction and validation (`agents.formatting`): strict JSON that validates
+extraction and validation (`relaychain.agents.formatting`): strict JSON that validates
 is first-try valid; JSON that validates only after `json-repair` is
 repaired; anything else — no JSON, truncated (including a generation cut
 by the token limit), unparseable, or a schema violation — needs a re-ask.
@@ -36,18 +36,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from agents.formatting import (
+from relaychain.agents.formatting import (
     ExtractionError,
     OutputSchema,
     SchemaRegistry,
     SchemaViolation,
     extract_json,
 )
-from agents.llm.local import TransformersChatModel
-from agents.prompts import PromptLibrary
-from agents.router import template_scope
+from relaychain.agents.llm.local import TransformersChatModel
+from relaychain.agents.prompts import PromptLibrary
+from relaychain.agents.router import template_scope
+from relaychain.schemas import ChatMessage, Request
 from relaychain.settings import Settings, load_settings
-from schemas import ChatMessage, Request
 
 MODEL = "smollm2-135m"
 PATHS = ("plain", "constrained")

@@ -14,9 +14,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from agents.llm import ChatModel, Completion, ModelFactory, TokenCallback
-from schemas import ChatMessage
-from schemas.config import ModelConfig, Provider
+from relaychain.agents.llm import ChatModel, Completion, ModelFactory, TokenCallback
+from relaychain.schemas import ChatMessage
+from relaychain.schemas.config import ModelConfig, Provider
 
 REPLIES: dict[str, dict[str, Any]] = {
     "ops_push": {"title": "Double 11 is here", "body": "Everything half price until midnight, only in the app."},

@@ -50,8 +50,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.instant import instant_factories, langchain_chain, langchain_inputs
-from bus.client import Client
-from observability import TracingMiddleware, setup_telemetry
 from relaychain import topology
 from relaychain.app import (
     Components,
@@ -60,9 +58,11 @@ from relaychain.app import (
     make_runtime,
     topic_specs,
 )
+from relaychain.bus.client import Client
 from relaychain.embedded import EmbeddedApp
+from relaychain.observability import TracingMiddleware, setup_telemetry
+from relaychain.schemas import Event, Request, Response
 from relaychain.settings import Settings, load_settings
-from schemas import Event, Request, Response
 
 MODEL = "gpt-4o-mini"
 CONVERSATIONS = 64
@@ -170,7 +170,7 @@ async def relaychain_memory(count: int, concurrency: int, data_dir: Path, profil
 
 
 async def relaychain_kafka(bootstrap: str, count: int, concurrency: int, data_dir: Path) -> Run:
-    from bus.kafka import KafkaBus, KafkaSettings
+    from relaychain.bus.kafka import KafkaBus, KafkaSettings
     from tests.support.tansu import fast_group_timing
 
     traces = data_dir / "traces-kafka.jsonl"

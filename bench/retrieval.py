@@ -24,14 +24,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.documents.embeddings import TransformerEmbedder  # noqa: E402
-from agents.stores.history import (  # noqa: E402
+from relaychain.agents.documents.embeddings import TransformerEmbedder  # noqa: E402
+from relaychain.agents.stores.history import (  # noqa: E402
     ConversationStore,
     PostgresConversationStore,
     SqliteConversationStore,
     Turn,
 )
-from agents.stores.vectors import (  # noqa: E402
+from relaychain.agents.stores.vectors import (  # noqa: E402
     IndexedChunk,
     NumpyVectorIndex,
     PgVectorIndex,

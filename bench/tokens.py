@@ -43,18 +43,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.tokens import count_async, counter_for, load_encoding
 from bench.instant import (
     InstantModel,
     instant_factories,
     langchain_chain,
     langchain_inputs,
 )
+from relaychain.agents.tokens import count_async, counter_for, load_encoding
 from relaychain.app import Components
 from relaychain.embedded import EmbeddedApp
+from relaychain.schemas import ChatMessage, Event, Request, Response
+from relaychain.schemas.config import ModelConfig, Price
 from relaychain.settings import Settings, load_settings
-from schemas import ChatMessage, Event, Request, Response
-from schemas.config import ModelConfig, Price
 
 PARAGRAPH = (
     "Relaychain routes every request as an event through seven agents. "

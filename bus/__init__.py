@@ -1,6 +1,6 @@
 """The bus: one small interface, an in-memory and a Kafka backend, and the runtime that hosts agents."""
 
-from bus.base import (
+from relaychain.bus.base import (
     Bus,
     BusError,
     Message,
@@ -9,7 +9,7 @@ from bus.base import (
     TopicPartition,
     TopicSpec,
 )
-from bus.memory import MemoryBus
+from relaychain.bus.memory import MemoryBus
 
 __all__ = [
     "Bus",

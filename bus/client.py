@@ -6,11 +6,11 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 
-from bus.base import Bus, Message, Subscription
-from bus.codec import CONTENT_TYPE, EventCodec, UndecodableMessage
-from bus.middleware import Middleware, chain_publish
-from bus.runtime import EVENT_TYPE_HEADER
-from schemas.envelope import Event
+from relaychain.bus.base import Bus, Message, Subscription
+from relaychain.bus.codec import CONTENT_TYPE, EventCodec, UndecodableMessage
+from relaychain.bus.middleware import Middleware, chain_publish
+from relaychain.bus.runtime import EVENT_TYPE_HEADER
+from relaychain.schemas.envelope import Event
 
 
 class AnswerTimeout(Exception):

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from schemas.envelope import SCHEMA_VERSION, DeadLetter, Error, Event
+from relaychain.schemas.envelope import SCHEMA_VERSION, DeadLetter, Error, Event
 
 CONTENT_TYPE = "application/json"
 

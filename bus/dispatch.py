@@ -13,7 +13,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from bus.base import Message, MessageHandler, TopicPartition
+from relaychain.bus.base import Message, MessageHandler, TopicPartition
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
-from bus.base import Message, MessageHandler, StartAt, TopicPartition, TopicSpec
-from bus.dispatch import KeyedDispatcher, OffsetTracker
+from relaychain.bus.base import Message, MessageHandler, StartAt, TopicPartition, TopicSpec
+from relaychain.bus.dispatch import KeyedDispatcher, OffsetTracker
 
 _TRIM_EVERY = 256
 """Trim a partition every this many committed offsets: often enough to bound memory, rarely enough to cost nothing."""
@@ -78,7 +78,7 @@ class _Group:
 
 
 class MemoryBus:
-    """In-process implementation of `bus.base.Bus`."""
+    """In-process implementation of `relaychain.bus.base.Bus`."""
 
     def __init__(self, *, default_partitions: int = 4, retention: int = 100_000) -> None:
         self.default_partitions = default_partitions

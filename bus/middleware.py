@@ -6,8 +6,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bus.base import Message
-from schemas.envelope import Event
+from relaychain.bus.base import Message
+from relaychain.schemas.envelope import Event
 
 
 @dataclass(slots=True)

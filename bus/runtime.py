@@ -21,11 +21,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bus.base import Bus, Message, Subscription
-from bus.codec import CONTENT_TYPE, EventCodec, UndecodableMessage
-from bus.errors import AgentError
-from bus.middleware import HandleContext, Middleware, chain_consume, chain_publish
-from schemas.envelope import DeadLetter, Error, Event, derived_id
+from relaychain.bus.base import Bus, Message, Subscription
+from relaychain.bus.codec import CONTENT_TYPE, EventCodec, UndecodableMessage
+from relaychain.bus.errors import AgentError
+from relaychain.bus.middleware import HandleContext, Middleware, chain_consume, chain_publish
+from relaychain.schemas.envelope import DeadLetter, Error, Event, derived_id
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """OpenTelemetry as relaychain's callback layer: span and metric middleware, exporters, set-up."""
 
-from observability.jsonl import JsonLinesSpanExporter, read_spans
-from observability.metrics import MetricsMiddleware
-from observability.setup import ObservabilitySettings, Telemetry, setup_telemetry
-from observability.tracing import TracingMiddleware
+from relaychain.observability.jsonl import JsonLinesSpanExporter, read_spans
+from relaychain.observability.metrics import MetricsMiddleware
+from relaychain.observability.setup import ObservabilitySettings, Telemetry, setup_telemetry
+from relaychain.observability.tracing import TracingMiddleware
 
 __all__ = [
     "JsonLinesSpanExporter",

@@ -11,10 +11,10 @@ import time
 
 from opentelemetry.metrics import MeterProvider
 
-from bus.base import Message
-from bus.middleware import ConsumeNext, HandleContext, PublishNext
-from schemas.envelope import Error
-from schemas.events import Request, Usage
+from relaychain.bus.base import Message
+from relaychain.bus.middleware import ConsumeNext, HandleContext, PublishNext
+from relaychain.schemas.envelope import Error
+from relaychain.schemas.events import Request, Usage
 
 
 class MetricsMiddleware:

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from pydantic import BaseModel, ConfigDict, Field
 
-from observability.jsonl import JsonLinesSpanExporter
+from relaychain.observability.jsonl import JsonLinesSpanExporter
 
 Exporter = Literal["console", "jsonl", "otlp-http", "otlp-grpc", "none"]
 

@@ -6,8 +6,8 @@ from opentelemetry import context, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from bus.base import Message
-from bus.middleware import ConsumeNext, HandleContext, PublishNext
+from relaychain.bus.base import Message
+from relaychain.bus.middleware import ConsumeNext, HandleContext, PublishNext
 
 _FAILED = frozenset({"error", "dead_lettered"})
 

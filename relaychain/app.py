@@ -14,19 +14,19 @@ from contextlib import AsyncExitStack
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from agents.prompts import PromptLibrary
-from bus.base import Bus, TopicSpec
-from bus.codec import EventCodec
-from bus.middleware import Middleware
-from bus.runtime import Agent, AgentRuntime, RetryPolicy, Routes
-from observability import MetricsMiddleware, Telemetry, TracingMiddleware
 from relaychain import topology
+from relaychain.agents.prompts import PromptLibrary
+from relaychain.bus.base import Bus, TopicSpec
+from relaychain.bus.codec import EventCodec
+from relaychain.bus.middleware import Middleware
+from relaychain.bus.runtime import Agent, AgentRuntime, RetryPolicy, Routes
+from relaychain.observability import MetricsMiddleware, Telemetry, TracingMiddleware
+from relaychain.schemas.events import PUBLIC_EVENTS
 from relaychain.settings import Settings
-from schemas.events import PUBLIC_EVENTS
 
 if TYPE_CHECKING:
-    from agents.llm import ModelFactory
-    from schemas.config import Provider
+    from relaychain.agents.llm import ModelFactory
+    from relaychain.schemas.config import Provider
 
 ANSWER_TYPES = ("response", "error", "blocked")
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from jinja2 import TemplateSyntaxError
 
-from agents.prompts import BUILTIN_VARIABLES, DEFAULT_TEMPLATE, PromptLibrary
+from relaychain.agents.prompts import BUILTIN_VARIABLES, DEFAULT_TEMPLATE, PromptLibrary
 
 if TYPE_CHECKING:
     from relaychain.settings import Settings

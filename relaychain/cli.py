@@ -78,7 +78,7 @@ def run(
     """Run one request through all agents in this process (memory bus, local models, SQLite)."""
     from relaychain.embedded import EmbeddedApp
     from relaychain.report import print_answer
-    from schemas.events import Request
+    from relaychain.schemas.events import Request
 
     settings = _settings()
     request = Request(business=business, input=text, vars=parse_vars(variables), model=model, conversation_id=conversation)
@@ -113,7 +113,7 @@ def schemas() -> None:
 @schemas.command("export")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 def schemas_export(directory: Path) -> None:
-    from schemas.export import export_json_schemas
+    from relaychain.schemas.export import export_json_schemas
 
     for path in export_json_schemas(directory):
         click.echo(path)
@@ -124,7 +124,7 @@ def schemas_export(directory: Path) -> None:
 @click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path), help="JSON-lines trace file.")
 def trace(request_id: str, path: Path | None) -> None:
     """Show one request's spans as a tree with timings, tokens and cost."""
-    from observability.jsonl import read_spans
+    from relaychain.observability.jsonl import read_spans
     from relaychain.trace_view import render_tree, spans_of_request
 
     settings = _settings()

@@ -8,14 +8,14 @@ from typing import Self
 
 from opentelemetry.trace import SpanKind
 
-from bus.client import Client
-from bus.memory import MemoryBus
-from observability import Telemetry, TracingMiddleware, setup_telemetry
 from relaychain import topology
 from relaychain.app import Components, host_agents, make_codec, make_runtime
+from relaychain.bus.client import Client
+from relaychain.bus.memory import MemoryBus
+from relaychain.observability import Telemetry, TracingMiddleware, setup_telemetry
+from relaychain.schemas.envelope import Event
+from relaychain.schemas.events import Request
 from relaychain.settings import Settings
-from schemas.envelope import Event
-from schemas.events import Request
 
 
 class EmbeddedApp:

@@ -8,13 +8,13 @@ from collections.abc import Sequence
 import click
 from pydantic import ValidationError
 
-from bus.client import Client
-from observability import TracingMiddleware, setup_telemetry
 from relaychain import topology
 from relaychain.app import make_codec, topic_specs
+from relaychain.bus.client import Client
 from relaychain.buses import make_bus
+from relaychain.observability import TracingMiddleware, setup_telemetry
+from relaychain.schemas.events import Request
 from relaychain.settings import Settings
-from schemas.events import Request
 
 
 async def publish_requests(settings: Settings, lines: Sequence[bytes], *, timeout: float) -> int:

@@ -7,11 +7,11 @@ from decimal import Decimal
 
 import click
 
-from observability.jsonl import read_spans
+from relaychain.observability.jsonl import read_spans
+from relaychain.schemas.envelope import Error, Event
+from relaychain.schemas.events import Blocked, Response
 from relaychain.settings import Settings
 from relaychain.trace_view import render_tree, spans_of_request
-from schemas.envelope import Error, Event
-from schemas.events import Blocked, Response
 
 
 def print_answer(answer: Event, settings: Settings, *, json_only: bool = False) -> None:

@@ -22,8 +22,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from observability.setup import ObservabilitySettings
-from schemas.config import AppConfig
+from relaychain.observability.setup import ObservabilitySettings
+from relaychain.schemas.config import AppConfig
 
 DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "config.yaml"
 _INFRA_KEYS = {"bus", "data_dir", "postgres_dsn", "observability", "runtime", "kafka"}

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from agents.stores.history import (
+from relaychain.agents.stores.history import (
     ConversationStore,
     PostgresConversationStore,
     SqliteConversationStore,
 )
-from agents.stores.ledger import CostLedger, PostgresLedger, SqliteLedger
-from agents.stores.vectors import NumpyVectorIndex, PgVectorIndex, VectorIndex
+from relaychain.agents.stores.ledger import CostLedger, PostgresLedger, SqliteLedger
+from relaychain.agents.stores.vectors import NumpyVectorIndex, PgVectorIndex, VectorIndex
 from relaychain.settings import Settings
 
 LEDGER_FILE = "ledger.sqlite3"

@@ -13,30 +13,30 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from agents.documents.embeddings import TransformerEmbedder
-from agents.documents.indexer import DocumentIndexer
-from agents.formatter import FormatterAgent
-from agents.formatting.validate import SchemaRegistry
-from agents.generator import GeneratorAgent
-from agents.llm import ModelPool
-from agents.memory import MemoryAgent
-from agents.memory_policies import SummaryResult
-from agents.moderation import WordLists
-from agents.moderator import ModeratorAgent
-from agents.retriever import RetrieverAgent
-from agents.router import RouterAgent
-from agents.stores import CostLedger, Turn
-from agents.stores.history import ConversationStore
-from agents.stores.ledger import spent_on
-from agents.stores.vectors import VectorIndex
-from agents.tokenizer import TokenizerAgent
-from agents.tokens.counter import TokenCounter, counter_for
-from agents.tokens.pricing import priced_usage
-from bus.runtime import Agent
+from relaychain.agents.documents.embeddings import TransformerEmbedder
+from relaychain.agents.documents.indexer import DocumentIndexer
+from relaychain.agents.formatter import FormatterAgent
+from relaychain.agents.formatting.validate import SchemaRegistry
+from relaychain.agents.generator import GeneratorAgent
+from relaychain.agents.llm import ModelPool
+from relaychain.agents.memory import MemoryAgent
+from relaychain.agents.memory_policies import SummaryResult
+from relaychain.agents.moderation import WordLists
+from relaychain.agents.moderator import ModeratorAgent
+from relaychain.agents.retriever import RetrieverAgent
+from relaychain.agents.router import RouterAgent
+from relaychain.agents.stores import CostLedger, Turn
+from relaychain.agents.stores.history import ConversationStore
+from relaychain.agents.stores.ledger import spent_on
+from relaychain.agents.stores.vectors import VectorIndex
+from relaychain.agents.tokenizer import TokenizerAgent
+from relaychain.agents.tokens.counter import TokenCounter, counter_for
+from relaychain.agents.tokens.pricing import priced_usage
 from relaychain.app import Components
+from relaychain.bus.runtime import Agent
+from relaychain.schemas.events import ChatMessage
 from relaychain.settings import Settings
 from relaychain.stores import open_conversation_store, open_index, open_ledger
-from schemas.events import ChatMessage
 
 log = logging.getLogger(__name__)
 

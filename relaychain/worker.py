@@ -11,8 +11,6 @@ import logging
 import os
 import signal
 
-from bus.health import HealthServer
-from observability import setup_telemetry
 from relaychain.app import (
     Components,
     host_agents,
@@ -20,7 +18,9 @@ from relaychain.app import (
     make_runtime,
     topic_specs,
 )
+from relaychain.bus.health import HealthServer
 from relaychain.buses import make_bus
+from relaychain.observability import setup_telemetry
 from relaychain.settings import Settings
 
 log = logging.getLogger("relaychain.worker")

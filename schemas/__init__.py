@@ -1,6 +1,6 @@
 """Typed events: the envelope every event shares, and relaychain's public events."""
 
-from schemas.envelope import (
+from relaychain.schemas.envelope import (
     SCHEMA_VERSION,
     DeadLetter,
     Error,
@@ -9,7 +9,7 @@ from schemas.envelope import (
     derived_id,
     new_id,
 )
-from schemas.events import (
+from relaychain.schemas.events import (
     ANSWERS,
     PUBLIC_EVENTS,
     Blocked,

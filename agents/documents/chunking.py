@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol
 
-from agents.documents.loaders import Section
+from relaychain.agents.documents.loaders import Section
 
 __all__ = ["Chunk", "Tokenizer", "chunk_sections"]
 

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agents.documents.chunking import Chunk, chunk_sections
-from agents.documents.embeddings import Embedder
-from agents.documents.loaders import LOADERS, LoaderError, load_file
-from agents.stores.vectors import IndexedChunk, VectorIndex
+from relaychain.agents.documents.chunking import Chunk, chunk_sections
+from relaychain.agents.documents.embeddings import Embedder
+from relaychain.agents.documents.loaders import LOADERS, LoaderError, load_file
+from relaychain.agents.stores.vectors import IndexedChunk, VectorIndex
 
 __all__ = ["DocumentIndexer", "IndexReport"]
 

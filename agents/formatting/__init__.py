@@ -1,8 +1,8 @@
 """Structured output: JSON extracted from model text, repaired, validated against a schema."""
 
-from agents.formatting.assemble import assemble_from_steps
-from agents.formatting.extract import Extracted, ExtractionError, extract_json
-from agents.formatting.validate import (
+from relaychain.agents.formatting.assemble import assemble_from_steps
+from relaychain.agents.formatting.extract import Extracted, ExtractionError, extract_json
+from relaychain.agents.formatting.validate import (
     JsonSchemaOutput,
     OutputSchema,
     PydanticOutput,

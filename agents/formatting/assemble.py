@@ -23,7 +23,7 @@ import re
 from pathlib import PurePath
 from typing import Any
 
-from schemas import Job
+from relaychain.schemas import Job
 
 __all__ = ["assemble_from_steps"]
 

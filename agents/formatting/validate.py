@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import jsonschema
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from schemas.config import AppConfig
+from relaychain.schemas.config import AppConfig
 
 __all__ = ["JsonSchemaOutput", "OutputSchema", "PydanticOutput", "SchemaRegistry", "SchemaViolation", "load_output_schema"]
 

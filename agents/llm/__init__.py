@@ -1,9 +1,9 @@
 """Model clients: OpenAI and OpenAI-compatible servers, local transformers models, and the fallback pool.
 
-`agents.llm.local` (torch, transformers) is imported only when a local model is built.
+`relaychain.agents.llm.local` (torch, transformers) is imported only when a local model is built.
 """
 
-from agents.llm.base import (
+from relaychain.agents.llm.base import (
     FALLBACK_ERRORS,
     ChatModel,
     Completion,
@@ -17,8 +17,8 @@ from agents.llm.base import (
     ModelUnavailable,
     TokenCallback,
 )
-from agents.llm.openai_chat import Backoff, OpenAIChatModel
-from agents.llm.pool import ModelFactory, ModelPool, default_factories
+from relaychain.agents.llm.openai_chat import Backoff, OpenAIChatModel
+from relaychain.agents.llm.pool import ModelFactory, ModelPool, default_factories
 
 __all__ = [
     "FALLBACK_ERRORS",

@@ -12,8 +12,8 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bus.errors import AgentError, RetryableError
-from schemas import ChatMessage
+from relaychain.bus.errors import AgentError, RetryableError
+from relaychain.schemas import ChatMessage
 
 __all__ = [
     "FALLBACK_ERRORS",

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.llm.base import (
+from relaychain.agents.llm.base import (
     Completion,
     FinishReason,
     ModelBusy,
@@ -36,8 +36,8 @@ from agents.llm.base import (
     ModelUnavailable,
     TokenCallback,
 )
-from schemas import ChatMessage
-from schemas.config import ModelConfig, Provider
+from relaychain.schemas import ChatMessage
+from relaychain.schemas.config import ModelConfig, Provider
 
 __all__ = ["LocalModelRegistry", "ProgressCallback", "TransformersChatModel", "default_registry"]
 

@@ -18,7 +18,7 @@ from typing import Any
 import openai
 from opentelemetry import trace
 
-from agents.llm.base import (
+from relaychain.agents.llm.base import (
     Completion,
     FinishReason,
     ModelOutputInvalid,
@@ -29,9 +29,9 @@ from agents.llm.base import (
     ModelUnavailable,
     TokenCallback,
 )
-from bus.errors import AgentError
-from schemas import ChatMessage
-from schemas.config import ModelConfig, Provider
+from relaychain.bus.errors import AgentError
+from relaychain.schemas import ChatMessage
+from relaychain.schemas.config import ModelConfig, Provider
 
 __all__ = ["Backoff", "OpenAIChatModel"]
 

@@ -19,16 +19,16 @@ from typing import Any
 
 from opentelemetry import trace
 
-from agents.llm.base import (
+from relaychain.agents.llm.base import (
     FALLBACK_ERRORS,
     ChatModel,
     Completion,
     ModelUnavailable,
     TokenCallback,
 )
-from bus.errors import AgentError
-from schemas import ChatMessage
-from schemas.config import AppConfig, ModelConfig, Provider
+from relaychain.bus.errors import AgentError
+from relaychain.schemas import ChatMessage
+from relaychain.schemas.config import AppConfig, ModelConfig, Provider
 
 __all__ = ["ModelFactory", "ModelPool", "default_factories"]
 
@@ -47,13 +47,13 @@ def default_factories(
     environ = os.environ if env is None else env
 
     def remote(name: str, config: ModelConfig) -> ChatModel:
-        from agents.llm.openai_chat import OpenAIChatModel
+        from relaychain.agents.llm.openai_chat import OpenAIChatModel
 
         return OpenAIChatModel(name, config, environ.get(config.api_key_env))
 
     def local(name: str, config: ModelConfig) -> ChatModel:
         # Imported here: torch and transformers cost seconds and memory that remote-only workers never need.
-        from agents.llm.local import TransformersChatModel
+        from relaychain.agents.llm.local import TransformersChatModel
 
         return TransformersChatModel(name, config, data_dir, on_progress=on_progress)
 

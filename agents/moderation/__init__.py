@@ -1,8 +1,8 @@
 """Sensitive-word matching: normalisation, the Aho-Corasick matcher, reloadable word lists."""
 
-from agents.moderation.matcher import Match, Matcher
-from agents.moderation.normalise import NormalisedText, normalise, normalise_term
-from agents.moderation.wordlists import UNCATEGORISED, WordLists, read_word_list
+from relaychain.agents.moderation.matcher import Match, Matcher
+from relaychain.agents.moderation.normalise import NormalisedText, normalise, normalise_term
+from relaychain.agents.moderation.wordlists import UNCATEGORISED, WordLists, read_word_list
 
 __all__ = [
     "UNCATEGORISED",

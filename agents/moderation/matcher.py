@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import ahocorasick_rs
 
-from agents.moderation.normalise import NormalisedText, normalise, normalise_term
+from relaychain.agents.moderation.normalise import NormalisedText, normalise, normalise_term
 
 __all__ = ["Match", "Matcher"]
 

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.moderation.matcher import Matcher
-from schemas.config import AppConfig
+from relaychain.agents.moderation.matcher import Matcher
+from relaychain.schemas.config import AppConfig
 
 __all__ = ["UNCATEGORISED", "WordLists", "read_word_list"]
 

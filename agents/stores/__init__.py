@@ -1,20 +1,20 @@
 """Stores the agents write to: conversation history, vector indexes."""
 
-from agents.stores.history import (
+from relaychain.agents.stores.history import (
     ConversationStore,
     PostgresConversationStore,
     SqliteConversationStore,
     Summary,
     Turn,
 )
-from agents.stores.ledger import (
+from relaychain.agents.stores.ledger import (
     CostLedger,
     LedgerRow,
     PostgresLedger,
     SqliteLedger,
     spent_on,
 )
-from agents.stores.vectors import (
+from relaychain.agents.stores.vectors import (
     Hit,
     IndexedChunk,
     NumpyVectorIndex,

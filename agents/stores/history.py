@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.stores.connections import PostgresPool, SqliteFile
-from schemas import ChatMessage
+from relaychain.agents.stores.connections import PostgresPool, SqliteFile
+from relaychain.schemas import ChatMessage
 
 if TYPE_CHECKING:
     pass

@@ -18,9 +18,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from agents.stores.connections import PostgresPool, SqliteFile
-from agents.tokens.pricing import COST_QUANTUM, quantize_cost
-from schemas import Usage
+from relaychain.agents.stores.connections import PostgresPool, SqliteFile
+from relaychain.agents.tokens.pricing import COST_QUANTUM, quantize_cost
+from relaychain.schemas import Usage
 
 if TYPE_CHECKING:
     pass

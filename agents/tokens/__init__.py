@@ -1,6 +1,6 @@
 """Tokens and money: per-model token counters, context-window trimming, pricing."""
 
-from agents.tokens.counter import (
+from relaychain.agents.tokens.counter import (
     OFFLOAD_CHARS,
     HuggingFaceCounter,
     TiktokenCounter,
@@ -11,14 +11,14 @@ from agents.tokens.counter import (
     locate_weights,
     off_loop,
 )
-from agents.tokens.encodings import (
+from relaychain.agents.tokens.encodings import (
     ENCODING_NAMES,
     EncodingUnavailable,
     encoding_for_model,
     load_encoding,
 )
-from agents.tokens.pricing import COST_QUANTUM, price, priced_usage, quantize_cost
-from agents.tokens.trim import compose_messages, fit_history, split_turns
+from relaychain.agents.tokens.pricing import COST_QUANTUM, price, priced_usage, quantize_cost
+from relaychain.agents.tokens.trim import compose_messages, fit_history, split_turns
 
 __all__ = [
     "COST_QUANTUM",

@@ -19,9 +19,9 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import tiktoken
 
-from agents.tokens.encodings import load_encoding, private_copy
-from schemas import ChatMessage
-from schemas.config import ModelConfig, Provider
+from relaychain.agents.tokens.encodings import load_encoding, private_copy
+from relaychain.schemas import ChatMessage
+from relaychain.schemas.config import ModelConfig, Provider
 
 __all__ = [
     "OFFLOAD_CHARS",

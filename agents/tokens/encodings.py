@@ -61,7 +61,7 @@ class _RankFile:
 
     def locate(self) -> Path | None:
         if self.distribution is None:
-            located = Path(str(files("agents.tokens").joinpath(self.path)))
+            located = Path(str(files("relaychain.agents.tokens").joinpath(self.path)))
         else:
             try:
                 # Located through the distribution's file list, never imported:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 
-from schemas import StepUsage
-from schemas.config import Price
+from relaychain.schemas import StepUsage
+from relaychain.schemas.config import Price
 
 __all__ = ["COST_QUANTUM", "price", "priced_usage", "quantize_cost"]
 

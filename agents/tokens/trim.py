@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agents.tokens.counter import TokenCounter
-from bus.errors import AgentError
-from schemas import ChatMessage
+from relaychain.agents.tokens.counter import TokenCounter
+from relaychain.bus.errors import AgentError
+from relaychain.schemas import ChatMessage
 
 __all__ = ["compose_messages", "fit_history", "split_turns"]
 

@@ -15,8 +15,8 @@ from aiokafka.errors import (
     for_code,
 )
 
-from bus.base import BusError, TopicSpec
-from bus.kafka.settings import KafkaSettings
+from relaychain.bus.base import BusError, TopicSpec
+from relaychain.bus.kafka.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 

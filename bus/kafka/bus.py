@@ -1,4 +1,4 @@
-"""`KafkaBus`: the `bus.base.Bus` protocol on Apache Kafka (or a compatible broker) through aiokafka."""
+"""`KafkaBus`: the `relaychain.bus.base.Bus` protocol on Apache Kafka (or a compatible broker) through aiokafka."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Self
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from bus.base import BusError, MessageHandler, StartAt, TopicSpec
-from bus.kafka.admin import TopicAdmin
-from bus.kafka.settings import KafkaSettings
-from bus.kafka.subscription import KafkaSubscription
+from relaychain.bus.base import BusError, MessageHandler, StartAt, TopicSpec
+from relaychain.bus.kafka.admin import TopicAdmin
+from relaychain.bus.kafka.settings import KafkaSettings
+from relaychain.bus.kafka.subscription import KafkaSubscription
 
 log = logging.getLogger(__name__)
 

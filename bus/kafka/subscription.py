@@ -29,9 +29,9 @@ from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import ConsumerStoppedError, IllegalStateError, KafkaError
 
-from bus.base import Message, MessageHandler, StartAt, TopicPartition
-from bus.dispatch import KeyedDispatcher, OffsetTracker
-from bus.kafka.settings import KafkaSettings
+from relaychain.bus.base import Message, MessageHandler, StartAt, TopicPartition
+from relaychain.bus.dispatch import KeyedDispatcher, OffsetTracker
+from relaychain.bus.kafka.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import uuid
 import click
 
 from relaychain.commands.options import parse_vars
+from relaychain.schemas.envelope import Error, Event
+from relaychain.schemas.events import Blocked, Request, Response
 from relaychain.settings import ConfigError, Settings, load_settings
-from schemas.envelope import Error, Event
-from schemas.events import Blocked, Request, Response
 
 __all__ = ["EXIT_COMMAND", "chat"]
 

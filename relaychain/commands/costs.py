@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import click
 
-from agents.stores.ledger import LedgerRow
+from relaychain.agents.stores.ledger import LedgerRow
 from relaychain.settings import ConfigError, Settings, load_settings
 from relaychain.stores import LEDGER_FILE, open_ledger
 

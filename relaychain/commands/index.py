@@ -16,7 +16,7 @@ import click
 from relaychain.settings import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
-    from agents.documents.indexer import IndexReport
+    from relaychain.agents.documents.indexer import IndexReport
 
 __all__ = ["index", "search"]
 
@@ -50,8 +50,8 @@ async def _index(
 ) -> IndexReport:
     from tqdm import tqdm
 
-    from agents.documents.embeddings import TransformerEmbedder
-    from agents.documents.indexer import DocumentIndexer
+    from relaychain.agents.documents.embeddings import TransformerEmbedder
+    from relaychain.agents.documents.indexer import DocumentIndexer
     from relaychain.stores import open_index
 
     embedder = await TransformerEmbedder.load(model_path)
@@ -87,7 +87,7 @@ def search(name: str, query: str, top_k: int, model_path: Path | None, postgres_
 async def _search(
     settings: Settings, name: str, query: str, top_k: int, model_path: Path | None, postgres_dsn: str | None
 ) -> list[tuple[float, str, str, str]]:
-    from agents.documents.embeddings import TransformerEmbedder
+    from relaychain.agents.documents.embeddings import TransformerEmbedder
     from relaychain.stores import open_index
 
     embedder = await TransformerEmbedder.load(model_path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from agents.tokens import (
+from relaychain.agents.tokens import (
     ENCODING_NAMES,
     EncodingUnavailable,
     TiktokenCounter,

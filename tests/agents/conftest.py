@@ -50,8 +50,8 @@ def smollm2(smollm2_data_dir: Path) -> LoadedModel:
     import asyncio
     import time
 
-    from agents.llm.local import LocalModelRegistry, TransformersChatModel
-    from schemas.config import ModelConfig
+    from relaychain.agents.llm.local import LocalModelRegistry, TransformersChatModel
+    from relaychain.schemas.config import ModelConfig
 
     progress: list[str] = []
     model = TransformersChatModel(

@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from agents.formatter import REASK_INSTRUCTION, FormatterAgent
-from agents.formatting import SchemaRegistry
-from bus.errors import AgentError
-from relaychain.settings import load_settings
-from schemas import (
+from relaychain.agents.formatter import REASK_INSTRUCTION, FormatterAgent
+from relaychain.agents.formatting import SchemaRegistry
+from relaychain.bus.errors import AgentError
+from relaychain.schemas import (
     ChatMessage,
     Job,
     ModerationOutcome,
@@ -22,6 +21,7 @@ from schemas import (
     RetrievedChunk,
     StepUsage,
 )
+from relaychain.settings import load_settings
 
 DEFAULTS = Path(__file__).resolve().parents[2] / "relaychain" / "defaults"
 

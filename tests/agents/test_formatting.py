@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, Field
 
-from agents.formatting import (
+from relaychain.agents.formatting import (
     ExtractionError,
     SchemaRegistry,
     SchemaViolation,

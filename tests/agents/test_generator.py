@@ -13,12 +13,12 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from agents.generator import GeneratorAgent
-from agents.llm import Backoff, ModelPool, ModelServerError, OpenAIChatModel
-from agents.prompts import PromptLibrary
-from bus.errors import AgentError
-from schemas import ChatMessage, Job, Request, RequestOptions, RetrievedChunk, Usage
-from schemas.config import AppConfig, ModelConfig, Provider
+from relaychain.agents.generator import GeneratorAgent
+from relaychain.agents.llm import Backoff, ModelPool, ModelServerError, OpenAIChatModel
+from relaychain.agents.prompts import PromptLibrary
+from relaychain.bus.errors import AgentError
+from relaychain.schemas import ChatMessage, Job, Request, RequestOptions, RetrievedChunk, Usage
+from relaychain.schemas.config import AppConfig, ModelConfig, Provider
 from tests.support.openai_server import Fail, OpenAITestServer, Reply
 
 SCHEMA = {"type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"]}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.stores.history import (
+from relaychain.agents.stores.history import (
     ConversationStore,
     PostgresConversationStore,
     SqliteConversationStore,

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from agents.stores.ledger import (
+from relaychain.agents.stores.ledger import (
     CostLedger,
     LedgerRow,
     PostgresLedger,
     SqliteLedger,
     spent_on,
 )
-from schemas import StepUsage, Usage
+from relaychain.schemas import StepUsage, Usage
 
 LedgerFactory = Callable[[], Awaitable[CostLedger]]
 DAY = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)

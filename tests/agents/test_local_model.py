@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from agents.llm import ModelBusy, ModelPool, ModelTimeout
-from agents.llm.local import LocalModelRegistry, TransformersChatModel
-from schemas import ChatMessage
-from schemas.config import AppConfig
+from relaychain.agents.llm import ModelBusy, ModelPool, ModelTimeout
+from relaychain.agents.llm.local import LocalModelRegistry, TransformersChatModel
+from relaychain.schemas import ChatMessage
+from relaychain.schemas.config import AppConfig
 from tests.agents.conftest import SMOLLM2_CONFIG, LoadedModel
 from tests.support.openai_server import Fail, OpenAITestServer
 

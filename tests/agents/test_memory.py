@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from agents.memory import MemoryAgent
-from agents.memory_policies import SummaryResult, plan_recall, turn_tokens
-from agents.stores.history import SqliteConversationStore, Summary, Turn
-from agents.tokens.counter import TiktokenCounter
-from agents.tokens.encodings import load_encoding
-from bus.errors import AgentError
-from schemas import ChatMessage, Job, Request, StepUsage, Usage
-from schemas.config import AppConfig, MemoryPolicy
+from relaychain.agents.memory import MemoryAgent
+from relaychain.agents.memory_policies import SummaryResult, plan_recall, turn_tokens
+from relaychain.agents.stores.history import SqliteConversationStore, Summary, Turn
+from relaychain.agents.tokens.counter import TiktokenCounter
+from relaychain.agents.tokens.encodings import load_encoding
+from relaychain.bus.errors import AgentError
+from relaychain.schemas import ChatMessage, Job, Request, StepUsage, Usage
+from relaychain.schemas.config import AppConfig, MemoryPolicy
 
 
 class WordCounter:

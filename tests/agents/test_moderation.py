@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.moderation import Matcher, WordLists, normalise, read_word_list
-from schemas.config import AppConfig
+from relaychain.agents.moderation import Matcher, WordLists, normalise, read_word_list
+from relaychain.schemas.config import AppConfig
 
 DEFAULTS = Path(__file__).resolve().parents[2] / "relaychain" / "defaults"
 

@@ -10,10 +10,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from agents.moderation import WordLists
-from agents.moderator import ModeratorAgent
-from schemas import Blocked, ChatMessage, Job, ModerationOutcome, Request
-from schemas.config import AppConfig
+from relaychain.agents.moderation import WordLists
+from relaychain.agents.moderator import ModeratorAgent
+from relaychain.schemas import Blocked, ChatMessage, Job, ModerationOutcome, Request
+from relaychain.schemas.config import AppConfig
 
 WORDS = "sex\tadult\nbomb\tviolence\n加微信\tads\nbuy followers\tads\n翻墙\tpolitics\nbest ever\tad_law\n"
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agents.llm import (
+from relaychain.agents.llm import (
     Backoff,
     ModelPool,
     ModelRateLimited,
@@ -18,8 +18,8 @@ from agents.llm import (
     ModelUnavailable,
     OpenAIChatModel,
 )
-from schemas import ChatMessage
-from schemas.config import AppConfig, ModelConfig
+from relaychain.schemas import ChatMessage
+from relaychain.schemas.config import AppConfig, ModelConfig
 from tests.support.openai_server import Fail, OpenAITestServer, Reply
 
 QUESTION = (ChatMessage(role="system", content="Be brief."), ChatMessage(role="user", content="Hello?"))

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from agents.tokens import price, priced_usage
-from schemas.config import Price
+from relaychain.agents.tokens import price, priced_usage
+from relaychain.schemas.config import Price
 
 GPT_4O = Price(input_per_million=Decimal("2.50"), output_per_million=Decimal("10.00"), currency="USD")
 ERNIE = Price(input_per_million=Decimal("30.00"), output_per_million=Decimal("90.00"), currency="CNY")

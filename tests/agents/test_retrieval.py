@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.documents.chunking import chunk_sections
-from agents.documents.embeddings import TransformerEmbedder
-from agents.documents.indexer import DocumentIndexer
-from agents.documents.loaders import LoaderError, Section, load_file, load_markdown
-from agents.retriever import RetrieverAgent
-from agents.stores.vectors import NumpyVectorIndex, PgVectorIndex, VectorIndex
-from bus.errors import AgentError
-from schemas import Job, Request
-from schemas.config import AppConfig
+from relaychain.agents.documents.chunking import chunk_sections
+from relaychain.agents.documents.embeddings import TransformerEmbedder
+from relaychain.agents.documents.indexer import DocumentIndexer
+from relaychain.agents.documents.loaders import LoaderError, Section, load_file, load_markdown
+from relaychain.agents.retriever import RetrieverAgent
+from relaychain.agents.stores.vectors import NumpyVectorIndex, PgVectorIndex, VectorIndex
+from relaychain.bus.errors import AgentError
+from relaychain.schemas import Job, Request
+from relaychain.schemas.config import AppConfig
 
 CARS = Path(__file__).parents[2] / "examples" / "cars" / "specs"
 

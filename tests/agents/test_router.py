@@ -6,11 +6,11 @@ from decimal import Decimal
 
 import pytest
 
-from agents.prompts import PromptLibrary
-from agents.router import RouterAgent
-from bus.errors import AgentError
+from relaychain.agents.prompts import PromptLibrary
+from relaychain.agents.router import RouterAgent
+from relaychain.bus.errors import AgentError
+from relaychain.schemas import Job, Request
 from relaychain.settings import Settings, load_settings
-from schemas import Job, Request
 
 VARS = {
     "campaign": "Double 11",

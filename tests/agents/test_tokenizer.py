@@ -11,11 +11,11 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from agents.stores.ledger import SqliteLedger
-from agents.tokenizer import TokenizerAgent
-from agents.tokens import TiktokenCounter, load_encoding
-from bus.errors import AgentError
-from schemas import (
+from relaychain.agents.stores.ledger import SqliteLedger
+from relaychain.agents.tokenizer import TokenizerAgent
+from relaychain.agents.tokens import TiktokenCounter, load_encoding
+from relaychain.bus.errors import AgentError
+from relaychain.schemas import (
     ChatMessage,
     Job,
     Request,
@@ -25,7 +25,7 @@ from schemas import (
     StepUsage,
     Usage,
 )
-from schemas.config import AppConfig
+from relaychain.schemas.config import AppConfig
 
 CONFIG = AppConfig.model_validate(
     {

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from agents.tokens import (
+from relaychain.agents.tokens import (
     OFFLOAD_CHARS,
     EncodingUnavailable,
     TiktokenCounter,
@@ -19,10 +19,10 @@ from agents.tokens import (
     off_loop,
     split_turns,
 )
-from agents.tokens.encodings import private_copy
-from bus.errors import AgentError
-from schemas import ChatMessage
-from schemas.config import ModelConfig, Price
+from relaychain.agents.tokens.encodings import private_copy
+from relaychain.bus.errors import AgentError
+from relaychain.schemas import ChatMessage
+from relaychain.schemas.config import ModelConfig, Price
 
 CHINESE = "算法工程师"
 ENGLISH = "hello what's your name?"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.stores.vectors import (
+from relaychain.agents.stores.vectors import (
     IndexedChunk,
     NumpyVectorIndex,
     PgVectorIndex,

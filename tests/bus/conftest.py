@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from bus import Bus, MemoryBus
+from relaychain.bus import Bus, MemoryBus
 
 BusFactory = Callable[[], Awaitable[Bus]]
 
@@ -27,7 +27,7 @@ async def bus_factory(request: pytest.FixtureRequest) -> AsyncIterator[BusFactor
         await shared.stop()
         return
 
-    from bus.kafka import KafkaBus, KafkaSettings
+    from relaychain.bus.kafka import KafkaBus, KafkaSettings
     from tests.support.tansu import fast_group_timing
 
     bootstrap = request.getfixturevalue("kafka_bootstrap")

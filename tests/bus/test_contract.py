@@ -9,11 +9,11 @@ from typing import Literal
 
 import pytest
 
-from bus import Bus, Message, TopicSpec
-from bus.codec import EventCodec
-from bus.errors import AgentError, RetryableError
-from bus.runtime import AgentRuntime, RetryPolicy, Routes
-from schemas import DeadLetter, Error, Event
+from relaychain.bus import Bus, Message, TopicSpec
+from relaychain.bus.codec import EventCodec
+from relaychain.bus.errors import AgentError, RetryableError
+from relaychain.bus.runtime import AgentRuntime, RetryPolicy, Routes
+from relaychain.schemas import DeadLetter, Error, Event
 from tests.bus.conftest import BusFactory
 from tests.support.waiting import eventually
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from bus import Message, TopicPartition
-from bus.dispatch import KeyedDispatcher
+from relaychain.bus import Message, TopicPartition
+from relaychain.bus.dispatch import KeyedDispatcher
 
 P0, P1 = TopicPartition("t", 0), TopicPartition("t", 1)
 

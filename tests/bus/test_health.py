@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bus.health import HealthServer
+from relaychain.bus.health import HealthServer
 
 
 async def get(port: int, path: str) -> int:

@@ -1,4 +1,4 @@
-"""Kafka-only behaviour of `bus.kafka`: wire format, topic admin, commits across rebalances and restarts.
+"""Kafka-only behaviour of `relaychain.bus.kafka`: wire format, topic admin, commits across rebalances and restarts.
 
 The backend-independent contract lives in test_contract.py; these tests look
 at the broker directly (committed offsets, partition counts) with aiokafka.
@@ -17,8 +17,8 @@ from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
-from bus import Bus, Message, Subscription, TopicPartition, TopicSpec
-from bus.kafka import KafkaBus, KafkaSettings, SecurityProtocol
+from relaychain.bus import Bus, Message, Subscription, TopicPartition, TopicSpec
+from relaychain.bus.kafka import KafkaBus, KafkaSettings, SecurityProtocol
 from tests.support.tansu import fast_group_timing
 from tests.support.waiting import eventually
 

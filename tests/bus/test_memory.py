@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bus import MemoryBus, Message, TopicSpec
+from relaychain.bus import MemoryBus, Message, TopicSpec
 
 
 async def test_what_every_group_committed_is_dropped() -> None:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from observability import read_spans
 from relaychain.embedded import EmbeddedApp
+from relaychain.observability import read_spans
+from relaychain.schemas import Blocked, Request, Response
 from relaychain.settings import load_settings
 from relaychain.trace_view import spans_of_request
-from schemas import Blocked, Request, Response
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +81,7 @@ async def test_every_single_step_business_answers_schema_valid_json_on_smollm2(
     smollm2_data_dir: Path, tmp_path: Path
 ) -> None:
     """Constrained decoding: SmolLM2 (135M parameters) produces each business's JSON, validated by the formatter."""
-    from agents.formatting.validate import SchemaRegistry
+    from relaychain.agents.formatting.validate import SchemaRegistry
 
     settings = load_settings(data_dir=smollm2_data_dir, observability={"exporters": ["none"]})
     schemas = SchemaRegistry(settings.app, settings.config_dir)

@@ -24,12 +24,12 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from agents.stores import SqliteLedger
-from bus import Message
-from bus.codec import EventCodec
-from bus.kafka import KafkaBus, KafkaSettings
 from relaychain import topology
-from schemas import PUBLIC_EVENTS, Request, Response, Usage
+from relaychain.agents.stores import SqliteLedger
+from relaychain.bus import Message
+from relaychain.bus.codec import EventCodec
+from relaychain.bus.kafka import KafkaBus, KafkaSettings
+from relaychain.schemas import PUBLIC_EVENTS, Request, Response, Usage
 from tests.e2e.workers import WorkerPool, create_relaychain_topics
 from tests.support.instant_model import (
     INSTANT_API_KEY_ENV,

@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from agents.stores.history import PostgresConversationStore
-from bus.codec import EventCodec
-from bus.kafka import KafkaBus, KafkaSettings
-from observability import read_spans
 from relaychain import topology
+from relaychain.agents.stores.history import PostgresConversationStore
 from relaychain.app import topic_specs
-from schemas import PUBLIC_EVENTS, Job, Request
+from relaychain.bus.codec import EventCodec
+from relaychain.bus.kafka import KafkaBus, KafkaSettings
+from relaychain.observability import read_spans
+from relaychain.schemas import PUBLIC_EVENTS, Job, Request
 from tests.e2e.workers import WorkerPool, WorkerProcess, create_relaychain_topics
 from tests.support.instant_model import (
     INSTANT_API_KEY_ENV,

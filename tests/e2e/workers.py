@@ -19,8 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bus.kafka import KafkaBus, KafkaSettings
 from relaychain.app import topic_specs
+from relaychain.bus.kafka import KafkaBus, KafkaSettings
 from tests.support.tansu import fast_group_timing
 
 HEALTH_PORT = re.compile(r"health on :(\d+)")

@@ -8,12 +8,12 @@ from decimal import Decimal
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from bus import MemoryBus
-from bus.codec import EventCodec
-from bus.errors import AgentError
-from bus.runtime import AgentRuntime, Routes
-from observability import MetricsMiddleware
-from schemas import PUBLIC_EVENTS, Event, Request, StepUsage, Usage
+from relaychain.bus import MemoryBus
+from relaychain.bus.codec import EventCodec
+from relaychain.bus.errors import AgentError
+from relaychain.bus.runtime import AgentRuntime, Routes
+from relaychain.observability import MetricsMiddleware
+from relaychain.schemas import PUBLIC_EVENTS, Event, Request, StepUsage, Usage
 
 
 class Priced:

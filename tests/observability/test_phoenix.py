@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from observability import ObservabilitySettings, setup_telemetry
 from relaychain.embedded import EmbeddedApp
+from relaychain.observability import ObservabilitySettings, setup_telemetry
+from relaychain.schemas import Request, Response
 from relaychain.settings import load_settings
-from schemas import Request, Response
 from tests.support.instant_model import (
     INSTANT_API_KEY_ENV,
     instant_model,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from observability import ObservabilitySettings, read_spans, setup_telemetry
+from relaychain.observability import ObservabilitySettings, read_spans, setup_telemetry
 from tests.support.callbacks import Recorder
 
 

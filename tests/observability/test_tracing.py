@@ -9,11 +9,11 @@ from typing import Literal
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from bus import MemoryBus
-from bus.codec import EventCodec
-from bus.runtime import AgentRuntime, Routes
-from observability import JsonLinesSpanExporter, TracingMiddleware, read_spans
-from schemas import Event
+from relaychain.bus import MemoryBus
+from relaychain.bus.codec import EventCodec
+from relaychain.bus.runtime import AgentRuntime, Routes
+from relaychain.observability import JsonLinesSpanExporter, TracingMiddleware, read_spans
+from relaychain.schemas import Event
 
 
 class Hop(Event):

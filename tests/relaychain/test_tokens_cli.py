@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agents.stores.ledger import SqliteLedger
+from relaychain.agents.stores.ledger import SqliteLedger
 from relaychain.commands.costs import costs
 from relaychain.commands.tokens import tokens
+from relaychain.schemas import StepUsage, Usage
 from relaychain.stores import LEDGER_FILE
-from schemas import StepUsage, Usage
 
 CONFIG = """
 models:
@@ -39,7 +39,7 @@ businesses:
     output_schema: answer
     steps: [budget, generate]
 output_schemas:
-  answer: "schemas.events:Response"
+  answer: "relaychain.schemas.events:Response"
 """
 
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from bus import Message, TopicSpec
-from bus.codec import EventCodec
-from bus.kafka import KafkaBus, KafkaSettings
-from observability import read_spans
-from schemas import PUBLIC_EVENTS, Request, Response
+from relaychain.bus import Message, TopicSpec
+from relaychain.bus.codec import EventCodec
+from relaychain.bus.kafka import KafkaBus, KafkaSettings
+from relaychain.observability import read_spans
+from relaychain.schemas import PUBLIC_EVENTS, Request, Response
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.kafka

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from bus.codec import EventCodec, UndecodableMessage
+from relaychain.bus.codec import EventCodec, UndecodableMessage
 from relaychain.cli import main
-from schemas import PUBLIC_EVENTS, SCHEMA_VERSION, Job, Request, StepUsage, Usage
-from schemas.export import export_json_schemas
+from relaychain.schemas import PUBLIC_EVENTS, SCHEMA_VERSION, Job, Request, StepUsage, Usage
+from relaychain.schemas.export import export_json_schemas
 
 
 def test_events_round_trip_through_the_codec() -> None:

@@ -6,7 +6,7 @@ import asyncio
 import os
 from collections.abc import Sequence
 
-from schemas import Event, Job, Request, Response
+from relaychain.schemas import Event, Job, Request, Response
 
 
 class Echo:
