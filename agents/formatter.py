@@ -72,10 +72,14 @@ class FormatterAgent:
         if not isinstance(event, Job):
             raise AgentError("unexpected_event", f"formatter handles jobs, not {event.type} events")
         if event.current_step != "format":
-            raise AgentError("unknown_step", f"formatter has no step {event.current_step!r}", details={"step": event.current_step})
+            raise AgentError(
+                "unknown_step", f"formatter has no step {event.current_step!r}", details={"step": event.current_step}
+            )
         business = self._config.businesses.get(event.business)
         if business is None:
-            raise AgentError("unknown_business", f"no business {event.business!r}", details={"business": event.business})
+            raise AgentError(
+                "unknown_business", f"no business {event.business!r}", details={"business": event.business}
+            )
         if not event.outputs:
             raise AgentError("format_no_output", "format reached with no generated output")
         schema = self._schemas[business.output_schema]
@@ -90,7 +94,9 @@ class FormatterAgent:
         span.set_attribute("relaychain.format.outcome", "repaired" if repaired else "valid")
         return self._answer(event, result)
 
-    def _validated(self, job: Job, business: BusinessConfig, schema: OutputSchema) -> tuple[dict[str, Any], bool] | _Failure:
+    def _validated(
+        self, job: Job, business: BusinessConfig, schema: OutputSchema
+    ) -> tuple[dict[str, Any], bool] | _Failure:
         text = list(job.outputs.values())[-1]
         try:
             extracted = extract_json(text, finish_reason=_finish_reason(job, business, self._config))
@@ -113,7 +119,10 @@ class FormatterAgent:
                 details={"errors": failure.errors, "reasks": job.reasks, "schema": schema.name},
             )
         prompt = job.prompt or (
-            ChatMessage(role="user", content=f"Write a JSON object matching this JSON Schema:\n{json.dumps(schema.json_schema, ensure_ascii=False)}"),
+            ChatMessage(
+                role="user",
+                content=f"Write a JSON object matching this JSON Schema:\n{json.dumps(schema.json_schema, ensure_ascii=False)}",
+            ),
         )
         errors = "\n".join(f"- {error}" for error in failure.errors)
         prompt = (
@@ -121,7 +130,9 @@ class FormatterAgent:
             ChatMessage(role="assistant", content=failure.shown),
             ChatMessage(role="user", content=f"Your JSON was invalid:\n{errors}\n{REASK_INSTRUCTION}"),
         )
-        retry_steps = ("generate", "moderate.output", "format") if "moderate.output" in business.steps else ("generate", "format")
+        retry_steps = (
+            ("generate", "moderate.output", "format") if "moderate.output" in business.steps else ("generate", "format")
+        )
         forwarded = job.advance(self.name, prompt=prompt, reasks=job.reasks + 1)
         return forwarded.model_copy(update={"slip": (*retry_steps, *forwarded.slip)})
 
@@ -162,7 +173,9 @@ def _finish_reason(job: Job, business: BusinessConfig, config: AppConfig) -> str
     model = config.models.get(last.model)
     if model is None:
         return None
-    limit = min(limits[0] if limits else job.request.options.max_tokens or model.max_output_tokens, model.max_output_tokens)
+    limit = min(
+        limits[0] if limits else job.request.options.max_tokens or model.max_output_tokens, model.max_output_tokens
+    )
     return "length" if last.output_tokens >= limit else None
 
 

@@ -107,7 +107,9 @@ class GeneratorAgent:
             return None
         return self._schema_for(business_name)
 
-    def _annotate(self, requested: str, max_tokens: int, messages: Sequence[ChatMessage], completion: Completion, usage: StepUsage) -> None:
+    def _annotate(
+        self, requested: str, max_tokens: int, messages: Sequence[ChatMessage], completion: Completion, usage: StepUsage
+    ) -> None:
         """OpenTelemetry GenAI semantic-convention attributes, plus cost, on the runtime's span for this step."""
         span = trace.get_current_span()
         span.set_attributes(
@@ -127,8 +129,14 @@ class GeneratorAgent:
             }
         )
         if self._record_content:
-            span.set_attribute("gen_ai.input.messages", json.dumps([m.model_dump(exclude_none=True) for m in messages], ensure_ascii=False))
+            span.set_attribute(
+                "gen_ai.input.messages",
+                json.dumps([m.model_dump(exclude_none=True) for m in messages], ensure_ascii=False),
+            )
             span.set_attribute(
                 "gen_ai.output.messages",
-                json.dumps([{"role": "assistant", "content": completion.text, "finish_reason": completion.finish_reason}], ensure_ascii=False),
+                json.dumps(
+                    [{"role": "assistant", "content": completion.text, "finish_reason": completion.finish_reason}],
+                    ensure_ascii=False,
+                ),
             )

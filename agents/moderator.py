@@ -49,7 +49,9 @@ class ModeratorAgent:
             raise AgentError("unexpected_event", f"moderator handles jobs, not {event.type} events")
         business = self._config.businesses.get(event.business)
         if business is None:
-            raise AgentError("unknown_business", f"no business {event.business!r}", details={"business": event.business})
+            raise AgentError(
+                "unknown_business", f"no business {event.business!r}", details={"business": event.business}
+            )
         matcher = await self._lists.matcher(event.business)
         match event.current_step:
             case "moderate.input":
@@ -71,7 +73,9 @@ class ModeratorAgent:
         _record_on_span("input", counts, verdict.action)
         if verdict.action == CategoryAction.BLOCK:
             return [job.reply(Blocked, stage="input", categories=verdict.blocked)]
-        updates: dict[str, Any] = {"moderation": (*job.moderation, ModerationOutcome(stage="input", action=verdict.action, counts=counts))}
+        updates: dict[str, Any] = {
+            "moderation": (*job.moderation, ModerationOutcome(stage="input", action=verdict.action, counts=counts))
+        }
         if verdict.action == CategoryAction.MASK:
             masked = verdict.masked
             updates["request"] = _masked_request(request, masked, input_matches, message_matches, var_matches)
@@ -88,7 +92,9 @@ class ModeratorAgent:
         _record_on_span("output", counts, verdict.action)
         if verdict.action == CategoryAction.BLOCK:
             return [job.reply(Blocked, stage="output", categories=verdict.blocked)]
-        updates: dict[str, Any] = {"moderation": (*job.moderation, ModerationOutcome(stage="output", action=verdict.action, counts=counts))}
+        updates: dict[str, Any] = {
+            "moderation": (*job.moderation, ModerationOutcome(stage="output", action=verdict.action, counts=counts))
+        }
         if verdict.action == CategoryAction.MASK:
             outputs = dict(job.outputs)
             for name, matches in found.items():
@@ -138,7 +144,9 @@ def _masked_request(
     var_matches: dict[str, list[Match]],
 ) -> Request:
     updates: dict[str, Any] = {
-        "messages": tuple(_masked_message(m, found, categories) for m, found in zip(request.messages, message_matches, strict=True)),
+        "messages": tuple(
+            _masked_message(m, found, categories) for m, found in zip(request.messages, message_matches, strict=True)
+        ),
         "vars": {**request.vars, **{k: mask(request.vars[k], found, categories) for k, found in var_matches.items()}},
     }
     if request.input is not None:

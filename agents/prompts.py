@@ -35,7 +35,10 @@ class PromptLibrary:
         self.config = config
         self.base_dir = base_dir
         self._env = SandboxedEnvironment(
-            loader=FileSystemLoader(str(base_dir)), undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False
+            loader=FileSystemLoader(str(base_dir)),
+            undefined=StrictUndefined,
+            autoescape=False,
+            keep_trailing_newline=False,
         )
 
     def template_for(self, business: str, model: str) -> str:
@@ -43,19 +46,25 @@ class PromptLibrary:
         templates = self.business(business).templates
         name = templates.get(model) or templates.get(DEFAULT_TEMPLATE)
         if name is None:
-            raise AgentError("missing_template", f"business {business!r} has no template for model {model!r} and no default")
+            raise AgentError(
+                "missing_template", f"business {business!r} has no template for model {model!r} and no default"
+            )
         return name
 
     def business(self, business: str) -> BusinessConfig:
         config = self.config.businesses.get(business)
         if config is None:
-            raise AgentError("unknown_business", f"unknown business {business!r}", details={"known": sorted(self.config.businesses)})
+            raise AgentError(
+                "unknown_business", f"unknown business {business!r}", details={"known": sorted(self.config.businesses)}
+            )
         return config
 
     def render(self, business: str, model: str, variables: Mapping[str, Any]) -> tuple[ChatMessage, ...]:
         return self._messages(business, self.template_for(business, model), variables, model)
 
-    def render_step(self, business: str, step: str, variables: Mapping[str, Any], model: str = "") -> tuple[ChatMessage, ...]:
+    def render_step(
+        self, business: str, step: str, variables: Mapping[str, Any], model: str = ""
+    ) -> tuple[ChatMessage, ...]:
         """The messages of a chain step (`opening` for `generate.opening`)."""
         for chain_step in self.business(business).chain:
             if chain_step.name == step:
@@ -68,7 +77,9 @@ class PromptLibrary:
     def variables_of(self, template: str) -> frozenset[str]:
         return _undeclared(self._env, self.base_dir, template)
 
-    def _messages(self, business: str, template: str, variables: Mapping[str, Any], model: str) -> tuple[ChatMessage, ...]:
+    def _messages(
+        self, business: str, template: str, variables: Mapping[str, Any], model: str
+    ) -> tuple[ChatMessage, ...]:
         scope = {**variables, "business": business, "model": model}
         messages = []
         system = self.business(business).system

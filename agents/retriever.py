@@ -42,7 +42,9 @@ class RetrieverAgent:
             raise AgentError("unknown_step", f"retriever has no step {event.current_step!r}")
         business = self._config.businesses.get(event.business)
         if business is None:
-            raise AgentError("unknown_business", f"no business {event.business!r}", details={"business": event.business})
+            raise AgentError(
+                "unknown_business", f"no business {event.business!r}", details={"business": event.business}
+            )
         if business.retrieval is None:
             return [event.advance(self.name)]
         retrieval = business.retrieval

@@ -44,7 +44,11 @@ class RouterAgent:
             )
         missing = [name for name in business.variables if name not in event.vars]
         if missing:
-            raise AgentError("missing_variable", f"business {event.business!r} needs variables {missing}", details={"missing": missing})
+            raise AgentError(
+                "missing_variable",
+                f"business {event.business!r} needs variables {missing}",
+                details={"missing": missing},
+            )
         prompt = () if business.chain else self.prompts.render(event.business, model, template_scope(event, model))
         span = trace.get_current_span()
         span.set_attribute("gen_ai.request.model", model)
@@ -76,7 +80,9 @@ class RouterAgent:
             if model.available and not await self._over_budget(request.business, candidate, business):
                 return candidate
             candidate = model.fallback
-        raise AgentError("model_unavailable", f"no available model for {request.business!r}: tried {tried}", details={"tried": tried})
+        raise AgentError(
+            "model_unavailable", f"no available model for {request.business!r}: tried {tried}", details={"tried": tried}
+        )
 
     async def _over_budget(self, business_name: str, model: str, business: BusinessConfig) -> bool:
         if business.daily_budget is None or self.spend_today is None:

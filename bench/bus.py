@@ -12,7 +12,6 @@ through 7 topics with bare aiokafka producers and consumers: no runtime, no
 codec, no tracing.
 """
 
-
 import argparse
 import asyncio
 import sys
@@ -75,7 +74,9 @@ async def run_pipeline(
     tracer_provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(sample_ratio)))
     middlewares = []
     if trace_file is not None:
-        tracer_provider.add_span_processor(BatchSpanProcessor(JsonLinesSpanExporter(trace_file), max_queue_size=200_000))
+        tracer_provider.add_span_processor(
+            BatchSpanProcessor(JsonLinesSpanExporter(trace_file), max_queue_size=200_000)
+        )
         middlewares.append(TracingMiddleware(tracer_provider))
     routes = Routes(type_topics={}, step_topic=topic.__getitem__, deadletter=f"{prefix}.dlq")
     runtime = AgentRuntime(bus, EventCodec([Hop]), routes, middlewares=middlewares)
@@ -95,7 +96,9 @@ async def run_pipeline(
     return events * HOPS / elapsed
 
 
-async def raw_aiokafka(bootstrap: str, events: int, prefix: str, payloads: list[tuple[bytes, str]], partitions: int) -> float:
+async def raw_aiokafka(
+    bootstrap: str, events: int, prefix: str, payloads: list[tuple[bytes, str]], partitions: int
+) -> float:
     """The same events through 7 topics with bare aiokafka: consume, produce to the next, commit."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -113,8 +116,11 @@ async def raw_aiokafka(bootstrap: str, events: int, prefix: str, payloads: list[
     async def stage(index: int) -> None:
         nonlocal received
         consumer = AIOKafkaConsumer(
-            topics[index], bootstrap_servers=bootstrap, group_id=f"{prefix}.raw{index}",
-            enable_auto_commit=False, auto_offset_reset="earliest",
+            topics[index],
+            bootstrap_servers=bootstrap,
+            group_id=f"{prefix}.raw{index}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
         )
         await consumer.start()
         try:
@@ -160,8 +166,16 @@ async def main() -> None:
         sampled = await run_pipeline(memory, args.events, "mem-sampled", trace_file, 4, sample_ratio=0.1)
         untraced = await run_pipeline(memory, args.events, "mem-plain", None, 4)
         await memory.stop()
-        rows.append(("relaychain, memory bus, tracing on (JSON-lines export)", traced, f"target 10,000: {traced / 10_000:.0%}"))
-        rows.append(("relaychain, memory bus, tracing on, 10% of traces sampled", sampled, f"target 10,000: {sampled / 10_000:.0%}"))
+        rows.append(
+            ("relaychain, memory bus, tracing on (JSON-lines export)", traced, f"target 10,000: {traced / 10_000:.0%}")
+        )
+        rows.append(
+            (
+                "relaychain, memory bus, tracing on, 10% of traces sampled",
+                sampled,
+                f"target 10,000: {sampled / 10_000:.0%}",
+            )
+        )
         rows.append(("relaychain, memory bus, tracing off", untraced, f"tracing costs {1 - traced / untraced:.0%}"))
 
         broker = None

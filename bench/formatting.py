@@ -111,10 +111,16 @@ def judge(text: str, finish_reason: str, schema: OutputSchema) -> tuple[str, str
     return ("repaired" if extracted.repaired else "valid"), None
 
 
-def messages_for(settings: Settings, prompts: PromptLibrary, schema: OutputSchema, business: str, request: Request) -> list[ChatMessage]:
+def messages_for(
+    settings: Settings, prompts: PromptLibrary, schema: OutputSchema, business: str, request: Request
+) -> list[ChatMessage]:
     if settings.app.businesses[business].chain:
-        instruction = f"Write a JSON object matching this JSON Schema:\n{json.dumps(schema.json_schema, ensure_ascii=False)}"
-        return [ChatMessage(role="user", content=f"{instruction}\nThe car: {request.vars['car']}. Brief: {request.input}")]
+        instruction = (
+            f"Write a JSON object matching this JSON Schema:\n{json.dumps(schema.json_schema, ensure_ascii=False)}"
+        )
+        return [
+            ChatMessage(role="user", content=f"{instruction}\nThe car: {request.vars['car']}. Brief: {request.input}")
+        ]
     return list(prompts.render(business, MODEL, template_scope(request, MODEL)))
 
 
@@ -123,7 +129,11 @@ async def run(settings: Settings, per_business: int, threads: int, verbose: bool
     registry = SchemaRegistry(settings.app, settings.config_dir)
     config = settings.app.models[MODEL]
     model = TransformersChatModel(
-        MODEL, config, settings.data_dir, threads=threads, on_progress=lambda message: print(f"  {message}", file=sys.stderr)
+        MODEL,
+        config,
+        settings.data_dir,
+        threads=threads,
+        on_progress=lambda message: print(f"  {message}", file=sys.stderr),
     )
     max_tokens = config.max_output_tokens
     started = time.perf_counter()
@@ -139,7 +149,9 @@ async def run(settings: Settings, per_business: int, threads: int, verbose: bool
                 for path in PATHS:
                     began = time.perf_counter()
                     completion = await model.complete(
-                        messages, max_tokens=max_tokens, json_schema=schema.json_schema if path == "constrained" else None
+                        messages,
+                        max_tokens=max_tokens,
+                        json_schema=schema.json_schema if path == "constrained" else None,
                     )
                     tally = tallies.setdefault((business, path), Tally())
                     tally.seconds += time.perf_counter() - began
@@ -149,14 +161,18 @@ async def run(settings: Settings, per_business: int, threads: int, verbose: bool
                     if reason:
                         tally.reasons[reason] += 1
                     if verbose:
-                        print(f"--- {business} / {path}: {outcome} {reason or ''}\n{completion.text}\n", file=sys.stderr)
+                        print(
+                            f"--- {business} / {path}: {outcome} {reason or ''}\n{completion.text}\n", file=sys.stderr
+                        )
     finally:
         await model.aclose()
     return tallies
 
 
 def print_table(tallies: dict[tuple[str, str], Tally], per_business: int) -> None:
-    print(f"## SmolLM2-135M: formatter verdicts, plain vs constrained decoding ({per_business} input(s) per business)\n")
+    print(
+        f"## SmolLM2-135M: formatter verdicts, plain vs constrained decoding ({per_business} input(s) per business)\n"
+    )
     print("| business | path | first-try valid | repaired | needs re-ask | re-ask reasons | output tokens | s/answer |")
     print("| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |")
     totals = {path: Tally() for path in PATHS}

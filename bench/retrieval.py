@@ -49,7 +49,19 @@ def percentiles(samples_s: list[float]) -> tuple[float, float]:
 
 def bench_embedding(chunks: int) -> float:
     embedder = TransformerEmbedder(threads=2, batch_size=32)
-    words = ["battery", "range", "WLTP", "kWh", "torque", "price", "dimensions", "charging", "motor", "wheelbase", "weight"]
+    words = [
+        "battery",
+        "range",
+        "WLTP",
+        "kWh",
+        "torque",
+        "price",
+        "dimensions",
+        "charging",
+        "motor",
+        "wheelbase",
+        "weight",
+    ]
     rng = np.random.default_rng(0)
     texts = [" ".join(rng.choice(words, size=150)) for _ in range(chunks)]  # ~200-token chunks
     embedder.embed_blocking(texts[:32])  # warm-up
@@ -117,7 +129,9 @@ async def memory_latency(store: ConversationStore, conversations: int = 50, turn
         for t in range(turns):
             start = time.perf_counter()
             await store.load(cid)
-            await store.append(cid, Turn(user=f"question {t} " * 20, assistant=f"answer {t} " * 40), event_id=f"{cid}-{t}")
+            await store.append(
+                cid, Turn(user=f"question {t} " * 20, assistant=f"answer {t} " * 40), event_id=f"{cid}-{t}"
+            )
             samples.append(time.perf_counter() - start)
     await store.close()
     return percentiles(samples)

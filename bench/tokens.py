@@ -141,7 +141,9 @@ Latency = Callable[[int], Awaitable[float]]
 
 def overhead_settings(data_dir: Path) -> Settings:
     """The shipped config with ops_push's slip cut to the steps measured here."""
-    settings = load_settings(data_dir=data_dir, observability={"exporters": ["jsonl"], "jsonl_path": str(data_dir / "traces.jsonl")})
+    settings = load_settings(
+        data_dir=data_dir, observability={"exporters": ["jsonl"], "jsonl_path": str(data_dir / "traces.jsonl")}
+    )
     ops_push = settings.app.businesses["ops_push"].model_copy(update={"steps": OVERHEAD_STEPS})
     app = settings.app.model_copy(update={"businesses": {**settings.app.businesses, "ops_push": ops_push}})
     return settings.model_copy(update={"app": app})
@@ -149,7 +151,9 @@ def overhead_settings(data_dir: Path) -> Settings:
 
 def overhead_request(index: int) -> Request:
     return Request(
-        business="ops_push", model=OVERHEAD_MODEL, input=f"Half price on everything, offer {index}",
+        business="ops_push",
+        model=OVERHEAD_MODEL,
+        input=f"Half price on everything, offer {index}",
         vars={"campaign": "Double 11", "audience": "students"},
     )
 
@@ -169,7 +173,9 @@ async def bench_overhead(requests: int) -> dict[str, list[float]]:
     with tempfile.TemporaryDirectory(prefix="relaychain-bench-") as tmp:
         settings = overhead_settings(Path(tmp))
         handlers = Components(settings, model_factories=instant_factories())
-        router, tokenizer, generator, formatter = [await handlers.agent(n) for n in ("router", "tokenizer", "generator", "formatter")]
+        router, tokenizer, generator, formatter = [
+            await handlers.agent(n) for n in ("router", "tokenizer", "generator", "formatter")
+        ]
         bus_components = Components(settings, model_factories=instant_factories())
         chain = langchain_chain()
         model = InstantModel(OVERHEAD_MODEL, settings.app.models[OVERHEAD_MODEL])
@@ -197,7 +203,9 @@ async def bench_overhead(requests: int) -> dict[str, list[float]]:
             return elapsed
 
         try:
-            async with EmbeddedApp(settings, agents=["router", "tokenizer", "generator", "formatter"], components=bus_components) as app:
+            async with EmbeddedApp(
+                settings, agents=["router", "tokenizer", "generator", "formatter"], components=bus_components
+            ) as app:
 
                 async def on_bus(index: int) -> float:
                     started = time.perf_counter()

@@ -15,7 +15,9 @@ from relaychain.schemas.envelope import Event
 
 class AnswerTimeout(Exception):
     def __init__(self, request_id: str, timeout: float) -> None:
-        super().__init__(f"no answer for request {request_id} within {timeout:g}s: is an agent consuming the requests topic?")
+        super().__init__(
+            f"no answer for request {request_id} within {timeout:g}s: is an agent consuming the requests topic?"
+        )
         self.request_id = request_id
 
 

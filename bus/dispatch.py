@@ -62,7 +62,6 @@ class OffsetTracker:
         return dict(self._commit_point)
 
 
-
 class KeyedDispatcher:
     """Runs `handler` per message: sequential per key, concurrent across keys, bounded."""
 

@@ -171,7 +171,10 @@ class AgentRuntime:
                 answer = self._error(agent, event, exc.code, exc.message, retryable=exc.retryable, details=exc.details)
                 if not exc.retryable:
                     return [answer]
-                return [answer, self._dead_letter(agent, ctx.message, "retries_exhausted", f"{exc.code}: {exc.message}")]
+                return [
+                    answer,
+                    self._dead_letter(agent, ctx.message, "retries_exhausted", f"{exc.code}: {exc.message}"),
+                ]
             except Exception as exc:
                 if self.raise_errors:
                     raise
@@ -179,7 +182,9 @@ class AgentRuntime:
                 ctx.outcome = "dead_lettered"
                 ctx.error_code = "internal_error"
                 return [
-                    self._error(agent, event, "internal_error", f"{type(exc).__name__} in {agent.name}", retryable=False),
+                    self._error(
+                        agent, event, "internal_error", f"{type(exc).__name__} in {agent.name}", retryable=False
+                    ),
                     self._dead_letter(agent, ctx.message, "handler_crashed", repr(exc)),
                 ]
 

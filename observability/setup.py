@@ -47,7 +47,9 @@ class ObservabilitySettings(BaseModel):
 class Telemetry:
     """The providers one process uses; `shutdown()` flushes exporters."""
 
-    def __init__(self, tracer_provider: TracerProvider, meter_provider: MeterProvider, *, metrics_enabled: bool = True) -> None:
+    def __init__(
+        self, tracer_provider: TracerProvider, meter_provider: MeterProvider, *, metrics_enabled: bool = True
+    ) -> None:
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
         self.metrics_enabled = metrics_enabled
@@ -71,7 +73,9 @@ def setup_telemetry(settings: ObservabilitySettings, *, jsonl_default: Path) -> 
     for path in settings.span_processors:
         tracer_provider.add_span_processor(_load_processor(path))
     readers = [r for r in (_metric_reader(name, settings) for name in settings.metrics_exporters) if r is not None]
-    return Telemetry(tracer_provider, MeterProvider(resource=resource, metric_readers=readers), metrics_enabled=bool(readers))
+    return Telemetry(
+        tracer_provider, MeterProvider(resource=resource, metric_readers=readers), metrics_enabled=bool(readers)
+    )
 
 
 def _span_exporter(name: Exporter, settings: ObservabilitySettings, jsonl_default: Path) -> SpanExporter | None:
@@ -111,7 +115,9 @@ def _metric_reader(name: str, settings: ObservabilitySettings) -> MetricReader |
             OTLPMetricExporter as GrpcMetrics,
         )
 
-        return PeriodicExportingMetricReader(GrpcMetrics(endpoint=settings.otlp_endpoint), export_interval_millis=interval)
+        return PeriodicExportingMetricReader(
+            GrpcMetrics(endpoint=settings.otlp_endpoint), export_interval_millis=interval
+        )
     return None
 
 

@@ -33,7 +33,9 @@ class TracingMiddleware:
             attributes["relaychain.event.id"] = event.id
             attributes["relaychain.request.id"] = event.request_id
             attributes["relaychain.business"] = event.business
-        span = self._tracer.start_span(f"{ctx.agent} {step}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes)
+        span = self._tracer.start_span(
+            f"{ctx.agent} {step}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+        )
         token = context.attach(trace.set_span_in_context(span))
         try:
             await call_next()

@@ -38,7 +38,10 @@ def make_codec() -> EventCodec:
 def make_routes(overrides: dict[str, str] | None = None) -> Routes:
     type_topics = {t: topology.RESPONSES for t in ANSWER_TYPES} | {"usage": topology.USAGE}
     return Routes(
-        type_topics=type_topics, step_topic=topology.step_topic, deadletter=topology.DEADLETTER, overrides=overrides or {}
+        type_topics=type_topics,
+        step_topic=topology.step_topic,
+        deadletter=topology.DEADLETTER,
+        overrides=overrides or {},
     )
 
 
@@ -99,7 +102,9 @@ async def host_agents(runtime: AgentRuntime, components: Components, names: list
     max_in_flight = components.settings.runtime.max_in_flight
     for name in names:
         agent = await components.agent(name)
-        await runtime.add(agent, topology.AGENT_INBOXES[name], group=topology.group_of(name), max_in_flight=max_in_flight)
+        await runtime.add(
+            agent, topology.AGENT_INBOXES[name], group=topology.group_of(name), max_in_flight=max_in_flight
+        )
 
 
 async def host_custom_agent(
@@ -108,5 +113,7 @@ async def host_custom_agent(
     """Host a user's agent class given as `module:Class` (constructed without arguments)."""
     module_name, _, attribute = path.partition(":")
     agent = getattr(importlib.import_module(module_name), attribute)()
-    await runtime.add(agent, inboxes, group=group or topology.group_of(agent.name), max_in_flight=settings.runtime.max_in_flight)
+    await runtime.add(
+        agent, inboxes, group=group or topology.group_of(agent.name), max_in_flight=settings.runtime.max_in_flight
+    )
     return str(agent.name)

@@ -26,8 +26,12 @@ def _settings(**overrides: Any) -> Settings:
 
 
 @click.group()
-@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), help="Config YAML (RELAYCHAIN_CONFIG).")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Data directory (RELAYCHAIN_DATA_DIR).")
+@click.option(
+    "--config", "config", type=click.Path(dir_okay=False, path_type=Path), help="Config YAML (RELAYCHAIN_CONFIG)."
+)
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Data directory (RELAYCHAIN_DATA_DIR)."
+)
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 def main(config: Path | None, data_dir: Path | None, verbose: int) -> None:
     """relaychain: event-driven LLM agents on an embedded bus or Kafka."""
@@ -73,7 +77,13 @@ def worker(agents: tuple[str, ...], bus: str | None, inboxes: tuple[str, ...], g
 @click.option("--timeout", type=float, default=None, help="Seconds to wait for the answer.")
 @click.option("--json", "json_only", is_flag=True, help="Print only the answer event as JSON.")
 def run(
-    business: str, text: str, variables: tuple[str, ...], model: str | None, conversation: str | None, timeout: float | None, json_only: bool
+    business: str,
+    text: str,
+    variables: tuple[str, ...],
+    model: str | None,
+    conversation: str | None,
+    timeout: float | None,
+    json_only: bool,
 ) -> None:
     """Run one request through all agents in this process (memory bus, local models, SQLite)."""
     from relaychain.embedded import EmbeddedApp
@@ -81,7 +91,9 @@ def run(
     from relaychain.schemas.events import Request
 
     settings = _settings()
-    request = Request(business=business, input=text, vars=parse_vars(variables), model=model, conversation_id=conversation)
+    request = Request(
+        business=business, input=text, vars=parse_vars(variables), model=model, conversation_id=conversation
+    )
 
     async def go() -> None:
         async with EmbeddedApp(settings) as app:
@@ -102,7 +114,9 @@ def publish(file: Any, bus: str | None, timeout: float) -> None:
     settings = _settings(bus=bus)
     missing = asyncio.run(publish_requests(settings, file.read().splitlines(), timeout=timeout))
     if missing:
-        raise click.ClickException(f"{missing} request(s) got no answer within {timeout:g}s: are the workers running on {settings.bus}?")
+        raise click.ClickException(
+            f"{missing} request(s) got no answer within {timeout:g}s: are the workers running on {settings.bus}?"
+        )
 
 
 @main.group()
@@ -128,11 +142,12 @@ def trace(request_id: str, path: Path | None) -> None:
     from relaychain.trace_view import render_tree, spans_of_request
 
     settings = _settings()
-    spans = spans_of_request(read_spans(path or settings.observability.jsonl_path or settings.data_dir / "traces.jsonl"), request_id)
+    spans = spans_of_request(
+        read_spans(path or settings.observability.jsonl_path or settings.data_dir / "traces.jsonl"), request_id
+    )
     if not spans:
         raise click.ClickException(f"no spans for request {request_id}")
     click.echo(render_tree(spans))
-
 
 
 def _json_default(value: Any) -> Any:

@@ -163,7 +163,9 @@ def _trigger_problems(
     group = group_of(agent)
     for meta in kafka:
         if meta.get("consumerGroup") != group:
-            problems.append(f"ScaledObject {name}: consumerGroup {meta.get('consumerGroup')!r}, the agent's is {group!r}")
+            problems.append(
+                f"ScaledObject {name}: consumerGroup {meta.get('consumerGroup')!r}, the agent's is {group!r}"
+            )
     watched = sorted(meta.get("topic") for meta in kafka)
     if watched != sorted(inbox):
         problems.append(f"ScaledObject {name}: kafka triggers watch {watched}, agent {agent} reads {sorted(inbox)}")
@@ -196,7 +198,9 @@ def check_custom_resources(docs: Iterable[Document]) -> list[str]:
             if not isinstance(config, dict):
                 problems.append(f"KafkaTopic {name}: spec.config must be a mapping")
             elif int(config.get("min.insync.replicas", 1)) > spec.get("replicas", 0):
-                problems.append(f"KafkaTopic {name}: min.insync.replicas exceeds replicas, producers with acks=all fail")
+                problems.append(
+                    f"KafkaTopic {name}: min.insync.replicas exceeds replicas, producers with acks=all fail"
+                )
         elif kind == "ScaledObject":
             if doc.get("apiVersion") != SCALED_OBJECT_API:
                 problems.append(f"ScaledObject {name}: apiVersion {doc.get('apiVersion')!r}, want {SCALED_OBJECT_API}")

@@ -32,7 +32,9 @@ class EmbeddedApp:
     ) -> None:
         self.settings = settings
         self.agents = list(agents)
-        self.telemetry = telemetry or setup_telemetry(settings.observability, jsonl_default=settings.data_dir / "traces.jsonl")
+        self.telemetry = telemetry or setup_telemetry(
+            settings.observability, jsonl_default=settings.data_dir / "traces.jsonl"
+        )
         self.components = components or Components(settings)
         self.bus = MemoryBus()
         self.runtime = make_runtime(self.bus, settings, self.telemetry, raise_errors=raise_errors)
@@ -63,7 +65,9 @@ class EmbeddedApp:
     async def ask(self, request: Request, *, timeout: float | None = None) -> Event:
         """Publish a request under a client span and wait for its answer and the work after it."""
         attributes = {"relaychain.request.id": request.request_id, "relaychain.business": request.business}
-        with self._tracer.start_as_current_span(f"request {request.business}", kind=SpanKind.PRODUCER, attributes=attributes):
+        with self._tracer.start_as_current_span(
+            f"request {request.business}", kind=SpanKind.PRODUCER, attributes=attributes
+        ):
             answer = await self.client.ask(request, timeout=timeout or self.settings.runtime.answer_timeout_s)
         await self.bus.run_until_idle(timeout=timeout or self.settings.runtime.answer_timeout_s)
         self.telemetry.flush()

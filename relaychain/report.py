@@ -25,7 +25,11 @@ def print_answer(answer: Event, settings: Settings, *, json_only: bool = False) 
         click.echo(dump_json(answer.output))
         _print_usage(answer)
     elif isinstance(answer, Blocked):
-        click.secho(f"== blocked at {answer.stage} moderation: categories {', '.join(answer.categories)}", fg="yellow", bold=True)
+        click.secho(
+            f"== blocked at {answer.stage} moderation: categories {', '.join(answer.categories)}",
+            fg="yellow",
+            bold=True,
+        )
     elif isinstance(answer, Error):
         where = f"{answer.agent} at {answer.step}" if answer.step else answer.agent
         click.secho(f"== error {answer.code} from {where}: {answer.message}", fg="red", bold=True)

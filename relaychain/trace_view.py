@@ -46,10 +46,14 @@ def _describe(span: dict[str, Any], start: int) -> str:
     duration_ms = ((span["end_ns"] or span["start_ns"]) - span["start_ns"]) / 1e6
     parts = [f"{span['name']}", f"+{offset_ms:.1f}ms", f"{duration_ms:.1f}ms"]
     if "gen_ai.usage.input_tokens" in attributes:
-        parts.append(f"tokens {attributes['gen_ai.usage.input_tokens']}->{attributes.get('gen_ai.usage.output_tokens', 0)}")
+        parts.append(
+            f"tokens {attributes['gen_ai.usage.input_tokens']}->{attributes.get('gen_ai.usage.output_tokens', 0)}"
+        )
         parts.append(f"model {attributes.get('gen_ai.response.model') or attributes.get('gen_ai.request.model')}")
     if "relaychain.cost" in attributes:
-        parts.append(f"cost {Decimal(str(attributes['relaychain.cost'])):f} {attributes.get('relaychain.cost.currency', '')}".rstrip())
+        parts.append(
+            f"cost {Decimal(str(attributes['relaychain.cost'])):f} {attributes.get('relaychain.cost.currency', '')}".rstrip()
+        )
     if span.get("status") == "ERROR":
         parts.append(f"ERROR {span.get('status_description') or ''}".rstrip())
     return "  ".join(parts)

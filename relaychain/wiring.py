@@ -63,7 +63,10 @@ async def _shared_store(components: Components, key: str, open_store: Callable[[
 async def model_pool(components: Components) -> ModelPool:
     async def build() -> ModelPool:
         pool = ModelPool(
-            components.settings.app, components.settings.data_dir, factories=components.model_factories, on_progress=_progress
+            components.settings.app,
+            components.settings.data_dir,
+            factories=components.model_factories,
+            on_progress=_progress,
         )
         components.on_close(pool.aclose)
         return pool
@@ -210,7 +213,13 @@ async def _index_sources(index: VectorIndex, embedder: TransformerEmbedder, fold
     for source, error in report.failed.items():
         log.warning("could not index %s: %s", source, error)
     if report.indexed or report.removed:
-        log.info("index %s: %d files indexed, %d removed, %d chunks embedded", name, len(report.indexed), len(report.removed), report.chunks_embedded)
+        log.info(
+            "index %s: %d files indexed, %d removed, %d chunks embedded",
+            name,
+            len(report.indexed),
+            len(report.removed),
+            report.chunks_embedded,
+        )
 
 
 def _progress(message: str) -> None:

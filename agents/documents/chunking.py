@@ -71,7 +71,14 @@ def chunk_sections(
             lead = len(section.text[start:end]) - len(section.text[start:end].lstrip())
             begin = section.offset + start + lead
             chunks.append(
-                Chunk(text=text, source=source, location=section.location, title=section.title, start=begin, end=begin + len(text))
+                Chunk(
+                    text=text,
+                    source=source,
+                    location=section.location,
+                    title=section.title,
+                    start=begin,
+                    end=begin + len(text),
+                )
             )
     return chunks
 

@@ -41,9 +41,7 @@ class DocumentIndexer:
         self._chunk_tokens = chunk_tokens
         self._overlap_tokens = overlap_tokens
 
-    async def index_directory(
-        self, root: Path, *, on_file: Callable[[str], None] | None = None
-    ) -> IndexReport:
+    async def index_directory(self, root: Path, *, on_file: Callable[[str], None] | None = None) -> IndexReport:
         """Bring the index in line with the files under `root`; `on_file(source)` after each file (progress)."""
         files = await asyncio.to_thread(_documents_under, root)
         known = await self._index.sources()
@@ -70,7 +68,9 @@ class DocumentIndexer:
         chunks = await asyncio.to_thread(self._chunk_file, source, path)
         vectors = await self._embedder.embed([chunk.embedding_text for chunk in chunks])
         indexed = [
-            IndexedChunk(text=chunk.text, source=chunk.source, location=chunk.location, start=chunk.start, end=chunk.end)
+            IndexedChunk(
+                text=chunk.text, source=chunk.source, location=chunk.location, start=chunk.start, end=chunk.end
+            )
             for chunk in chunks
         ]
         await self._index.replace_source(source, content_hash, indexed, vectors.reshape(len(chunks), -1))

@@ -66,7 +66,9 @@ def load_markdown(path: Path) -> list[Section]:
         trail = [(lvl, name) for lvl, name in trail if lvl < level] + [(level, heading)]
         body = text[start:end]
         if body.strip():
-            sections.append(Section(text=body, location=" > ".join(name for _, name in trail), title=title, offset=start))
+            sections.append(
+                Section(text=body, location=" > ".join(name for _, name in trail), title=title, offset=start)
+            )
     return sections
 
 

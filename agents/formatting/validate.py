@@ -19,7 +19,14 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from relaychain.schemas.config import AppConfig
 
-__all__ = ["JsonSchemaOutput", "OutputSchema", "PydanticOutput", "SchemaRegistry", "SchemaViolation", "load_output_schema"]
+__all__ = [
+    "JsonSchemaOutput",
+    "OutputSchema",
+    "PydanticOutput",
+    "SchemaRegistry",
+    "SchemaViolation",
+    "load_output_schema",
+]
 
 
 class SchemaViolation(ValueError):
@@ -130,6 +137,12 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 
 def _json_type(value: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null", int: "integer", float: "number"}.get(
-        type(value), type(value).__name__
-    )
+    return {
+        dict: "object",
+        list: "array",
+        str: "string",
+        bool: "boolean",
+        type(None): "null",
+        int: "integer",
+        float: "number",
+    }.get(type(value), type(value).__name__)

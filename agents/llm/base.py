@@ -88,13 +88,19 @@ class ModelRateLimited(RetryableError):
     """Still rate limited after the client's retries; the runtime retries the step later."""
 
     def __init__(self, model: str, message: str, *, attempts: int = 1) -> None:
-        super().__init__("model_rate_limited", f"model {model!r} is rate limited: {message}", details=_details(model, attempts=attempts))
+        super().__init__(
+            "model_rate_limited",
+            f"model {model!r} is rate limited: {message}",
+            details=_details(model, attempts=attempts),
+        )
 
 
 class ModelServerError(AgentError):
     """The provider kept failing (5xx, dropped connections) through every retry."""
 
-    def __init__(self, model: str, message: str, *, status: int | None = None, attempts: int = 1, streamed: bool = False) -> None:
+    def __init__(
+        self, model: str, message: str, *, status: int | None = None, attempts: int = 1, streamed: bool = False
+    ) -> None:
         super().__init__(
             "model_server_error",
             f"model {model!r} failed: {message}",
@@ -113,22 +119,36 @@ class ModelRequestRejected(AgentError):
     """The provider refused this request (4xx other than auth/not-found/429): another model would not help."""
 
     def __init__(self, model: str, message: str, *, status: int | None = None) -> None:
-        super().__init__("model_request_rejected", f"model {model!r} rejected the request: {message}", details=_details(model, status=status))
+        super().__init__(
+            "model_request_rejected",
+            f"model {model!r} rejected the request: {message}",
+            details=_details(model, status=status),
+        )
 
 
 class ModelOutputInvalid(AgentError):
     """The provider's answer could not be read (no choices, malformed body)."""
 
     def __init__(self, model: str, message: str) -> None:
-        super().__init__("model_output_invalid", f"model {model!r} returned an unreadable answer: {message}", details=_details(model))
+        super().__init__(
+            "model_output_invalid", f"model {model!r} returned an unreadable answer: {message}", details=_details(model)
+        )
 
 
 class ModelBusy(RetryableError):
     """A local model's request queue is full: back-pressure, retried later by the runtime."""
 
     def __init__(self, model: str, queued: int) -> None:
-        super().__init__("model_busy", f"model {model!r} has {queued} requests queued", details=_details(model, queued=queued))
+        super().__init__(
+            "model_busy", f"model {model!r} has {queued} requests queued", details=_details(model, queued=queued)
+        )
 
 
-FALLBACK_ERRORS: tuple[type[AgentError], ...] = (ModelTimeout, ModelRateLimited, ModelServerError, ModelUnavailable, ModelBusy)
+FALLBACK_ERRORS: tuple[type[AgentError], ...] = (
+    ModelTimeout,
+    ModelRateLimited,
+    ModelServerError,
+    ModelUnavailable,
+    ModelBusy,
+)
 """Failures of the model rather than of the request: a fallback model may succeed."""

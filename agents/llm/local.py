@@ -69,7 +69,12 @@ class TransformersChatModel:
         self.name = name
         self.config = config
         self._engine = (registry or default_registry).engine(
-            name, config, data_dir, max_queue=max_queue, threads=threads or config.threads or os.cpu_count() or 1, on_progress=on_progress
+            name,
+            config,
+            data_dir,
+            max_queue=max_queue,
+            threads=threads or config.threads or os.cpu_count() or 1,
+            on_progress=on_progress,
         )
 
     def __repr__(self) -> str:
@@ -128,7 +133,14 @@ class LocalModelRegistry:
         self._lock = threading.Lock()
 
     def engine(
-        self, name: str, config: ModelConfig, data_dir: Path, *, max_queue: int, threads: int, on_progress: ProgressCallback | None
+        self,
+        name: str,
+        config: ModelConfig,
+        data_dir: Path,
+        *,
+        max_queue: int,
+        threads: int,
+        on_progress: ProgressCallback | None,
     ) -> _Engine:
         with self._lock:
             engine = self._engines.get(name)
@@ -174,7 +186,14 @@ class _Engine:
     """The worker thread that owns one model's weights; every method below `submit` runs on it."""
 
     def __init__(
-        self, name: str, config: ModelConfig, data_dir: Path, *, max_queue: int, threads: int, on_progress: ProgressCallback | None
+        self,
+        name: str,
+        config: ModelConfig,
+        data_dir: Path,
+        *,
+        max_queue: int,
+        threads: int,
+        on_progress: ProgressCallback | None,
     ) -> None:
         self.name = name
         self.config = config
@@ -217,7 +236,8 @@ class _Engine:
         input_tokens = int(inputs["input_ids"].shape[1])
         if input_tokens + call.max_tokens > self.config.context_window:
             raise ModelRequestRejected(
-                self.name, f"{input_tokens} prompt tokens + {call.max_tokens} output tokens exceed the {self.config.context_window}-token window"
+                self.name,
+                f"{input_tokens} prompt tokens + {call.max_tokens} output tokens exceed the {self.config.context_window}-token window",
             )
         sampling = call.temperature is not None and call.temperature > 0
         eos = _eos_ids(model, tokenizer)
@@ -276,7 +296,10 @@ class _Engine:
             model, tokenizer = AutoModelForCausalLM.from_pretrained(source), AutoTokenizer.from_pretrained(source)
         elif _cache_matches(self.cache_dir, source / gguf):
             self._progress(f"loading {self.name} from the cache {self.cache_dir}")
-            model, tokenizer = AutoModelForCausalLM.from_pretrained(self.cache_dir), AutoTokenizer.from_pretrained(self.cache_dir)
+            model, tokenizer = (
+                AutoModelForCausalLM.from_pretrained(self.cache_dir),
+                AutoTokenizer.from_pretrained(self.cache_dir),
+            )
         else:
             self._progress(f"converting {self.name} from {gguf} (first run only, about a minute)")
             tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf)

@@ -104,7 +104,9 @@ class OpenAIChatModel:
                     text, model, usage, finish = await self._stream(client, request, timeout, on_token, emitted)
             except _Transient as failure:
                 if emitted:
-                    raise ModelServerError(self.name, f"stream broke after output was sent: {failure}", attempts=attempt + 1, streamed=True) from None
+                    raise ModelServerError(
+                        self.name, f"stream broke after output was sent: {failure}", attempts=attempt + 1, streamed=True
+                    ) from None
                 if attempt >= self.config.max_retries:
                     raise failure.error(attempt + 1) from None
                 delay = self._backoff.delay(attempt, failure.retry_after_s)
@@ -142,7 +144,11 @@ class OpenAIChatModel:
         return self._client
 
     def _request(
-        self, messages: Sequence[ChatMessage], max_tokens: int, temperature: float | None, json_schema: dict[str, Any] | None
+        self,
+        messages: Sequence[ChatMessage],
+        max_tokens: int,
+        temperature: float | None,
+        json_schema: dict[str, Any] | None,
     ) -> dict[str, Any]:
         request: dict[str, Any] = {
             "model": self._model_id,
@@ -159,7 +165,9 @@ class OpenAIChatModel:
             }
         return request
 
-    async def _once(self, client: openai.AsyncOpenAI, request: dict[str, Any], timeout: float) -> tuple[str, str, tuple[int, int], FinishReason]:
+    async def _once(
+        self, client: openai.AsyncOpenAI, request: dict[str, Any], timeout: float
+    ) -> tuple[str, str, tuple[int, int], FinishReason]:
         try:
             response = await client.chat.completions.create(**request, timeout=timeout)
         except openai.OpenAIError as exc:
@@ -217,7 +225,9 @@ class OpenAIChatModel:
             if status == 429:
                 return _Transient(lambda n: ModelRateLimited(self.name, message, attempts=n), _retry_after(exc))
             if status >= 500 or status in (408, 409):
-                return _Transient(lambda n: ModelServerError(self.name, message, status=status, attempts=n), _retry_after(exc))
+                return _Transient(
+                    lambda n: ModelServerError(self.name, message, status=status, attempts=n), _retry_after(exc)
+                )
             if status in (401, 403, 404):
                 return ModelUnavailable(self.name, f"HTTP {status}: {message}")
             return ModelRequestRejected(self.name, message, status=status)

@@ -77,7 +77,9 @@ class ModelPool:
     def get(self, name: str) -> ChatModel:
         model = self._models.get(name)
         if model is None:
-            model = self._models[name] = self._factories[self.model_config(name).provider](name, self.model_config(name))
+            model = self._models[name] = self._factories[self.model_config(name).provider](
+                name, self.model_config(name)
+            )
         return model
 
     def model_config(self, name: str) -> ModelConfig:
@@ -127,7 +129,9 @@ class ModelPool:
                     raise
                 following = candidates[position + 1]
                 log.warning("model %s failed (%s); falling back to %s", candidate, exc.code, following)
-                span.add_event("relaychain.model.fallback", {"from": candidate, "to": following, "error.type": exc.code})
+                span.add_event(
+                    "relaychain.model.fallback", {"from": candidate, "to": following, "error.type": exc.code}
+                )
         raise AssertionError("unreachable: the loop returns or raises")
 
     async def aclose(self) -> None:

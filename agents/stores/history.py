@@ -200,4 +200,3 @@ class PostgresConversationStore:
 
     async def close(self) -> None:
         await self._postgres.close()
-

@@ -131,8 +131,7 @@ class SqliteLedger:
                     output_cost=_from_units(output_units),
                     calls=calls,
                 )
-                async for business, model, day, currency, input_tokens, output_tokens, input_units, output_units, calls
-                in cursor
+                async for business, model, day, currency, input_tokens, output_tokens, input_units, output_units, calls in cursor
             ]
 
     async def close(self) -> None:
@@ -235,4 +234,3 @@ def _to_units(amount: Decimal) -> int:
 
 def _from_units(units: int) -> Decimal:
     return Decimal(units).scaleb(-8).quantize(COST_QUANTUM)
-

@@ -223,7 +223,9 @@ class PgVectorIndex:
                 " id BIGSERIAL PRIMARY KEY, source TEXT NOT NULL, text TEXT NOT NULL, location TEXT NOT NULL,"
                 f" start_offset INTEGER NOT NULL, end_offset INTEGER NOT NULL, embedding vector({int(self.dim)}) NOT NULL)"
             )
-            await conn.execute(f"CREATE INDEX IF NOT EXISTS {self._chunks_table}_source ON {self._chunks_table} (source)")
+            await conn.execute(
+                f"CREATE INDEX IF NOT EXISTS {self._chunks_table}_source ON {self._chunks_table} (source)"
+            )
 
     async def sources(self) -> dict[str, str]:
         pool = await self._connections()
@@ -270,8 +272,11 @@ class PgVectorIndex:
         return [
             Hit(
                 chunk=IndexedChunk(
-                    text=row["text"], source=row["source"], location=row["location"],
-                    start=row["start_offset"], end=row["end_offset"],
+                    text=row["text"],
+                    source=row["source"],
+                    location=row["location"],
+                    start=row["start_offset"],
+                    end=row["end_offset"],
                 ),
                 score=float(row["score"]),
             )

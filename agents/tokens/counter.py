@@ -195,7 +195,9 @@ def _build_counter(model: ModelConfig, name: str, cache_dir: Path | None) -> Tok
         return TiktokenCounter(load_encoding(encoding))
     if kind == "hf" and model.provider is Provider.TRANSFORMERS:
         return HuggingFaceCounter.from_model(model, cache_dir / name if cache_dir is not None else None)
-    raise ValueError(f"models.{name}.tokenizer {model.tokenizer!r}: use `tiktoken:<encoding>` or `hf` (transformers only)")
+    raise ValueError(
+        f"models.{name}.tokenizer {model.tokenizer!r}: use `tiktoken:<encoding>` or `hf` (transformers only)"
+    )
 
 
 T = TypeVar("T")

@@ -8,6 +8,7 @@ A line that ends a paragraph and has no colon is a section heading.
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def render(source: Path, target: Path) -> None:
     pdf.set_font("Helvetica", style="B", size=16)
     pdf.multi_cell(0, 9, lines[0], new_x="LMARGIN", new_y="NEXT")
     pdf.ln(3)
-    for previous, line in zip(lines, lines[1:], strict=False):
+    for previous, line in itertools.pairwise(lines):
         heading = line and ":" not in line and previous == ""
         pdf.set_font("Helvetica", style="B" if heading else "", size=13 if heading else 11)
         if line:

@@ -31,7 +31,9 @@ EXIT_COMMAND = "/exit"
 @click.option("--var", "variables", multiple=True, metavar="K=V", help="Template variable for every turn (repeatable).")
 @click.option("--model", help="Model hint; used when the business allows it.")
 @click.option("--timeout", type=float, default=None, help="Seconds to wait for each answer.")
-def chat(business: str, conversation: str | None, variables: tuple[str, ...], model: str | None, timeout: float | None) -> None:
+def chat(
+    business: str, conversation: str | None, variables: tuple[str, ...], model: str | None, timeout: float | None
+) -> None:
     """Chat with BUSINESS: one request per line of input, one conversation; `/exit` or EOF ends."""
     try:
         settings = load_settings()
@@ -39,7 +41,9 @@ def chat(business: str, conversation: str | None, variables: tuple[str, ...], mo
         raise click.ClickException(f"bad config: {exc}") from None
     config = settings.app.businesses.get(business)
     if config is None:
-        raise click.BadParameter(f"no business {business!r}; businesses are {', '.join(settings.app.businesses)}", param_hint="--business")
+        raise click.BadParameter(
+            f"no business {business!r}; businesses are {', '.join(settings.app.businesses)}", param_hint="--business"
+        )
     conversation = conversation or f"chat-{uuid.uuid4().hex[:12]}"
     click.echo(f"conversation {conversation} with {business}; {EXIT_COMMAND} or end of input to leave")
     if config.memory.kind == "none":
@@ -48,7 +52,12 @@ def chat(business: str, conversation: str | None, variables: tuple[str, ...], mo
 
 
 async def _session(
-    settings: Settings, business: str, conversation: str, variables: dict[str, str], model: str | None, timeout: float | None
+    settings: Settings,
+    business: str,
+    conversation: str,
+    variables: dict[str, str],
+    model: str | None,
+    timeout: float | None,
 ) -> None:
     from relaychain.embedded import EmbeddedApp
 
@@ -83,4 +92,3 @@ def _print_turn(answer: Event) -> None:
         click.secho(f"blocked at {answer.stage} moderation: {', '.join(answer.categories)}", fg="yellow")
     elif isinstance(answer, Error):
         click.secho(f"error {answer.code} from {answer.agent}: {answer.message}", fg="red")
-

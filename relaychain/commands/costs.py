@@ -15,12 +15,25 @@ from relaychain.stores import LEDGER_FILE, open_ledger
 
 __all__ = ["costs", "render_table"]
 
-HEADERS = ("day", "business", "model", "calls", "input tokens", "output tokens", "input cost", "output cost", "cost", "currency")
+HEADERS = (
+    "day",
+    "business",
+    "model",
+    "calls",
+    "input tokens",
+    "output tokens",
+    "input cost",
+    "output cost",
+    "cost",
+    "currency",
+)
 
 
 @click.command()
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="First day (UTC) to show, YYYY-MM-DD.")
-@click.option("--postgres", "postgres_dsn", metavar="DSN", help="Read the PostgreSQL ledger (else settings, else SQLite).")
+@click.option(
+    "--postgres", "postgres_dsn", metavar="DSN", help="Read the PostgreSQL ledger (else settings, else SQLite)."
+)
 def costs(since: datetime | None, postgres_dsn: str | None) -> None:
     """Tokens and cost per business x model x day, input and output apart, totals per currency."""
     try:
@@ -49,8 +62,16 @@ def render_table(rows: list[LedgerRow]) -> str:
     """An aligned text table, then one total line per currency (currencies are never added together)."""
     body = [
         (
-            r.day.isoformat(), r.business, r.model, str(r.calls), str(r.input_tokens), str(r.output_tokens),
-            _money(r.input_cost), _money(r.output_cost), _money(r.cost), r.currency,
+            r.day.isoformat(),
+            r.business,
+            r.model,
+            str(r.calls),
+            str(r.input_tokens),
+            str(r.output_tokens),
+            _money(r.input_cost),
+            _money(r.output_cost),
+            _money(r.cost),
+            r.currency,
         )
         for r in rows
     ]
@@ -68,7 +89,9 @@ def render_table(rows: list[LedgerRow]) -> str:
     numeric = set(range(3, 9))
 
     def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+        return "  ".join(
+            c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(HEADERS), rule, *(line(b) for b in body), rule, *(line(f) for f in footer)])

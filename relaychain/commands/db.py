@@ -18,7 +18,9 @@ def db() -> None:
 
 
 @db.command()
-@click.option("--postgres", "postgres_dsn", metavar="DSN", help="Database to migrate (else RELAYCHAIN_POSTGRES_DSN / config).")
+@click.option(
+    "--postgres", "postgres_dsn", metavar="DSN", help="Database to migrate (else RELAYCHAIN_POSTGRES_DSN / config)."
+)
 def migrate(postgres_dsn: str | None) -> None:
     """Create or upgrade the tables relaychain keeps in PostgreSQL; safe to run again."""
     dsn = postgres_dsn

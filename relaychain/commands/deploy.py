@@ -36,7 +36,9 @@ def deploy() -> None:
     show_default="deploy/k8s of this checkout",
     help="Directory holding base/ and overlays/.",
 )
-@click.option("--check", "run_check", is_flag=True, help="Also check the manifests against the topology; exit 1 on a problem.")
+@click.option(
+    "--check", "run_check", is_flag=True, help="Also check the manifests against the topology; exit 1 on a problem."
+)
 @click.option("-o", "--output", type=click.File("w"), default="-", help="Write the YAML here instead of stdout.")
 def render_command(overlay: str, k8s_dir: Path, run_check: bool, output: click.utils.LazyFile) -> None:
     """Build an overlay with kustomize and print the manifests (pipe to `kubectl apply -f -`)."""

@@ -31,7 +31,12 @@ def _settings() -> Settings:
 @click.command()
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--index", "name", required=True, help="Index name, e.g. the `retrieval.index` of a business.")
-@click.option("--model", "model_path", type=click.Path(exists=True, path_type=Path), help="Local encoder (default all-MiniLM-L6-v2).")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(exists=True, path_type=Path),
+    help="Local encoder (default all-MiniLM-L6-v2).",
+)
 @click.option("--postgres", "postgres_dsn", metavar="DSN", help="Index into pgvector (else settings, else numpy).")
 def index(directory: Path, name: str, model_path: Path | None, postgres_dsn: str | None) -> None:
     """Index the pdf, md and txt files under DIRECTORY; unchanged files are skipped."""
@@ -56,7 +61,9 @@ async def _index(
 
     embedder = await TransformerEmbedder.load(model_path)
     store = open_index(settings, name, embedder.dim, postgres_dsn)
-    files = sum(1 for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in {".pdf", ".md", ".markdown", ".txt"})
+    files = sum(
+        1 for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in {".pdf", ".md", ".markdown", ".txt"}
+    )
     try:
         with tqdm(total=files, unit="file", desc=f"indexing {name}") as bar:
             return await DocumentIndexer(store, embedder).index_directory(
@@ -71,14 +78,18 @@ async def _index(
 @click.argument("name")
 @click.argument("query")
 @click.option("-k", "--top-k", default=3, show_default=True, type=click.IntRange(min=1))
-@click.option("--model", "model_path", type=click.Path(exists=True, path_type=Path), help="The encoder the index was built with.")
+@click.option(
+    "--model", "model_path", type=click.Path(exists=True, path_type=Path), help="The encoder the index was built with."
+)
 @click.option("--postgres", "postgres_dsn", metavar="DSN", help="Search pgvector (else settings, else numpy).")
 def search(name: str, query: str, top_k: int, model_path: Path | None, postgres_dsn: str | None) -> None:
     """Print the top-k chunks of index NAME for QUERY, with scores and sources."""
     settings = _settings()
     if not (postgres_dsn or settings.postgres_dsn) and not (settings.data_dir / "indexes" / name).exists():
         raise click.ClickException(f"no index {name!r} (run `relaychain index DIR --index {name}` first)")
-    for rank, (score, source, location, text) in enumerate(asyncio.run(_search(settings, name, query, top_k, model_path, postgres_dsn)), 1):
+    for rank, (score, source, location, text) in enumerate(
+        asyncio.run(_search(settings, name, query, top_k, model_path, postgres_dsn)), 1
+    ):
         where = f"{source} ({location})" if location else source
         click.echo(f"{rank}. {score:.3f}  {where}")
         click.echo("   " + " ".join(text.split())[:300])

@@ -37,7 +37,9 @@ def tokens(text: str, model: str | None, encoding: str | None) -> None:
             raise click.ClickException(f"bad config: {exc}") from None
         config = app.models.get(model)
         if config is None:
-            raise click.BadParameter(f"unknown model {model!r}; configured: {', '.join(sorted(app.models))}", param_hint="--model")
+            raise click.BadParameter(
+                f"unknown model {model!r}; configured: {', '.join(sorted(app.models))}", param_hint="--model"
+            )
         try:
             counter = counter_for(config, model)
         except (EncodingUnavailable, ValueError, OSError) as exc:
@@ -51,4 +53,6 @@ def tokens(text: str, model: str | None, encoding: str | None) -> None:
     if model is not None:
         rate = app.models[model].price
         input_cost, _ = price(len(ids), 0, rate)
-        click.echo(f"input cost: {input_cost} {rate.currency} ({rate.input_per_million} {rate.currency} per million input tokens)")
+        click.echo(
+            f"input cost: {input_cost} {rate.currency} ({rate.input_per_million} {rate.currency} per million input tokens)"
+        )

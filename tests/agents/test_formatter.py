@@ -48,10 +48,24 @@ def _job(output: str, *, business: str = "ops_push", rest: tuple[str, ...] = (),
 
 
 USAGE = (
-    StepUsage(step="generate", model="gpt-4o-mini", input_tokens=50, output_tokens=20,
-              input_cost=Decimal("0.0001"), output_cost=Decimal("0.0002"), currency="USD"),
-    StepUsage(step="memory.summary", model="ernie-3.5-8k", input_tokens=10, output_tokens=5,
-              input_cost=Decimal("0.01"), output_cost=Decimal("0.02"), currency="CNY"),
+    StepUsage(
+        step="generate",
+        model="gpt-4o-mini",
+        input_tokens=50,
+        output_tokens=20,
+        input_cost=Decimal("0.0001"),
+        output_cost=Decimal("0.0002"),
+        currency="USD",
+    ),
+    StepUsage(
+        step="memory.summary",
+        model="ernie-3.5-8k",
+        input_tokens=10,
+        output_tokens=5,
+        input_cost=Decimal("0.01"),
+        output_cost=Decimal("0.02"),
+        currency="CNY",
+    ),
 )
 
 
@@ -79,7 +93,10 @@ async def test_response_fields(agent: FormatterAgent) -> None:
     assert (response.request_id, response.business) == (job.request_id, "ops_push")
     assert response.model == "gpt-4o-mini", "the model the last generate call actually used"
     assert response.usage == USAGE
-    assert response.cost == (Money(amount=Decimal("0.03"), currency="CNY"), Money(amount=Decimal("0.0003"), currency="USD"))
+    assert response.cost == (
+        Money(amount=Decimal("0.03"), currency="CNY"),
+        Money(amount=Decimal("0.0003"), currency="USD"),
+    )
     assert response.moderation == (outcome,)
     assert response.trace_id == format(span.get_span_context().trace_id, "032x")
 
@@ -95,7 +112,10 @@ async def test_memory_save_after_format_gets_the_job_too(agent: FormatterAgent) 
 @pytest.mark.parametrize(
     ("output", "error"),
     [
-        ('{"title": "A title that is far longer than thirty characters", "body": "B"}', "$.title: at most 30 characters (got 49)"),
+        (
+            '{"title": "A title that is far longer than thirty characters", "body": "B"}',
+            "$.title: at most 30 characters (got 49)",
+        ),
         ('{"title": "T", "body": 42}', "$.body: expected string, got integer"),
         ('{"title": "T", "body": "cut o', "cut off"),
         ("Sorry, I can't.", "no JSON object"),

@@ -69,7 +69,9 @@ def app_config(server: OpenAITestServer) -> AppConfig:
 @pytest.fixture
 def templates(tmp_path: Path) -> Path:
     (tmp_path / "push.j2").write_text("Write a push for {{ input }}")
-    (tmp_path / "opening.j2").write_text("Open a post on {{ car }}.{% for c in context %} Fact: {{ c.text }}{% endfor %}")
+    (tmp_path / "opening.j2").write_text(
+        "Open a post on {{ car }}.{% for c in context %} Fact: {{ c.text }}{% endfor %}"
+    )
     (tmp_path / "ending.j2").write_text("End the post that opens: {{ outputs.opening }}")
     return tmp_path
 
@@ -94,13 +96,25 @@ async def pool(openai_server: OpenAITestServer, tmp_path: Path) -> AsyncIterator
 
 
 def generator(pool: ModelPool, templates: Path, *, record_content: bool = False) -> GeneratorAgent:
-    return GeneratorAgent(pool.config, pool, PromptLibrary(pool.config, templates), schema_for=lambda _: SCHEMA, record_content=record_content)
+    return GeneratorAgent(
+        pool.config,
+        pool,
+        PromptLibrary(pool.config, templates),
+        schema_for=lambda _: SCHEMA,
+        record_content=record_content,
+    )
 
 
 def push_job(**request: Any) -> Job:
     req = Request(business="push", input="the autumn sale", **request)
-    prompt = (ChatMessage(role="system", content="You write pushes."), ChatMessage(role="user", content="Write a push for the autumn sale"))
-    history = (ChatMessage(role="user", content="earlier question"), ChatMessage(role="assistant", content="earlier answer"))
+    prompt = (
+        ChatMessage(role="system", content="You write pushes."),
+        ChatMessage(role="user", content="Write a push for the autumn sale"),
+    )
+    history = (
+        ChatMessage(role="user", content="earlier question"),
+        ChatMessage(role="assistant", content="earlier answer"),
+    )
     return req.reply(Job, request=req, model="gpt-4o", prompt=prompt, history=history, slip=("generate", "format"))
 
 
@@ -110,9 +124,14 @@ def handled(exporter: InMemorySpanExporter) -> ReadableSpan:
 
 
 async def test_generate_puts_text_usage_and_span_attributes(
-    openai_server: OpenAITestServer, pool: ModelPool, templates: Path, spans: tuple[TracerProvider, InMemorySpanExporter]
+    openai_server: OpenAITestServer,
+    pool: ModelPool,
+    templates: Path,
+    spans: tuple[TracerProvider, InMemorySpanExporter],
 ) -> None:
-    openai_server.script("gpt-4o", Reply('{"title": "Sale!"}', input_tokens=1200, output_tokens=80, response_model="gpt-4o-2024-08-06"))
+    openai_server.script(
+        "gpt-4o", Reply('{"title": "Sale!"}', input_tokens=1200, output_tokens=80, response_model="gpt-4o-2024-08-06")
+    )
     provider, exporter = spans
     job = push_job(options=RequestOptions(max_tokens=100, temperature=0.3))
     with provider.get_tracer("test").start_as_current_span("generator generate"):
@@ -152,19 +171,28 @@ async def test_generate_puts_text_usage_and_span_attributes(
 
 
 async def test_content_is_on_the_span_only_when_opted_in(
-    openai_server: OpenAITestServer, pool: ModelPool, templates: Path, spans: tuple[TracerProvider, InMemorySpanExporter]
+    openai_server: OpenAITestServer,
+    pool: ModelPool,
+    templates: Path,
+    spans: tuple[TracerProvider, InMemorySpanExporter],
 ) -> None:
     openai_server.script("gpt-4o", Reply("the answer"))
     provider, exporter = spans
     with provider.get_tracer("test").start_as_current_span("generator generate"):
         await generator(pool, templates, record_content=True).handle(push_job())
     attributes = handled(exporter).attributes or {}
-    assert json.loads(str(attributes["gen_ai.input.messages"]))[-1] == {"role": "user", "content": "Write a push for the autumn sale"}
+    assert json.loads(str(attributes["gen_ai.input.messages"]))[-1] == {
+        "role": "user",
+        "content": "Write a push for the autumn sale",
+    }
     assert json.loads(str(attributes["gen_ai.output.messages"]))[0]["content"] == "the answer"
 
 
 async def test_fallback_model_answers_and_is_priced_as_itself(
-    openai_server: OpenAITestServer, pool: ModelPool, templates: Path, spans: tuple[TracerProvider, InMemorySpanExporter]
+    openai_server: OpenAITestServer,
+    pool: ModelPool,
+    templates: Path,
+    spans: tuple[TracerProvider, InMemorySpanExporter],
 ) -> None:
     openai_server.script("gpt-4o", Fail(500))
     openai_server.script("gpt-4o-mini", Reply("cheaper", input_tokens=1_000_000, output_tokens=1_000_000))
@@ -207,7 +235,9 @@ async def test_chain_steps_render_their_templates_with_context_and_earlier_outpu
     assert "response_format" not in first.body and "response_format" not in second.body
 
 
-async def test_exhausted_fallbacks_raise_the_typed_error(openai_server: OpenAITestServer, pool: ModelPool, templates: Path) -> None:
+async def test_exhausted_fallbacks_raise_the_typed_error(
+    openai_server: OpenAITestServer, pool: ModelPool, templates: Path
+) -> None:
     openai_server.script("gpt-4o", Fail(502))
     openai_server.script("gpt-4o-mini", Fail(503))
     with pytest.raises(ModelServerError) as caught:

@@ -112,7 +112,9 @@ async def test_totals_group_by_business_model_day_and_currency(open_ledger: Ledg
     for event in events:
         assert await ledger.record(event)
     rows = await rows_of(ledger, push, weibo)
-    summary = {(r.business, r.model, r.day, r.currency): (r.calls, r.input_tokens, r.input_cost, r.output_cost) for r in rows}
+    summary = {
+        (r.business, r.model, r.day, r.currency): (r.calls, r.input_tokens, r.input_cost, r.output_cost) for r in rows
+    }
     today, tomorrow = DAY.date(), DAY.date() + timedelta(days=1)
     assert summary == {
         (push, "gpt-4o", today, "USD"): (2, 4000, Decimal("0.01"), Decimal("0.002")),

@@ -20,7 +20,10 @@ pytestmark = pytest.mark.slow
 
 RATING = {
     "type": "object",
-    "properties": {"title": {"type": "string", "maxLength": 40}, "score": {"type": "integer", "minimum": 0, "maximum": 10}},
+    "properties": {
+        "title": {"type": "string", "maxLength": 40},
+        "score": {"type": "integer", "minimum": 0, "maximum": 10},
+    },
     "required": ["title", "score"],
     "additionalProperties": False,
 }
@@ -37,7 +40,9 @@ async def test_two_prompts_give_text_with_exact_token_counts(smollm2: LoadedMode
         completion = await model.complete(ask(prompt), max_tokens=24)
         assert completion.text.strip()
         assert (completion.model, completion.provider) == ("smollm2-135m", "transformers")
-        templated = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+        templated = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
         assert completion.input_tokens == len(tokenizer(templated, add_special_tokens=False)["input_ids"])
         assert 0 < completion.output_tokens <= 24
 
@@ -57,7 +62,9 @@ async def test_streaming_tokens_add_up_to_the_text(smollm2: LoadedModel) -> None
 
 async def test_constrained_decoding_gives_schema_valid_json(smollm2: LoadedModel) -> None:
     completion = await smollm2.model.complete(
-        ask("Rate the film Alien. Answer as JSON with a title and a score from 0 to 10."), max_tokens=48, json_schema=RATING
+        ask("Rate the film Alien. Answer as JSON with a title and a score from 0 to 10."),
+        max_tokens=48,
+        json_schema=RATING,
     )
     value = json.loads(completion.text)
     assert set(value) == {"title", "score"}
@@ -73,7 +80,9 @@ async def test_generation_past_the_timeout_is_a_typed_error(smollm2: LoadedModel
 
 async def test_a_full_queue_rejects_with_model_busy(smollm2: LoadedModel, smollm2_data_dir: Path) -> None:
     registry = LocalModelRegistry()
-    engine_owner = TransformersChatModel("smollm2-135m", smollm2.model.config, smollm2_data_dir, max_queue=1, registry=registry)
+    engine_owner = TransformersChatModel(
+        "smollm2-135m", smollm2.model.config, smollm2_data_dir, max_queue=1, registry=registry
+    )
     # The fresh engine's single slot is taken by a long job, so the next request finds the queue full.
     blocker = engine_owner._engine.submit(time.sleep, 0.3)
     with pytest.raises(ModelBusy) as caught:
@@ -88,7 +97,12 @@ async def test_safetensors_cache_is_written_and_reloads(smollm2: LoadedModel, sm
     assert any("converting" in line for line in smollm2.progress)
     progress: list[str] = []
     reloaded = TransformersChatModel(
-        "smollm2-135m", smollm2.model.config, smollm2_data_dir, threads=1, on_progress=progress.append, registry=LocalModelRegistry()
+        "smollm2-135m",
+        smollm2.model.config,
+        smollm2_data_dir,
+        threads=1,
+        on_progress=progress.append,
+        registry=LocalModelRegistry(),
     )
     await reloaded.load()
     assert any("from the cache" in line for line in progress) and not any("converting" in line for line in progress)

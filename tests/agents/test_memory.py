@@ -74,7 +74,9 @@ def test_tokens_window_is_contiguous_even_if_an_older_small_turn_would_fit() -> 
 
 def test_tokens_counts_with_the_models_tokenizer_and_chat_framing() -> None:
     counter = TiktokenCounter(load_encoding("cl100k_base"))
-    history = [Turn(user=f"What is the WLTP range of car number {i}?", assistant=f"About {400 + i} km.") for i in range(30)]
+    history = [
+        Turn(user=f"What is the WLTP range of car number {i}?", assistant=f"About {400 + i} km.") for i in range(30)
+    ]
     budget = 100
     kept = plan_recall(MemoryPolicy(kind="tokens", max_tokens=budget), history, counter=counter).turns
     framed = [m for turn in kept for m in turn.messages()]
@@ -105,7 +107,12 @@ def test_token_policies_need_a_counter() -> None:
 
 def app_config(memory: MemoryPolicy) -> AppConfig:
     price = {"input_per_million": "1", "output_per_million": "2"}
-    model = {"provider": "openai", "tokenizer": "tiktoken:cl100k_base", "context_window": 4096, "max_output_tokens": 512}
+    model = {
+        "provider": "openai",
+        "tokenizer": "tiktoken:cl100k_base",
+        "context_window": 4096,
+        "max_output_tokens": 512,
+    }
     return AppConfig.model_validate(
         {
             "models": {"chat": {**model, "price": price}, "cheap": {**model, "price": price}},
@@ -128,7 +135,9 @@ def job(step: str, text: str, *, conversation: str | None = "c1", result: dict |
     request = Request(business="support", input=text, conversation_id=conversation)
     steps = ("memory.load", "generate", "format", "memory.save")
     slip = steps[steps.index(step) :]
-    return Job(request=request, business="support", conversation_id=conversation, model="chat", slip=slip, result=result)
+    return Job(
+        request=request, business="support", conversation_id=conversation, model="chat", slip=slip, result=result
+    )
 
 
 class RecordingSummariser:

@@ -114,15 +114,33 @@ def test_word_list_format(tmp_path: Path) -> None:
 def _config(lists: list[str], business_lists: list[str] = ()) -> AppConfig:
     return AppConfig.model_validate(
         {
-            "models": {"m": {"provider": "openai", "tokenizer": "tiktoken:cl100k_base", "context_window": 100, "max_output_tokens": 10,
-                             "price": {"input_per_million": "0", "output_per_million": "0"}}},
+            "models": {
+                "m": {
+                    "provider": "openai",
+                    "tokenizer": "tiktoken:cl100k_base",
+                    "context_window": 100,
+                    "max_output_tokens": 10,
+                    "price": {"input_per_million": "0", "output_per_million": "0"},
+                }
+            },
             "output_schemas": {"s": "s.json"},
             "moderation": {"lists": lists, "actions": ACTIONS},
             "businesses": {
-                "b": {"default_model": "m", "allowed_models": ["m"], "templates": {"default": "t.j2"}, "output_schema": "s",
-                      "steps": ["generate"], "moderation": {"lists": list(business_lists), "allowlist": ["bath bomb"]}},
-                "plain": {"default_model": "m", "allowed_models": ["m"], "templates": {"default": "t.j2"}, "output_schema": "s",
-                          "steps": ["generate"]},
+                "b": {
+                    "default_model": "m",
+                    "allowed_models": ["m"],
+                    "templates": {"default": "t.j2"},
+                    "output_schema": "s",
+                    "steps": ["generate"],
+                    "moderation": {"lists": list(business_lists), "allowlist": ["bath bomb"]},
+                },
+                "plain": {
+                    "default_model": "m",
+                    "allowed_models": ["m"],
+                    "templates": {"default": "t.j2"},
+                    "output_schema": "s",
+                    "steps": ["generate"],
+                },
             },
         }
     )

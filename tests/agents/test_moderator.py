@@ -20,15 +20,28 @@ WORDS = "sex\tadult\nbomb\tviolence\n加微信\tads\nbuy followers\tads\n翻墙\
 
 def _config(tmp_path: Path) -> AppConfig:
     (tmp_path / "global.txt").write_text(WORDS, encoding="utf-8")
-    model = {"provider": "openai", "tokenizer": "tiktoken:cl100k_base", "context_window": 100, "max_output_tokens": 10,
-             "price": {"input_per_million": "0", "output_per_million": "0"}}
-    business = {"default_model": "m", "allowed_models": ["m"], "templates": {"default": "t.j2"}, "output_schema": "s",
-                "steps": ["moderate.input", "generate", "moderate.output", "format"]}
+    model = {
+        "provider": "openai",
+        "tokenizer": "tiktoken:cl100k_base",
+        "context_window": 100,
+        "max_output_tokens": 10,
+        "price": {"input_per_million": "0", "output_per_million": "0"},
+    }
+    business = {
+        "default_model": "m",
+        "allowed_models": ["m"],
+        "templates": {"default": "t.j2"},
+        "output_schema": "s",
+        "steps": ["moderate.input", "generate", "moderate.output", "format"],
+    }
     return AppConfig.model_validate(
         {
             "models": {"m": model},
             "output_schemas": {"s": "s.json"},
-            "moderation": {"lists": ["global.txt"], "actions": {"adult": "block", "violence": "block", "ads": "mask", "politics": "flag"}},
+            "moderation": {
+                "lists": ["global.txt"],
+                "actions": {"adult": "block", "violence": "block", "ads": "mask", "politics": "flag"},
+            },
             "businesses": {
                 "push": business,
                 "strict": {**business, "moderation": {"actions": {"ads": "block"}, "default_action": "flag"}},
@@ -58,7 +71,7 @@ def _job(
     request = Request(business=business, input=text, vars={"campaign": campaign, "count": 3})
     prompt = (ChatMessage(role="system", content="be nice"), ChatMessage(role="user", content=f"Write about: {text}"))
     slip = ("moderate.input", "generate", "moderate.output", "format")
-    slip = slip[slip.index(step):]
+    slip = slip[slip.index(step) :]
     return Job(request=request, business=business, model="m", prompt=prompt, slip=slip, **fields)
 
 

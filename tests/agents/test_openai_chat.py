@@ -54,7 +54,10 @@ async def test_completion_text_and_usage_are_the_servers(openai_server: OpenAITe
     assert (completion.text, completion.input_tokens, completion.output_tokens) == ("Hi there.", 17, 4)
     assert (completion.model, completion.response_model, completion.finish_reason) == ("remote", "remote-2024", "stop")
     (request,) = openai_server.requests
-    assert request.body["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello?"}]
+    assert request.body["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hello?"},
+    ]
     assert request.body["max_tokens"] == 50 and request.body["temperature"] == 0.2
     assert request.authorization == "Bearer sk-test-secret"
 
@@ -86,7 +89,9 @@ async def test_streaming_hands_out_tokens_and_reports_usage(openai_server: OpenA
 
 
 async def test_rate_limit_is_retried_then_succeeds(openai_server: OpenAITestServer) -> None:
-    openai_server.script("remote", Fail(429), Fail(429, retry_after_s=0.01), Reply("after the wait", input_tokens=5, output_tokens=3))
+    openai_server.script(
+        "remote", Fail(429), Fail(429, retry_after_s=0.01), Reply("after the wait", input_tokens=5, output_tokens=3)
+    )
     model = client(openai_server)
     try:
         completion = await model.complete(QUESTION, max_tokens=10)
@@ -173,7 +178,10 @@ async def test_json_schema_becomes_response_format_for_openai_only(openai_server
         await openai_model.aclose()
         await compatible.aclose()
     to_openai, to_compatible = openai_server.requests
-    assert to_openai.body["response_format"] == {"type": "json_schema", "json_schema": {"name": "Push", "schema": schema, "strict": False}}
+    assert to_openai.body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "Push", "schema": schema, "strict": False},
+    }
     assert "response_format" not in to_compatible.body
 
 
@@ -194,7 +202,9 @@ def pool_config(server: OpenAITestServer) -> AppConfig:
     )
 
 
-async def test_pool_falls_back_past_a_failing_and_an_unavailable_model(openai_server: OpenAITestServer, tmp_path: Path) -> None:
+async def test_pool_falls_back_past_a_failing_and_an_unavailable_model(
+    openai_server: OpenAITestServer, tmp_path: Path
+) -> None:
     openai_server.script("primary", Fail(503))
     openai_server.script("backup", Reply("from the backup", input_tokens=7, output_tokens=2))
     pool = ModelPool(pool_config(openai_server), tmp_path, env={"OPENAI_API_KEY": "sk-test"})

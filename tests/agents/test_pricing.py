@@ -53,7 +53,9 @@ def test_negative_counts_are_refused() -> None:
 
 def test_usage_keeps_the_models_currency() -> None:
     usd = priced_usage(step="generate", model="gpt-4o", price_per_million=GPT_4O, input_tokens=2_000, output_tokens=100)
-    cny = priced_usage(step="generate", model="ernie-4.0-8k", price_per_million=ERNIE, input_tokens=2_000, output_tokens=100)
+    cny = priced_usage(
+        step="generate", model="ernie-4.0-8k", price_per_million=ERNIE, input_tokens=2_000, output_tokens=100
+    )
     assert (usd.currency, usd.input_cost, usd.output_cost) == ("USD", Decimal("0.00500000"), Decimal("0.00100000"))
     assert (cny.currency, cny.input_cost, cny.output_cost) == ("CNY", Decimal("0.06000000"), Decimal("0.00900000"))
     assert cny.cost == Decimal("0.069")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -89,7 +90,7 @@ def test_chunks_respect_the_budget_overlap_and_point_back_into_the_text() -> Non
     assert all(len(c.text.split()) <= 100 for c in chunks)
     assert all(text[c.start - 7 : c.end - 7] == c.text for c in chunks)
     assert all(c.source == "doc.pdf" and c.location == "page 2" for c in chunks)
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in itertools.pairwise(chunks):
         shared = set(before.text.split()) & set(after.text.split())
         assert 15 <= len(shared) <= 20
     assert chunks[0].text.startswith("w0 ") and chunks[-1].text.endswith("w999")
@@ -150,7 +151,12 @@ QUESTIONS = {
 
 
 def retrieval_config() -> AppConfig:
-    model = {"provider": "openai", "tokenizer": "tiktoken:cl100k_base", "context_window": 4096, "max_output_tokens": 512}
+    model = {
+        "provider": "openai",
+        "tokenizer": "tiktoken:cl100k_base",
+        "context_window": 4096,
+        "max_output_tokens": 512,
+    }
     return AppConfig.model_validate(
         {
             "models": {"chat": {**model, "price": {"input_per_million": "1", "output_per_million": "1"}}},

@@ -41,7 +41,9 @@ def all_pairs() -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize(("business", "model"), all_pairs())
-async def test_every_shipped_business_and_model_routes(router: RouterAgent, settings: Settings, business: str, model: str) -> None:
+async def test_every_shipped_business_and_model_routes(
+    router: RouterAgent, settings: Settings, business: str, model: str
+) -> None:
     config = settings.app.businesses[business]
     [job] = await router.handle(Request(business=business, model=model, input="autumn sale, 20% off", vars=VARS))
     assert isinstance(job, Job)
@@ -73,7 +75,12 @@ async def test_unavailable_model_falls_back_along_the_chain(router: RouterAgent)
 
 async def test_over_budget_model_falls_back(settings: Settings) -> None:
     app = settings.app.model_copy(
-        update={"businesses": {**settings.app.businesses, "ops_push": settings.app.businesses["ops_push"].model_copy(update={"daily_budget": Decimal("5")})}}
+        update={
+            "businesses": {
+                **settings.app.businesses,
+                "ops_push": settings.app.businesses["ops_push"].model_copy(update={"daily_budget": Decimal("5")}),
+            }
+        }
     )
 
     async def spend(business: str, model: str) -> Decimal:
@@ -101,7 +108,10 @@ async def test_bad_requests_get_typed_errors(router: RouterAgent, request_fields
 
 
 async def test_template_variables_are_data_not_code(router: RouterAgent) -> None:
-    hostile = VARS | {"campaign": "{{ 7 * 7 }} {% for x in range(3) %}loop{% endfor %}", "audience": "{{ ''.__class__ }}"}
+    hostile = VARS | {
+        "campaign": "{{ 7 * 7 }} {% for x in range(3) %}loop{% endfor %}",
+        "audience": "{{ ''.__class__ }}",
+    }
     [job] = await router.handle(Request(business="ops_push", input="{{ config }}", vars=hostile))
     assert isinstance(job, Job)
     text = job.prompt[-1].content

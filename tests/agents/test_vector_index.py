@@ -49,7 +49,10 @@ def unit(*values: float) -> np.ndarray:
 
 
 def chunks(source: str, n: int) -> list[IndexedChunk]:
-    return [IndexedChunk(text=f"{source} part {i}", source=source, location=f"page {i + 1}", start=10 * i, end=10 * i + 9) for i in range(n)]
+    return [
+        IndexedChunk(text=f"{source} part {i}", source=source, location=f"page {i + 1}", start=10 * i, end=10 * i + 9)
+        for i in range(n)
+    ]
 
 
 async def test_empty_index_finds_nothing(open_index: IndexFactory) -> None:

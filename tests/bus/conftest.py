@@ -33,9 +33,11 @@ async def bus_factory(request: pytest.FixtureRequest) -> AsyncIterator[BusFactor
     bootstrap = request.getfixturevalue("kafka_bootstrap")
 
     async def make_kafka() -> Bus:
-        bus = KafkaBus(KafkaSettings(
-            bootstrap_servers=bootstrap, default_partitions=4, commit_interval_s=0.2, **fast_group_timing()
-        ))
+        bus = KafkaBus(
+            KafkaSettings(
+                bootstrap_servers=bootstrap, default_partitions=4, commit_interval_s=0.2, **fast_group_timing()
+            )
+        )
         await bus.start()
         created.append(bus)
         return bus

@@ -160,7 +160,9 @@ async def test_persistent_failure_ends_in_dead_letter_with_an_answer(
     await runtime.stop()
 
 
-async def test_non_retryable_error_answers_without_retrying(bus_factory: BusFactory, names: Callable[[str], str]) -> None:
+async def test_non_retryable_error_answers_without_retrying(
+    bus_factory: BusFactory, names: Callable[[str], str]
+) -> None:
     bus = await bus_factory()
     runtime = runtime_on(bus, names)
     calls = 0

@@ -195,8 +195,10 @@ async def test_rebalance_mid_stream_loses_nothing_and_never_commits_past_unackno
                 await eventually(lambda: any(int(m.value) % 7 for m in stuck_on_a.done))
                 await member_a.stop(drain_timeout=0.2)
         await eventually(lambda: len(member_b.assignment) == 4, timeout=30)
-        await eventually(lambda: {int(m.value) for m in on_b.done} | {int(m.value) for m in stuck_on_a.done}
-                         == set(range(total)), timeout=30)
+        await eventually(
+            lambda: {int(m.value) for m in on_b.done} | {int(m.value) for m in stuck_on_a.done} == set(range(total)),
+            timeout=30,
+        )
         ends = await end_offsets(kafka_bootstrap, topic, 4)
         await eventually(lambda: finished() and all(finished()[tp] >= set(range(end)) for tp, end in ends.items()))
 

@@ -69,7 +69,11 @@ def of_kind(docs: list[dict], kind: str) -> dict[str, dict]:
 
 
 def agent_deployments(docs: list[dict]) -> dict[str, dict]:
-    return {name.removeprefix("relaychain-"): d for name, d in of_kind(docs, "Deployment").items() if name != "otel-collector"}
+    return {
+        name.removeprefix("relaychain-"): d
+        for name, d in of_kind(docs, "Deployment").items()
+        if name != "otel-collector"
+    }
 
 
 def worker(deployment: dict) -> dict:
@@ -187,7 +191,10 @@ def _scaled(docs: list[dict], agent: str) -> dict:
             "agent tokenizer reads ['relaychain.tokenizer', 'relaychain.usage']",
         ),
         (lambda d: _scaled(d, "generator")["spec"].update(maxReplicaCount=99), "exceeds the 3 partitions"),
-        (lambda d: _scaled(d, "retriever")["spec"]["scaleTargetRef"].update(name="relaychain-retreiver"), "no agent's Deployment"),
+        (
+            lambda d: _scaled(d, "retriever")["spec"]["scaleTargetRef"].update(name="relaychain-retreiver"),
+            "no agent's Deployment",
+        ),
     ],
 )
 def test_consistency_check_reports_drift(drift, expected: str) -> None:
@@ -282,7 +289,11 @@ def test_env_references_resolve(docs: list[dict]) -> None:
         defined = set()
         for source in container["envFrom"]:
             if "configMapRef" in source:
-                (config_map,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == source["configMapRef"]["name"]]
+                (config_map,) = [
+                    d
+                    for d in docs
+                    if d["kind"] == "ConfigMap" and d["metadata"]["name"] == source["configMapRef"]["name"]
+                ]
                 defined |= config_map["data"].keys()
         for entry in container["env"]:
             for reference in re.findall(r"\$\(([A-Z0-9_]+)\)", entry.get("value", "")):
@@ -294,7 +305,10 @@ def test_every_agent_has_a_disruption_budget(docs: list[dict]) -> None:
     budgets = of_kind(docs, "PodDisruptionBudget")
     for agent, deployment in agent_deployments(docs).items():
         budget = budgets[f"relaychain-{agent}"]
-        assert budget["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+        assert (
+            budget["spec"]["selector"]["matchLabels"].items()
+            <= deployment["spec"]["template"]["metadata"]["labels"].items()
+        )
         assert budget["spec"].get("maxUnavailable") == 1 or budget["spec"].get("minAvailable") == 1
 
 
@@ -325,7 +339,9 @@ def test_secret_example_is_documented_and_not_applied() -> None:
     assert "kubectl" in example and "create secret generic relaychain-secrets" in example
 
 
-def test_config_map_holds_a_config_the_workers_accept(docs: list[dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_map_holds_a_config_the_workers_accept(
+    docs: list[dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from relaychain.settings import load_settings
 
     files = env_config_map(docs, "relaychain-config")

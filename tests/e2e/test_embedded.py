@@ -42,8 +42,14 @@ async def test_car_blog_chain_and_a_blocked_request(smollm2_data_dir: Path, tmp_
 
     spans = spans_of_request(read_spans(traces), car_blog.request_id)
     names = [s["name"] for s in spans]
-    for step in ("router request", "retriever retrieve", "generator generate.opening", "generator generate.middle",
-                 "generator generate.ending", "formatter format"):
+    for step in (
+        "router request",
+        "retriever retrieve",
+        "generator generate.opening",
+        "generator generate.middle",
+        "generator generate.ending",
+        "formatter format",
+    ):
         assert step in names, names
     assert len({s["trace_id"] for s in spans}) == 1
     generate = next(s for s in spans if s["name"] == "generator generate.middle")
@@ -85,9 +91,13 @@ async def test_every_single_step_business_answers_schema_valid_json_on_smollm2(
 
     settings = load_settings(data_dir=smollm2_data_dir, observability={"exporters": ["none"]})
     schemas = SchemaRegistry(settings.app, settings.config_dir)
-    async with EmbeddedApp(settings, agents=("router", "moderator", "memory", "tokenizer", "generator", "formatter")) as app:
+    async with EmbeddedApp(
+        settings, agents=("router", "moderator", "memory", "tokenizer", "generator", "formatter")
+    ) as app:
         for business, text in INPUTS.items():
-            answer = await app.ask(Request(business=business, input=text, vars=VARS, conversation_id=f"c-{business}"), timeout=600)
+            answer = await app.ask(
+                Request(business=business, input=text, vars=VARS, conversation_id=f"c-{business}"), timeout=600
+            )
             assert isinstance(answer, Response), (business, answer)
             schema = schemas[settings.app.businesses[business].output_schema]
             assert schema.validate(answer.output) == answer.output

@@ -92,7 +92,11 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> 
 
 def requests_across_businesses(count: int) -> list[Request]:
     return [
-        Request(business=BUSINESSES[i % 3], input=f"Request {i}: write it for our readers.", vars=VARIABLES[BUSINESSES[i % 3]])
+        Request(
+            business=BUSINESSES[i % 3],
+            input=f"Request {i}: write it for our readers.",
+            vars=VARIABLES[BUSINESSES[i % 3]],
+        )
         for i in range(count)
     ]
 
@@ -137,7 +141,9 @@ def assert_answered(pipeline: Pipeline, request: Request, answer: Response) -> N
     assert steps == (list(CHAIN_STEPS) if request.business == "car_blog" else ["generate"])
     assert all(line.input_tokens == 40 and line.output_tokens == 20 and line.cost > 0 for line in answer.usage)
     assert answer.model == instant_model(request.business)
-    assert [c.currency for c in answer.cost] == ["USD"] and answer.cost[0].amount == sum(line.cost for line in answer.usage)
+    assert [c.currency for c in answer.cost] == ["USD"] and answer.cost[0].amount == sum(
+        line.cost for line in answer.usage
+    )
 
 
 async def test_fifty_requests_across_three_businesses_all_answered(pipeline: Pipeline, tmp_path: Path) -> None:
@@ -146,7 +152,17 @@ async def test_fifty_requests_across_three_businesses_all_answered(pipeline: Pip
     lines.write_text("".join(r.model_dump_json() + "\n" for r in requests))
     calls_before = await ledger_calls(pipeline.ledger_path)
 
-    command = [sys.executable, "-m", "relaychain.cli", "publish", "--bus", f"kafka://{pipeline.bootstrap}", str(lines), "--timeout", "90"]
+    command = [
+        sys.executable,
+        "-m",
+        "relaychain.cli",
+        "publish",
+        "--bus",
+        f"kafka://{pipeline.bootstrap}",
+        str(lines),
+        "--timeout",
+        "90",
+    ]
     env = pipeline.pool.environment("publisher") | {"RELAYCHAIN_DATA_DIR": str(tmp_path)}
     started = time.monotonic()
     published = await asyncio.to_thread(subprocess.run, command, env=env, capture_output=True, timeout=150)
@@ -183,7 +199,10 @@ async def test_generator_killed_mid_chain_every_request_answered_once_and_billed
     try:
         responses = await collect(bus, topology.RESPONSES)
         usages = await collect(bus, topology.USAGE)
-        requests = [Request(business="car_blog", input=f"Brief {i}: a weekend road trip.", vars=VARIABLES["car_blog"]) for i in range(count)]
+        requests = [
+            Request(business="car_blog", input=f"Brief {i}: a weekend road trip.", vars=VARIABLES["car_blog"])
+            for i in range(count)
+        ]
         mine = {r.request_id for r in requests}
         await asyncio.gather(*(bus.publish(topology.REQUESTS, CODEC.encode(r), key=r.key) for r in requests))
 

@@ -43,7 +43,9 @@ ASSIGNED = re.compile(r"Setting newly assigned partitions \{(.*)\} for group rel
 
 
 @pytest.fixture
-def memory_workers(tmp_path: Path, kafka_bootstrap: str, postgres_dsn: str) -> Iterator[tuple[WorkerPool, list[WorkerProcess]]]:
+def memory_workers(
+    tmp_path: Path, kafka_bootstrap: str, postgres_dsn: str
+) -> Iterator[tuple[WorkerPool, list[WorkerProcess]]]:
     # The memory agent never calls the model for `memory.save`; the server only gives the config a model.
     with OpenAITestServer() as server:
         config = write_instant_config(tmp_path, server.base_url, [BUSINESS])
@@ -81,7 +83,12 @@ def conversation_on(partitions: set[int], count: int) -> str:
 
 
 def save_job(conversation: str, turn: int) -> Job:
-    request = Request(business=BUSINESS, input=f"turn {turn}", conversation_id=conversation, vars={"user_name": "Ana", "interests": "hiking"})
+    request = Request(
+        business=BUSINESS,
+        input=f"turn {turn}",
+        conversation_id=conversation,
+        vars={"user_name": "Ana", "interests": "hiking"},
+    )
     return Job(
         request=request,
         request_id=request.request_id,
@@ -93,11 +100,16 @@ def save_job(conversation: str, turn: int) -> Job:
     )
 
 
-async def test_two_memory_workers_keep_each_conversations_turns_in_order(memory_workers, kafka_bootstrap: str, postgres_dsn: str) -> None:
+async def test_two_memory_workers_keep_each_conversations_turns_in_order(
+    memory_workers, kafka_bootstrap: str, postgres_dsn: str
+) -> None:
     pool, workers = memory_workers
     partitions = next(spec.partitions for spec in topic_specs() if spec.name == topology.AGENT_INBOXES["memory"][0])
     await eventually(
-        lambda: all(assignment(w) for w in workers) and assignment(workers[0]) | assignment(workers[1]) == set(range(partitions)),
+        lambda: (
+            all(assignment(w) for w in workers)
+            and assignment(workers[0]) | assignment(workers[1]) == set(range(partitions))
+        ),
         timeout=30,
     )
     first = conversation_on(assignment(workers[0]), partitions)
@@ -109,7 +121,9 @@ async def test_two_memory_workers_keep_each_conversations_turns_in_order(memory_
     try:
         started = time.monotonic()
         for turn in range(TURNS):  # interleaved: first's turn n, second's turn n, ...
-            await asyncio.gather(*(bus.publish(topology.AGENT_INBOXES["memory"][0], CODEC.encode(jobs[c][turn]), key=c) for c in jobs))
+            await asyncio.gather(
+                *(bus.publish(topology.AGENT_INBOXES["memory"][0], CODEC.encode(jobs[c][turn]), key=c) for c in jobs)
+            )
     finally:
         await bus.stop()
 
@@ -136,5 +150,8 @@ async def test_two_memory_workers_keep_each_conversations_turns_in_order(memory_
     # Each worker saved one conversation, all of it: the group split the partitions between them.
     assert pool.stop_all() == {"memory-1": 0, "memory-2": 0}
     for worker, conversation in zip(workers, (first, second), strict=True):
-        handled = {span["attributes"]["relaychain.request.id"] for span in read_spans(pool.directory / f"traces-{worker.name}.jsonl")}
+        handled = {
+            span["attributes"]["relaychain.request.id"]
+            for span in read_spans(pool.directory / f"traces-{worker.name}.jsonl")
+        }
         assert handled == {job.request_id for job in jobs[conversation]}, worker.name

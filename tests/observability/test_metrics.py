@@ -23,7 +23,14 @@ class Priced:
         assert isinstance(event, Request)
         if event.input == "bad":
             raise AgentError("unknown_business", "no such business")
-        usage = StepUsage(step="generate", model="gpt-4o", input_tokens=10, output_tokens=4, input_cost=Decimal("0.25"), output_cost=Decimal("0.5"))
+        usage = StepUsage(
+            step="generate",
+            model="gpt-4o",
+            input_tokens=10,
+            output_tokens=4,
+            input_cost=Decimal("0.25"),
+            output_cost=Decimal("0.5"),
+        )
         return [event.reply(Usage, usage=usage)]
 
 
@@ -43,7 +50,9 @@ async def test_counters_follow_what_the_agents_emit() -> None:
     bus = MemoryBus()
     await bus.start()
     routes = Routes(type_topics={"usage": "usage", "error": "answers"}, step_topic=str, deadletter="dlq")
-    runtime = AgentRuntime(bus, EventCodec(PUBLIC_EVENTS), routes, middlewares=[MetricsMiddleware(MeterProvider(metric_readers=[reader]))])
+    runtime = AgentRuntime(
+        bus, EventCodec(PUBLIC_EVENTS), routes, middlewares=[MetricsMiddleware(MeterProvider(metric_readers=[reader]))]
+    )
     await runtime.add(Priced(), ["requests"], group="router")
     codec = runtime.codec
     await bus.publish("requests", codec.encode(Request(business="ops_push", input="fine")))

@@ -84,8 +84,11 @@ async def test_a_request_reads_back_from_phoenix_as_one_linked_trace(
                 "resource_attributes": {"openinference.project.name": project},
             },
         )
-        request = Request(business="ops_push", input="A weekend sale on all outdoor gear",
-                          vars={"campaign": "Spring sale", "audience": "everyone"})
+        request = Request(
+            business="ops_push",
+            input="A weekend sale on all outdoor gear",
+            vars={"campaign": "Spring sale", "audience": "everyone"},
+        )
         async with EmbeddedApp(settings, agents=AGENTS, raise_errors=True) as app:
             answer = await app.ask(request, timeout=60)
             app.telemetry.flush()
@@ -121,7 +124,9 @@ def test_phoenix_listens_on_loopback_only(phoenix: PhoenixServer) -> None:
     assert [address for address in addresses if not is_loopback(address)] == []
 
 
-def _wait_for_spans(phoenix: PhoenixServer, project: str, names: set[str], timeout: float = 30.0) -> list[dict[str, Any]]:
+def _wait_for_spans(
+    phoenix: PhoenixServer, project: str, names: set[str], timeout: float = 30.0
+) -> list[dict[str, Any]]:
     """Phoenix accepts OTLP at once but inserts spans in batches: poll its REST API until all are there."""
     deadline = time.monotonic() + timeout
     while True:
@@ -129,5 +134,7 @@ def _wait_for_spans(phoenix: PhoenixServer, project: str, names: set[str], timeo
         if names <= {span["name"] for span in spans}:
             return spans
         if time.monotonic() > deadline:
-            raise AssertionError(f"Phoenix has {sorted(s['name'] for s in spans)}, expected {sorted(names)} within {timeout:g}s")
+            raise AssertionError(
+                f"Phoenix has {sorted(s['name'] for s in spans)}, expected {sorted(names)} within {timeout:g}s"
+            )
         time.sleep(0.2)

@@ -43,8 +43,12 @@ async def test_a_request_is_one_trace_across_runtimes(tmp_path: Path) -> None:
     await bus.start()
     routes = Routes(type_topics={}, step_topic=lambda step: f"topic.{step}", deadletter="dlq")
     codec = EventCodec([Hop])
-    first = AgentRuntime(bus, codec, routes, middlewares=[TracingMiddleware(provider(traces, "one"))], raise_errors=True)
-    second = AgentRuntime(bus, codec, routes, middlewares=[TracingMiddleware(provider(traces, "two"))], raise_errors=True)
+    first = AgentRuntime(
+        bus, codec, routes, middlewares=[TracingMiddleware(provider(traces, "one"))], raise_errors=True
+    )
+    second = AgentRuntime(
+        bus, codec, routes, middlewares=[TracingMiddleware(provider(traces, "two"))], raise_errors=True
+    )
     await first.add(Forward("a"), ["topic.a"], group="a")
     await second.add(Forward("b"), ["topic.b"], group="b")
     await first.add(Forward("c"), ["topic.c"], group="c")

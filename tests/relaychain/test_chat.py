@@ -45,7 +45,9 @@ def prompt_text(body: dict) -> str:
 def test_second_turn_sees_the_first(server: OpenAITestServer, business: str) -> None:
     variables = [arg for pair in MEMORY_BUSINESSES[business] for arg in ("--var", pair)]
     turns = "The soles wore out after a month.\nWill you replace them?\n/exit\nnever read\n"
-    result = CliRunner().invoke(main, ["chat", "--business", business, "--conversation", "c-1", *variables], input=turns)
+    result = CliRunner().invoke(
+        main, ["chat", "--business", business, "--conversation", "c-1", *variables], input=turns
+    )
 
     assert result.exit_code == 0, result.output
     first, second = [r.body for r in server.requests if r.model == instant_model(business)]
@@ -65,8 +67,17 @@ def test_second_turn_sees_the_first(server: OpenAITestServer, business: str) -> 
 def test_end_of_input_ends_the_session_and_a_new_one_resumes_the_conversation(server: OpenAITestServer) -> None:
     variables = ["--var", "user_name=Ana", "--var", "interests=hiking"]
     runner = CliRunner()
-    assert runner.invoke(main, ["chat", "--business", "personalized_push", "--conversation", "c-2", *variables], input="Boots on sale?\n").exit_code == 0
-    resumed = runner.invoke(main, ["chat", "--business", "personalized_push", "--conversation", "c-2", *variables], input="And tents?")
+    assert (
+        runner.invoke(
+            main,
+            ["chat", "--business", "personalized_push", "--conversation", "c-2", *variables],
+            input="Boots on sale?\n",
+        ).exit_code
+        == 0
+    )
+    resumed = runner.invoke(
+        main, ["chat", "--business", "personalized_push", "--conversation", "c-2", *variables], input="And tents?"
+    )
 
     assert resumed.exit_code == 0, resumed.output
     last = server.requests[-1].body

@@ -63,7 +63,10 @@ def test_config_file_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_p
         ({"businesses.car_blog.default_model": "gpt-4"}, "default_model"),
         ({"models.gpt-4o.price.input_per_million": "-1"}, "models.gpt-4o.price.input_per_million"),
         ({"businesses.ops_push.allowed_models": ["smollm2-135m", "nope"]}, "businesses.ops_push.allowed_models"),
-        ({"businesses.ops_push.templates": {"default": "templates/missing.j2"}}, "businesses.ops_push.templates.default"),
+        (
+            {"businesses.ops_push.templates": {"default": "templates/missing.j2"}},
+            "businesses.ops_push.templates.default",
+        ),
         ({"businesses.ops_push.variables": ["campaign"]}, "undeclared variables ['audience']"),
         ({"runtime.max_in_flight": 0}, "runtime.max_in_flight"),
     ],

@@ -97,9 +97,20 @@ def test_costs_table_by_business_model_day_with_totals_per_currency(configured: 
     async def book() -> None:
         ledger = SqliteLedger(configured / LEDGER_FILE)
         at = datetime(2026, 3, 14, 9, tzinfo=UTC)
-        for model, cost, currency in [("gpt-4o", "0.0025", "USD"), ("gpt-4o", "0.0025", "USD"), ("ernie-4.0-8k", "0.03", "CNY")]:
-            step = StepUsage(step="generate", model=model, input_tokens=1000, output_tokens=10,
-                             input_cost=Decimal(cost), output_cost=Decimal("0.0001"), currency=currency)
+        for model, cost, currency in [
+            ("gpt-4o", "0.0025", "USD"),
+            ("gpt-4o", "0.0025", "USD"),
+            ("ernie-4.0-8k", "0.03", "CNY"),
+        ]:
+            step = StepUsage(
+                step="generate",
+                model=model,
+                input_tokens=1000,
+                output_tokens=10,
+                input_cost=Decimal(cost),
+                output_cost=Decimal("0.0001"),
+                currency=currency,
+            )
             await ledger.record(Usage(business="chat", created_at=at, usage=step))
         await ledger.close()
 
@@ -108,7 +119,18 @@ def test_costs_table_by_business_model_day_with_totals_per_currency(configured: 
     assert result.exit_code == 0, result.output
     rows = [line.split() for line in result.output.splitlines()]
     assert ["2026-03-14", "chat", "gpt-4o", "2", "2000", "20", "0.00500000", "0.00020000", "0.00520000", "USD"] in rows
-    assert ["2026-03-14", "chat", "ernie-4.0-8k", "1", "1000", "10", "0.03000000", "0.00010000", "0.03010000", "CNY"] in rows
+    assert [
+        "2026-03-14",
+        "chat",
+        "ernie-4.0-8k",
+        "1",
+        "1000",
+        "10",
+        "0.03000000",
+        "0.00010000",
+        "0.03010000",
+        "CNY",
+    ] in rows
     assert ["total", "1", "1000", "10", "0.03000000", "0.00010000", "0.03010000", "CNY"] in rows
     assert ["total", "2", "2000", "20", "0.00500000", "0.00020000", "0.00520000", "USD"] in rows
     later = CliRunner().invoke(costs, ["--since", "2026-03-15"])

@@ -40,7 +40,9 @@ class Worker:
 def spawn(tmp_path: Path, kafka_bootstrap: str) -> Iterator:
     workers: list[Worker] = []
 
-    def start(agent: str, inbox: str, routes: dict[str, str], *, name: str, env: dict[str, str] | None = None) -> Worker:
+    def start(
+        agent: str, inbox: str, routes: dict[str, str], *, name: str, env: dict[str, str] | None = None
+    ) -> Worker:
         log = tmp_path / f"{name}.log"
         environment = os.environ | {
             "RELAYCHAIN_BUS": f"kafka://{kafka_bootstrap}",
@@ -127,7 +129,9 @@ async def test_sigterm_finishes_in_flight_events_then_exits_zero(spawn, kafka: K
     inbox, out = f"drain.in.{suffix}", f"drain.out.{suffix}"
     await kafka.create_topics([TopicSpec(inbox, partitions=4), TopicSpec(out, partitions=4)])
     received = await reader(kafka, out)
-    worker = spawn("tests.support.agents:Echo", inbox, {"response": out}, name="drain", env={"RELAYCHAIN_TEST_SLEEP_S": "2"})
+    worker = spawn(
+        "tests.support.agents:Echo", inbox, {"response": out}, name="drain", env={"RELAYCHAIN_TEST_SLEEP_S": "2"}
+    )
     await wait_running(worker)
     requests = [Request(business="test", input=f"n{i}", conversation_id=f"k{i}") for i in range(8)]
     await asyncio.gather(*(kafka.publish(inbox, CODEC.encode(r), key=r.key) for r in requests))

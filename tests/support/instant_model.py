@@ -22,14 +22,23 @@ import yaml
 from relaychain.settings import DEFAULT_CONFIG
 from tests.support.openai_server import OpenAITestServer, Reply
 
-__all__ = ["CAR_SPECS", "INSTANT_API_KEY_ENV", "INSTANT_REPLIES", "instant_model", "script_instant_replies", "write_instant_config"]
+__all__ = [
+    "CAR_SPECS",
+    "INSTANT_API_KEY_ENV",
+    "INSTANT_REPLIES",
+    "instant_model",
+    "script_instant_replies",
+    "write_instant_config",
+]
 
 INSTANT_API_KEY_ENV = "RELAYCHAIN_INSTANT_API_KEY"
 CAR_SPECS = Path(__file__).resolve().parents[2] / "examples" / "cars" / "specs"
 
 INSTANT_REPLIES: dict[str, str] = {
     "ops_push": json.dumps({"title": "Spring sale", "body": "Everything 20% off this weekend."}),
-    "personalized_push": json.dumps({"title": "New for you", "body": "Fresh hiking boots just arrived.", "user_segment": "outdoors"}),
+    "personalized_push": json.dumps(
+        {"title": "New for you", "body": "Fresh hiking boots just arrived.", "user_segment": "outdoors"}
+    ),
     "weibo_regional": json.dumps({"region": "Chengdu", "post": "Hotpot season is here.", "hashtags": ["chengdu"]}),
     "product_review": json.dumps({"reply": "Thank you for your kind review!", "sentiment": "positive"}),
     "news_comment": json.dumps({"comment": "A sensible decision at last.", "stance": "support"}),
@@ -76,4 +85,6 @@ def write_instant_config(directory: Path, base_url: str, businesses: Iterable[st
 
 def script_instant_replies(server: OpenAITestServer, businesses: Iterable[str], *, delay_s: float = 0.0) -> None:
     for name in businesses:
-        server.script(instant_model(name), Reply(text=INSTANT_REPLIES[name], input_tokens=40, output_tokens=20, delay_s=delay_s))
+        server.script(
+            instant_model(name), Reply(text=INSTANT_REPLIES[name], input_tokens=40, output_tokens=20, delay_s=delay_s)
+        )

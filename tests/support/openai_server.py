@@ -146,7 +146,12 @@ def _handler_for(server: OpenAITestServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Connection", "close")
             self.end_headers()
-            base = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": int(time.time()), "model": _model(request, reply)}
+            base = {
+                "id": "chatcmpl-test",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": _model(request, reply),
+            }
             pieces = _pieces(reply.text)
             for index, piece in enumerate(pieces):
                 delta = {"role": "assistant", "content": piece} if index == 0 else {"content": piece}
@@ -171,7 +176,9 @@ def _completion(request: RecordedRequest, reply: Reply) -> dict[str, Any]:
         "object": "chat.completion",
         "created": int(time.time()),
         "model": _model(request, reply),
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text}, "finish_reason": reply.finish_reason}],
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": reply.text}, "finish_reason": reply.finish_reason}
+        ],
         "usage": _usage(reply),
     }
 
@@ -181,7 +188,11 @@ def _model(request: RecordedRequest, reply: Reply) -> str:
 
 
 def _usage(reply: Reply) -> dict[str, int]:
-    return {"prompt_tokens": reply.input_tokens, "completion_tokens": reply.output_tokens, "total_tokens": reply.input_tokens + reply.output_tokens}
+    return {
+        "prompt_tokens": reply.input_tokens,
+        "completion_tokens": reply.output_tokens,
+        "total_tokens": reply.input_tokens + reply.output_tokens,
+    }
 
 
 def _pieces(text: str) -> list[str]:

@@ -62,7 +62,9 @@ def prepare(venv: Path = VENV) -> Path:
         # An interrupted install may have left anything behind: start from nothing.
         shutil.rmtree(venv, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", REQUIREMENT], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", REQUIREMENT], check=True
+        )
         stamp.write_text(REQUIREMENT)
     return python
 
@@ -88,7 +90,12 @@ class PhoenixServer:
         spans: list[dict[str, Any]] = []
         cursor: str | None = None
         while True:
-            query = {"limit": str(limit), "sort": "start_time", "order": "asc", **({"cursor": cursor} if cursor else {})}
+            query = {
+                "limit": str(limit),
+                "sort": "start_time",
+                "order": "asc",
+                **({"cursor": cursor} if cursor else {}),
+            }
             path = f"/v1/projects/{urllib.parse.quote(project, safe='')}/spans?{urllib.parse.urlencode(query)}"
             try:
                 page = self._get(path)
@@ -118,7 +125,9 @@ class PhoenixServer:
                 return
             except (OSError, urllib.error.URLError):
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"Phoenix did not answer on {self.url} within {timeout:g}s:\n{self.log_tail()}") from None
+                    raise RuntimeError(
+                        f"Phoenix did not answer on {self.url} within {timeout:g}s:\n{self.log_tail()}"
+                    ) from None
                 time.sleep(0.25)
 
     def stop(self, timeout: float = 20.0) -> None:
@@ -137,7 +146,9 @@ class PhoenixServer:
 
 
 @contextmanager
-def start_phoenix(working_dir: Path, *, python: Path | None = None, ready_timeout: float = 180.0) -> Iterator[PhoenixServer]:
+def start_phoenix(
+    working_dir: Path, *, python: Path | None = None, ready_timeout: float = 180.0
+) -> Iterator[PhoenixServer]:
     """Phoenix on free loopback ports with its database under `working_dir`; stopped on exit."""
     from tests.support.tansu import free_port
 
@@ -176,7 +187,9 @@ def listening_addresses(pids: set[int]) -> list[str]:
     """TCP listeners and bound UDP sockets of `pids`, from `ss` (iproute2)."""
     if shutil.which("ss") is None:
         raise RuntimeError("checking Phoenix's listeners needs `ss` (apt-get install iproute2)")
-    output = subprocess.run(["ss", "-H", "-l", "-n", "-t", "-u", "-p"], check=True, capture_output=True, text=True).stdout
+    output = subprocess.run(
+        ["ss", "-H", "-l", "-n", "-t", "-u", "-p"], check=True, capture_output=True, text=True
+    ).stdout
     addresses = []
     for line in output.splitlines():
         owners = {int(pid) for pid in re.findall(r"pid=(\d+)", line)}

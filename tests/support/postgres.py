@@ -65,10 +65,39 @@ def start(port: int | None = None) -> PostgresServer:
     binaries = bin_dir()
     _run([str(binaries / "initdb"), "-D", str(data_dir), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--no-sync"])
     options = f"-h 127.0.0.1 -p {port} -k {data_dir} -c fsync=off -c full_page_writes=off"
-    _run([str(binaries / "pg_ctl"), "-D", str(data_dir), "-o", options, "-l", str(root / "log"), "-w", "-t", "60", "start"])
+    _run(
+        [
+            str(binaries / "pg_ctl"),
+            "-D",
+            str(data_dir),
+            "-o",
+            options,
+            "-l",
+            str(root / "log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ]
+    )
     server = PostgresServer(data_dir=data_dir, port=port)
-    _run([str(binaries / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", SUPERUSER, "-d", "postgres",
-          "-v", "ON_ERROR_STOP=1", "-qc", "CREATE EXTENSION IF NOT EXISTS vector"])
+    _run(
+        [
+            str(binaries / "psql"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            SUPERUSER,
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qc",
+            "CREATE EXTENSION IF NOT EXISTS vector",
+        ]
+    )
     return server
 
 

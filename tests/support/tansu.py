@@ -9,6 +9,7 @@ It listens on 127.0.0.1 only, on a free port; nothing is written to disk.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import signal
@@ -95,8 +96,16 @@ def start(port: int | None = None, *, log_path: Path | None = None) -> TansuBrok
         log_path = Path(tempfile.mkdtemp(prefix="relaychain-tansu-")) / "tansu.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [str(binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
+            [
+                str(binary()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -124,10 +133,8 @@ def _stop_pid(pid: int, timeout: float) -> None:
         except ProcessLookupError:
             return
         time.sleep(0.05)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _main(argv: list[str]) -> int:
