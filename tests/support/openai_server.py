@@ -7,12 +7,16 @@
 Each request to a model takes the next step of its script; the last step
 repeats. `POST /v1/chat/completions` answers plain JSON, or server-sent
 events with a final usage chunk when the request asks to stream. Every
-request is recorded, so tests can count attempts.
+request is recorded, so tests can count attempts; `served(model)` counts
+only the answers delivered to a client still connected, which is what a
+provider bills (a client killed while waiting gets nothing and pays nothing).
 """
 
 from __future__ import annotations
 
 import json
+import select
+import socket
 import threading
 import time
 from collections import deque
@@ -59,6 +63,7 @@ class RecordedRequest:
 class OpenAITestServer:
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
+        self._served: dict[str, int] = {}
         self._scripts: dict[str, deque[Step]] = {}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -80,6 +85,15 @@ class OpenAITestServer:
     def attempts(self, model: str) -> int:
         with self._lock:
             return sum(1 for r in self.requests if r.model == model)
+
+    def served(self, model: str) -> int:
+        """Answers delivered to `model`'s callers (attempts minus failures and hung-up clients)."""
+        with self._lock:
+            return self._served.get(model, 0)
+
+    def _count_served(self, model: str) -> None:
+        with self._lock:
+            self._served[model] = self._served.get(model, 0) + 1
 
     def start(self) -> OpenAITestServer:
         self._thread.start()
@@ -112,6 +126,12 @@ def _handler_for(server: OpenAITestServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:
             """Quiet: test output stays readable."""
 
+        def handle(self) -> None:
+            try:
+                super().handle()
+            except ConnectionError:
+                pass  # A client killed mid-call (fault tests): nobody is left to answer.
+
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
             if self.path != "/v1/chat/completions":
@@ -120,14 +140,18 @@ def _handler_for(server: OpenAITestServer) -> type[BaseHTTPRequestHandler]:
             recorded = RecordedRequest(self.path, str(body.get("model", "")), body, self.headers.get("Authorization"))
             step = server._next(recorded)
             time.sleep(step.delay_s)
+            if _hung_up(self.connection):
+                return
             try:
                 if isinstance(step, Fail):
                     headers = {"Retry-After": f"{step.retry_after_s:g}"} if step.retry_after_s is not None else {}
                     self._json(step.status, {"error": {"message": step.message, "type": "scripted"}}, headers)
                 elif recorded.stream:
                     self._sse(recorded, step)
+                    server._count_served(recorded.model)
                 else:
                     self._json(200, _completion(recorded, step))
+                    server._count_served(recorded.model)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # The client gave up (a timeout test); nothing is listening any more.
 
@@ -168,6 +192,17 @@ def _handler_for(server: OpenAITestServer) -> type[BaseHTTPRequestHandler]:
             self.wfile.flush()
 
     return Handler
+
+
+def _hung_up(connection: socket.socket) -> bool:
+    """True when the client closed its end while we were "thinking" (its process was killed, say)."""
+    readable, _, _ = select.select([connection], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return connection.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 def _completion(request: RecordedRequest, reply: Reply) -> dict[str, Any]:
