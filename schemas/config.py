@@ -33,6 +33,18 @@ class Price(_Strict):
     currency: Currency = "USD"
 
 
+class RateLimits(_Strict):
+    """A provider's limits for one model, kept across every generator replica (PostgreSQL when configured)."""
+
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0, description="Prompt plus max_tokens, reserved per call.")
+    burst: int = Field(default=1, ge=1, description="Calls that may start at once before calls are spaced out.")
+    on_limit: Literal["wait", "fallback"] = Field(
+        default="wait", description="At the limit: wait for the next slot, or hand the call to the fallback model."
+    )
+    max_wait_s: float = Field(default=60.0, gt=0, description="Longer than this, the call fails as rate limited.")
+
+
 class ModelConfig(_Strict):
     provider: Provider
     model_id: str | None = Field(default=None, description="Name sent to the API; defaults to the config key.")
@@ -57,6 +69,7 @@ class ModelConfig(_Strict):
     repetition_penalty: float | None = Field(
         default=None, gt=0, description="transformers: >1 discourages the loops small models fall into on free text."
     )
+    limits: RateLimits | None = None
 
     @model_validator(mode="after")
     def _provider_fields(self) -> ModelConfig:
