@@ -14,6 +14,7 @@ provider bills (a client killed while waiting gets nothing and pays nothing).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import select
 import socket
@@ -64,6 +65,8 @@ class OpenAITestServer:
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
         self._served: dict[str, int] = {}
+        self._limits: dict[str, _Bucket] = {}
+        self._rejected: dict[str, int] = {}
         self._scripts: dict[str, deque[Step]] = {}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -85,6 +88,27 @@ class OpenAITestServer:
     def attempts(self, model: str) -> int:
         with self._lock:
             return sum(1 for r in self.requests if r.model == model)
+
+    def limit(self, model: str, *, per_minute: int, burst: int = 1) -> None:
+        """Enforce a provider limit on `model`, as a token bucket: over it, 429 with `Retry-After`."""
+        with self._lock:
+            self._limits[model] = _Bucket(rate_per_s=per_minute / 60.0, capacity=float(burst), tokens=float(burst))
+
+    def rejected(self, model: str) -> int:
+        """Calls answered 429 because they went over the limit set with `limit`."""
+        with self._lock:
+            return self._rejected.get(model, 0)
+
+    def _over_limit(self, model: str) -> float | None:
+        """None when a call may go now; else the seconds until it could."""
+        with self._lock:
+            bucket = self._limits.get(model)
+            if bucket is None:
+                return None
+            wait = bucket.take(time.monotonic())
+            if wait is not None:
+                self._rejected[model] = self._rejected.get(model, 0) + 1
+            return wait
 
     def served(self, model: str) -> int:
         """Answers delivered to `model`'s callers (attempts minus failures and hung-up clients)."""
@@ -127,10 +151,9 @@ def _handler_for(server: OpenAITestServer) -> type[BaseHTTPRequestHandler]:
             """Quiet: test output stays readable."""
 
         def handle(self) -> None:
-            try:
+            # A client killed mid-call (fault tests) leaves nobody to answer.
+            with contextlib.suppress(ConnectionError):
                 super().handle()
-            except ConnectionError:
-                pass  # A client killed mid-call (fault tests): nobody is left to answer.
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
@@ -138,7 +161,8 @@ def _handler_for(server: OpenAITestServer) -> type[BaseHTTPRequestHandler]:
                 self._json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
                 return
             recorded = RecordedRequest(self.path, str(body.get("model", "")), body, self.headers.get("Authorization"))
-            step = server._next(recorded)
+            over = server._over_limit(recorded.model)
+            step = server._next(recorded) if over is None else Fail(429, "rate limit reached", retry_after_s=over)
             time.sleep(step.delay_s)
             if _hung_up(self.connection):
                 return
@@ -192,6 +216,23 @@ def _handler_for(server: OpenAITestServer) -> type[BaseHTTPRequestHandler]:
             self.wfile.flush()
 
     return Handler
+
+
+@dataclass
+class _Bucket:
+    rate_per_s: float
+    capacity: float
+    tokens: float
+    updated: float = 0.0
+
+    def take(self, now: float) -> float | None:
+        if self.updated:
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate_per_s)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return None
+        return (1.0 - self.tokens) / self.rate_per_s
 
 
 def _hung_up(connection: socket.socket) -> bool:
