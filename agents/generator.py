@@ -28,6 +28,7 @@ from relaychain.agents.tokens.trim import compose_messages
 from relaychain.bus.errors import AgentError
 from relaychain.schemas import ChatMessage, Event, Job, StepUsage, Usage
 from relaychain.schemas.config import AppConfig, BusinessConfig
+from relaychain.schemas.envelope import utc_now
 
 __all__ = ["GENERATE_STEP", "GeneratorAgent", "SchemaFor"]
 
@@ -79,7 +80,7 @@ class GeneratorAgent:
         usage = priced_usage(
             step=step,
             model=completion.model,
-            price_per_million=self._models.model_config(completion.model).price,
+            price_per_million=self._models.model_config(completion.model).price_on(utc_now().date()),
             input_tokens=completion.input_tokens,
             output_tokens=completion.output_tokens,
             latency_ms=completion.latency_ms,

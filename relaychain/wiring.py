@@ -34,6 +34,7 @@ from relaychain.agents.tokens.counter import TokenCounter, counter_for
 from relaychain.agents.tokens.pricing import priced_usage
 from relaychain.app import Components
 from relaychain.bus.runtime import Agent
+from relaychain.schemas.envelope import utc_now
 from relaychain.schemas.events import ChatMessage
 from relaychain.settings import Settings
 from relaychain.stores import open_conversation_store, open_index, open_ledger
@@ -121,7 +122,7 @@ async def build_memory(components: Components) -> Agent:
         usage = priced_usage(
             step="memory.summary",
             model=completion.model,
-            price_per_million=settings.app.models[completion.model].price,
+            price_per_million=settings.app.models[completion.model].price_on(utc_now().date()),
             input_tokens=completion.input_tokens,
             output_tokens=completion.output_tokens,
             latency_ms=completion.latency_ms,

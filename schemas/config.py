@@ -6,6 +6,8 @@ at start-up and a bad file stops start-up with the path to the bad field.
 
 from __future__ import annotations
 
+import re
+from datetime import date
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -25,12 +27,41 @@ class Provider(StrEnum):
     TRANSFORMERS = "transformers"
 
 
-class Price(_Strict):
-    """Price per million tokens; input and output are billed differently."""
+class PriceTier(_Strict):
+    """Long-context pricing: a call whose prompt is above `above_input_tokens` bills wholly at these rates."""
 
+    above_input_tokens: int = Field(gt=0, description="Prompt tokens (cached ones included) above which this applies.")
     input_per_million: Decimal = Field(ge=0)
     output_per_million: Decimal = Field(ge=0)
+    cached_input_per_million: Decimal | None = Field(default=None, ge=0)
+
+
+class Price(_Strict):
+    """Price per million tokens, as providers bill: input, cached input and output apart, tiers by prompt size."""
+
+    input_per_million: Decimal = Field(ge=0)
+    output_per_million: Decimal = Field(ge=0, description="Reasoning tokens are output tokens and bill at this rate.")
+    cached_input_per_million: Decimal | None = Field(
+        default=None, ge=0, description="Cached prompt tokens; the input rate when unset."
+    )
     currency: Currency = "USD"
+    tiers: tuple[PriceTier, ...] = ()
+    effective_from: date | None = Field(
+        default=None, description="First UTC day this price applies; unset means it has always applied."
+    )
+
+    @model_validator(mode="after")
+    def _tiers_ascending(self) -> Price:
+        thresholds = [t.above_input_tokens for t in self.tiers]
+        if thresholds != sorted(set(thresholds)):
+            raise ValueError("price tiers must have distinct, ascending above_input_tokens")
+        return self
+
+    @property
+    def is_zero(self) -> bool:
+        rates = [self.input_per_million, self.output_per_million, self.cached_input_per_million or Decimal(0)]
+        rates += [r for t in self.tiers for r in (t.input_per_million, t.output_per_million)]
+        return not any(rates)
 
 
 class RateLimits(_Strict):
@@ -58,7 +89,11 @@ class ModelConfig(_Strict):
     tokenizer: str = Field(description="`tiktoken:<encoding>` for OpenAI models, `hf` for the model's own tokenizer.")
     context_window: int = Field(gt=0)
     max_output_tokens: int = Field(gt=0)
-    price: Price
+    price: Price | None = None
+    price_changes: tuple[Price, ...] = Field(
+        default=(), description="Later prices, each with its `effective_from` day, as the provider changes them."
+    )
+    free: bool = Field(default=False, description="Costs nothing (a local model); a model needs a price or this.")
     fallback: str | None = None
     available: bool = True
     timeout_s: float = Field(default=60.0, gt=0)
@@ -70,6 +105,31 @@ class ModelConfig(_Strict):
         default=None, gt=0, description="transformers: >1 discourages the loops small models fall into on free text."
     )
     limits: RateLimits | None = None
+
+    @property
+    def prices(self) -> tuple[Price, ...]:
+        """The price schedule, oldest first (a free model bills at zero in USD)."""
+        base = self.price or Price(input_per_million=Decimal(0), output_per_million=Decimal(0))
+        return tuple(sorted((base, *self.price_changes), key=lambda p: p.effective_from or date.min))
+
+    def price_on(self, day: date) -> Price:
+        """The price in effect on `day` (UTC): the newest one whose `effective_from` is not after it."""
+        effective = [p for p in self.prices if p.effective_from is None or p.effective_from <= day]
+        return effective[-1] if effective else self.prices[0]
+
+    @model_validator(mode="after")
+    def _priced(self) -> ModelConfig:
+        if self.price is None and not self.free:
+            raise ValueError("a model needs a `price` (or `free: true` when it really costs nothing)")
+        if self.free and not all(p.is_zero for p in self.prices):
+            raise ValueError("a `free` model cannot have a non-zero price")
+        if len({p.currency for p in self.prices}) > 1:
+            raise ValueError("every price of a model must be in one currency")
+        if any(p.effective_from is None for p in self.price_changes):
+            raise ValueError("each of price_changes needs its `effective_from` day")
+        if len({p.effective_from for p in self.prices}) != len(self.prices):
+            raise ValueError("price changes need distinct `effective_from` days")
+        return self
 
     @model_validator(mode="after")
     def _provider_fields(self) -> ModelConfig:
@@ -173,6 +233,19 @@ class AppConfig(_Strict):
     output_schemas: dict[str, str] = Field(description="Schema name -> JSON Schema file or `module:PydanticModel`.")
     moderation: GlobalModeration = GlobalModeration()
     summary_template: str | None = None
+    exchange_rates: dict[str, Decimal] = Field(
+        default_factory=dict,
+        description='`FROM/TO` -> units of TO per unit of FROM (`CNY/USD: "0.1380"`), for reports in one currency.',
+    )
+
+    @model_validator(mode="after")
+    def _rates(self) -> AppConfig:
+        for pair, rate in self.exchange_rates.items():
+            if not re.fullmatch(r"[A-Z]{3}/[A-Z]{3}", pair) or rate <= 0:
+                raise ValueError(
+                    f"exchange_rates.{pair}: expected `FROM/TO: <positive rate>`, e.g. `CNY/USD: '0.1380'`"
+                )
+        return self
 
     @model_validator(mode="after")
     def _references(self) -> AppConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -51,6 +52,18 @@ class Money(BaseModel):
     currency: str
 
 
+class AppliedPrice(BaseModel):
+    """The unit prices a call was billed at (kept with the usage, so a later price change never reprices it)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input_per_million: Decimal
+    cached_input_per_million: Decimal
+    output_per_million: Decimal
+    effective_from: date | None = None
+    tier: int = Field(default=0, ge=0, description="0 for the base price, n for the n-th long-context tier.")
+
+
 class StepUsage(BaseModel):
     """Tokens and price of one model call."""
 
@@ -58,8 +71,11 @@ class StepUsage(BaseModel):
 
     step: str
     model: str
-    input_tokens: int = Field(ge=0)
-    output_tokens: int = Field(ge=0)
+    input_tokens: int = Field(ge=0, description="Every prompt token, cached ones included.")
+    output_tokens: int = Field(ge=0, description="Every completion token, reasoning ones included.")
+    cached_input_tokens: int = Field(default=0, ge=0, description="Prompt tokens served from the provider's cache.")
+    reasoning_tokens: int = Field(default=0, ge=0, description="Output tokens spent on reasoning (billed as output).")
+    price: AppliedPrice | None = None
     input_cost: Decimal = Decimal(0)
     output_cost: Decimal = Decimal(0)
     currency: str = "USD"

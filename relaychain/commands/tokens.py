@@ -13,6 +13,7 @@ from relaychain.agents.tokens import (
     load_encoding,
     price,
 )
+from relaychain.schemas.envelope import utc_now
 from relaychain.settings import ConfigError, load_settings
 
 __all__ = ["tokens"]
@@ -51,7 +52,7 @@ def tokens(text: str, model: str | None, encoding: str | None) -> None:
     for token_id, piece in zip(ids, counter.decode_bytes(ids), strict=True):
         click.echo(f"{token_id} -> {piece!r}")
     if model is not None:
-        rate = app.models[model].price
+        rate = app.models[model].price_on(utc_now().date())
         input_cost, _ = price(len(ids), 0, rate)
         click.echo(
             f"input cost: {input_cost} {rate.currency} ({rate.input_per_million} {rate.currency} per million input tokens)"
