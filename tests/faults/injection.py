@@ -49,3 +49,29 @@ def huge_reply_script(server: OpenAITestServer, *, after: int, business: str = "
     normal = Reply(text=INSTANT_REPLIES[business], input_tokens=40, output_tokens=20, delay_s=0.2)
     huge = Reply(text="x" * HUGE_REPLY_BYTES, input_tokens=40, output_tokens=20, delay_s=0.2)
     server.script(instant_model(business), *([normal] * after), huge, normal)
+
+
+RAISE_ONCE: set[str] = set()
+"""Request ids whose first handling raises (outside any agent), in this process."""
+RAISE_ALWAYS: set[str] = set()
+"""Request ids whose handling always raises, in this process."""
+
+
+class RaisingConsume:
+    """Raises around the router's handling of chosen requests: a failure outside the agent's `handle`."""
+
+    def __init__(self) -> None:
+        self._raised: set[str] = set()
+
+    async def consume(self, call_next: ConsumeNext, ctx: HandleContext) -> None:
+        request_id = ctx.event.request_id if ctx.event is not None else None
+        if ctx.agent == "router" and request_id is not None:
+            if request_id in RAISE_ALWAYS:
+                raise RuntimeError(f"injected: handling {request_id} always fails")
+            if request_id in RAISE_ONCE and request_id not in self._raised:
+                self._raised.add(request_id)
+                raise RuntimeError(f"injected: handling {request_id} fails once")
+        await call_next()
+
+    async def publish(self, call_next: PublishNext, message: Message) -> None:
+        await call_next(message)
