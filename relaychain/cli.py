@@ -6,39 +6,43 @@ import asyncio
 import logging
 import os
 import sys
-from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import orjson
 
 from relaychain import topology
+from relaychain.commands.boundary import EXIT_FAILED, BoundaryGroup, Failed
 from relaychain.commands.options import parse_vars
-from relaychain.settings import ConfigError, Settings, load_settings
+from relaychain.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from relaychain.publisher import PublishSummary
+    from relaychain.schemas.envelope import Event
 
 
 def _settings(**overrides: Any) -> Settings:
-    try:
-        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ConfigError as exc:
-        raise click.ClickException(f"bad config: {exc}") from None
+    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-@click.group()
+@click.group(cls=BoundaryGroup)
+@click.version_option(package_name="relaychain", message="%(prog)s %(version)s")
 @click.option(
     "--config", "config", type=click.Path(dir_okay=False, path_type=Path), help="Config YAML (RELAYCHAIN_CONFIG)."
 )
 @click.option(
     "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Data directory (RELAYCHAIN_DATA_DIR)."
 )
-@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.option("-v", "--verbose", count=True, help="Tracebacks of failures, and more logging (-v info, -vv debug).")
 def main(config: Path | None, data_dir: Path | None, verbose: int) -> None:
     """relaychain: event-driven LLM agents on an embedded bus or Kafka."""
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:
+        # A one-shot command reports an unreachable broker in one line; aiokafka would add its own per retry.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     if config is not None:
         os.environ["RELAYCHAIN_CONFIG"] = str(config.resolve())
     if data_dir is not None:
@@ -64,7 +68,9 @@ def worker(agents: tuple[str, ...], bus: str | None, inboxes: tuple[str, ...], g
         raise click.BadParameter(f"unknown agent(s) {unknown}; built-in agents are {', '.join(topology.AGENTS)}")
     if custom and (len(agents) > 1 or not inboxes):
         raise click.BadParameter("a `module:Class` agent runs alone and needs --inbox")
+    # A worker's log is its output: the broker client's errors belong in it.
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
+    logging.getLogger("aiokafka").setLevel(logging.NOTSET)
     asyncio.run(run_worker(_settings(bus=bus), list(agents), inboxes=list(inboxes), group=group))
 
 
@@ -85,9 +91,12 @@ def run(
     timeout: float | None,
     json_only: bool,
 ) -> None:
-    """Run one request through all agents in this process (memory bus, local models, SQLite)."""
+    """Run one request through all agents in this process (memory bus, local models, SQLite).
+
+    Exits 0 on a response, 1 on an `Error` or `Blocked` answer (one line on stderr).
+    """
     from relaychain.embedded import EmbeddedApp
-    from relaychain.report import print_answer
+    from relaychain.report import exit_code_of, print_answer
     from relaychain.schemas.events import Request
 
     settings = _settings()
@@ -95,28 +104,52 @@ def run(
         business=business, input=text, vars=parse_vars(variables), model=model, conversation_id=conversation
     )
 
-    async def go() -> None:
+    async def go() -> Event:
         async with EmbeddedApp(settings) as app:
-            answer = await app.ask(request, timeout=timeout)
-        print_answer(answer, settings, json_only=json_only)
+            return await app.ask(request, timeout=timeout)
 
-    asyncio.run(go())
+    answer = asyncio.run(go())
+    print_answer(answer, settings, json_only=json_only)
+    sys.exit(exit_code_of(answer))
 
 
 @main.command()
 @click.argument("file", type=click.File("rb"))
 @click.option("--bus", help="kafka://host:port (RELAYCHAIN_BUS).")
-@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for all answers.")
-def publish(file: Any, bus: str | None, timeout: float) -> None:
-    """Publish request events from a JSON-lines FILE and print each answer as it arrives."""
-    from relaychain.publisher import publish_requests
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for each answer.")
+@click.option(
+    "--max-in-flight",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Requests awaiting an answer at once; reading pauses at this many.",
+)
+def publish(file: Any, bus: str | None, timeout: float, max_in_flight: int) -> None:
+    """Publish request events from a JSON-lines FILE (`-` for stdin), printing each answer as it arrives.
+
+    Answers go to stdout, one JSON line each; bad lines, timeouts and the
+    summary go to stderr. Exits 1 unless every line got a response.
+    """
+    from relaychain.publisher import Publisher, Retry, connected_client, numbered_lines
 
     settings = _settings(bus=bus)
-    missing = asyncio.run(publish_requests(settings, file.read().splitlines(), timeout=timeout))
-    if missing:
-        raise click.ClickException(
-            f"{missing} request(s) got no answer within {timeout:g}s: are the workers running on {settings.bus}?"
-        )
+
+    async def go() -> PublishSummary:
+        async with connected_client(settings) as client:
+            publisher = Publisher(
+                client,
+                timeout=timeout,
+                max_in_flight=max_in_flight,
+                retry=Retry.of(settings.runtime),
+                on_answer=lambda answer: click.echo(answer.model_dump_json()),
+                on_problem=lambda problem: click.echo(problem, err=True),
+            )
+            return await publisher.publish(numbered_lines(file))
+
+    summary = asyncio.run(go())
+    click.echo(summary.line(), err=True)
+    if summary.failed:
+        sys.exit(EXIT_FAILED)
 
 
 @main.group()
@@ -136,9 +169,11 @@ def schemas_export(directory: Path) -> None:
 @main.command()
 @click.argument("request_id")
 @click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path), help="JSON-lines trace file.")
-def trace(request_id: str, path: Path | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the spans as a JSON array instead of a tree.")
+def trace(request_id: str, path: Path | None, as_json: bool) -> None:
     """Show one request's spans as a tree with timings, tokens and cost."""
     from relaychain.observability.jsonl import read_spans
+    from relaychain.output import echo_json
     from relaychain.trace_view import render_tree, spans_of_request
 
     settings = _settings()
@@ -146,18 +181,11 @@ def trace(request_id: str, path: Path | None) -> None:
         read_spans(path or settings.observability.jsonl_path or settings.data_dir / "traces.jsonl"), request_id
     )
     if not spans:
-        raise click.ClickException(f"no spans for request {request_id}")
-    click.echo(render_tree(spans))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    raise TypeError
-
-
-def dump_json(value: Any) -> str:
-    return orjson.dumps(value, default=_json_default, option=orjson.OPT_INDENT_2).decode()
+        raise Failed(f"no spans for request {request_id}")
+    if as_json:
+        echo_json(spans)
+    else:
+        click.echo(render_tree(spans))
 
 
 def _register_commands() -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from decimal import Decimal
 from typing import Any
+
+from relaychain.output import money
 
 
 def spans_of_request(spans: Iterable[dict[str, Any]], request_id: str) -> list[dict[str, Any]]:
@@ -51,9 +52,7 @@ def _describe(span: dict[str, Any], start: int) -> str:
         )
         parts.append(f"model {attributes.get('gen_ai.response.model') or attributes.get('gen_ai.request.model')}")
     if "relaychain.cost" in attributes:
-        parts.append(
-            f"cost {Decimal(str(attributes['relaychain.cost'])):f} {attributes.get('relaychain.cost.currency', '')}".rstrip()
-        )
+        parts.append(f"cost {money(attributes['relaychain.cost'], attributes.get('relaychain.cost.currency', ''))}")
     if span.get("status") == "ERROR":
         parts.append(f"ERROR {span.get('status_description') or ''}".rstrip())
     return "  ".join(parts)

@@ -152,7 +152,8 @@ async def build_retriever(components: Components) -> Agent:
         components.on_close(index.close)
         indexes[retrieval.index] = index
         if retrieval.sources is not None:
-            await _index_sources(index, embedder, settings.resolve(retrieval.sources), retrieval.index)
+            folder = settings.resolve(retrieval.sources)
+            await _index_sources(index, embedder, folder, retrieval.index, retrieval.max_file_bytes)
     return RetrieverAgent(settings.app, indexes, embedder)
 
 
@@ -206,11 +207,13 @@ def _needs_summaries(components: Components) -> bool:
     return any(b.memory.kind == "summary" for b in components.settings.app.businesses.values())
 
 
-async def _index_sources(index: VectorIndex, embedder: TransformerEmbedder, folder: Any, name: str) -> None:
+async def _index_sources(
+    index: VectorIndex, embedder: TransformerEmbedder, folder: Any, name: str, max_file_bytes: int
+) -> None:
     if not folder.is_dir():
         log.warning("retrieval sources %s for index %s not found; serving what the index holds", folder, name)
         return
-    report = await DocumentIndexer(index, embedder).index_directory(folder)
+    report = await DocumentIndexer(index, embedder).index_directory(folder, max_file_bytes=max_file_bytes)
     for source, error in report.failed.items():
         log.warning("could not index %s: %s", source, error)
     if report.indexed or report.removed:

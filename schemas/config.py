@@ -157,12 +157,18 @@ class MemoryPolicy(_Strict):
         return self
 
 
+DEFAULT_MAX_FILE_BYTES = 20_000_000
+
+
 class RetrievalConfig(_Strict):
     index: str
     top_k: int = Field(default=3, gt=0)
     query_var: str | None = Field(default=None, description="Variable used as the query; the input otherwise.")
     sources: str | None = Field(
         default=None, description="Folder indexed (incrementally) when the retriever starts, relative to the config."
+    )
+    max_file_bytes: int = Field(
+        default=DEFAULT_MAX_FILE_BYTES, gt=0, description="Files of `sources` larger than this are skipped, not read."
     )
 
 

@@ -17,8 +17,10 @@ from pathlib import Path
 
 from relaychain.agents.documents.chunking import Chunk, chunk_sections
 from relaychain.agents.documents.embeddings import Embedder
-from relaychain.agents.documents.loaders import LOADERS, LoaderError, load_file
+from relaychain.agents.documents.loaders import LoaderError, load_file
+from relaychain.agents.documents.walk import documents_under
 from relaychain.agents.stores.vectors import IndexedChunk, VectorIndex
+from relaychain.schemas.config import DEFAULT_MAX_FILE_BYTES
 
 __all__ = ["DocumentIndexer", "IndexReport"]
 
@@ -41,11 +43,21 @@ class DocumentIndexer:
         self._chunk_tokens = chunk_tokens
         self._overlap_tokens = overlap_tokens
 
-    async def index_directory(self, root: Path, *, on_file: Callable[[str], None] | None = None) -> IndexReport:
-        """Bring the index in line with the files under `root`; `on_file(source)` after each file (progress)."""
-        files = await asyncio.to_thread(_documents_under, root)
+    async def index_directory(
+        self,
+        root: Path,
+        *,
+        on_file: Callable[[str], None] | None = None,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    ) -> IndexReport:
+        """Bring the index in line with the files under `root`; `on_file(source)` after each file (progress).
+
+        Files the walk skips (links outside `root`, oversized files) are reported as failed, with the reason.
+        """
+        found = await asyncio.to_thread(documents_under, root, max_file_bytes=max_file_bytes)
+        files = found.files
         known = await self._index.sources()
-        report = IndexReport()
+        report = IndexReport(failed=dict(found.skipped))
         for source in sorted(set(known) - set(files)):
             await self._index.delete_source(source)
             report.removed.append(source)
@@ -84,16 +96,6 @@ class DocumentIndexer:
             max_tokens=self._chunk_tokens,
             overlap_tokens=self._overlap_tokens,
         )
-
-
-def _documents_under(root: Path) -> dict[str, Path]:
-    if not root.is_dir():
-        raise NotADirectoryError(f"{root} is not a directory")
-    return {
-        path.relative_to(root).as_posix(): path
-        for path in sorted(root.rglob("*"))
-        if path.is_file() and path.suffix.lower() in LOADERS and not path.name.startswith(".")
-    }
 
 
 def _sha256(path: Path) -> str:

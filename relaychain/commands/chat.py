@@ -16,9 +16,10 @@ import uuid
 import click
 
 from relaychain.commands.options import parse_vars
+from relaychain.output import dump_json, money
 from relaychain.schemas.envelope import Error, Event
 from relaychain.schemas.events import Blocked, Request, Response
-from relaychain.settings import ConfigError, Settings, load_settings
+from relaychain.settings import Settings, load_settings
 
 __all__ = ["EXIT_COMMAND", "chat"]
 
@@ -35,10 +36,7 @@ def chat(
     business: str, conversation: str | None, variables: tuple[str, ...], model: str | None, timeout: float | None
 ) -> None:
     """Chat with BUSINESS: one request per line of input, one conversation; `/exit` or EOF ends."""
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        raise click.ClickException(f"bad config: {exc}") from None
+    settings = load_settings()
     config = settings.app.businesses.get(business)
     if config is None:
         raise click.BadParameter(
@@ -79,13 +77,11 @@ async def _session(
 
 
 def _print_turn(answer: Event) -> None:
-    from relaychain.cli import dump_json
-
     if isinstance(answer, Response):
         click.echo(dump_json(answer.output))
         tokens_in = sum(line.input_tokens for line in answer.usage)
         tokens_out = sum(line.output_tokens for line in answer.usage)
-        cost = ", ".join(f"{money.amount:.8f} {money.currency}" for money in answer.cost) or "0"
+        cost = ", ".join(money(line.amount, line.currency) for line in answer.cost) or "0"
         click.secho(f"tokens: {tokens_in} in, {tokens_out} out; cost {cost}", dim=True)
     elif isinstance(answer, Blocked):
         # A blocked turn is not remembered; the conversation goes on without it.

@@ -6,14 +6,16 @@ import asyncio
 from collections import defaultdict
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 import click
 
 from relaychain.agents.stores.ledger import LedgerRow
-from relaychain.settings import ConfigError, Settings, load_settings
+from relaychain.output import amount, echo_json
+from relaychain.settings import Settings, load_settings
 from relaychain.stores import LEDGER_FILE, open_ledger
 
-__all__ = ["costs", "render_table"]
+__all__ = ["as_document", "costs", "render_table"]
 
 HEADERS = (
     "day",
@@ -34,16 +36,18 @@ HEADERS = (
 @click.option(
     "--postgres", "postgres_dsn", metavar="DSN", help="Read the PostgreSQL ledger (else settings, else SQLite)."
 )
-def costs(since: datetime | None, postgres_dsn: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print {rows, totals} as JSON; amounts are decimal strings.")
+def costs(since: datetime | None, postgres_dsn: str | None, as_json: bool) -> None:
     """Tokens and cost per business x model x day, input and output apart, totals per currency."""
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        raise click.ClickException(f"bad config: {exc}") from None
-    if not (postgres_dsn or settings.postgres_dsn) and not (settings.data_dir / LEDGER_FILE).exists():
+    settings = load_settings()
+    recorded = bool(postgres_dsn or settings.postgres_dsn) or (settings.data_dir / LEDGER_FILE).exists()
+    rows = asyncio.run(_read(settings, postgres_dsn, since.date() if since else None)) if recorded else []
+    if as_json:
+        echo_json(as_document(rows))
+        return
+    if not recorded:
         click.echo(f"no usage recorded yet ({settings.data_dir / LEDGER_FILE} does not exist)")
         return
-    rows = asyncio.run(_read(settings, postgres_dsn, since.date() if since else None))
     if not rows:
         click.echo("no usage recorded" + (f" since {since.date()}" if since else ""))
         return
@@ -58,6 +62,49 @@ async def _read(settings: Settings, postgres_dsn: str | None, since: date | None
         await ledger.close()
 
 
+def as_document(rows: list[LedgerRow]) -> dict[str, Any]:
+    """What `--json` prints: the rows, and one total per currency (currencies are never added together)."""
+    return {
+        "rows": [
+            {
+                "day": r.day.isoformat(),
+                "business": r.business,
+                "model": r.model,
+                "calls": r.calls,
+                "input_tokens": r.input_tokens,
+                "output_tokens": r.output_tokens,
+                "input_cost": amount(r.input_cost),
+                "output_cost": amount(r.output_cost),
+                "cost": amount(r.cost),
+                "currency": r.currency,
+            }
+            for r in rows
+        ],
+        "totals": [
+            {
+                "currency": currency,
+                "calls": calls,
+                "input_tokens": tin,
+                "output_tokens": tout,
+                "input_cost": amount(cin),
+                "output_cost": amount(cout),
+                "cost": amount(cin + cout),
+            }
+            for currency, (calls, tin, tout, cin, cout) in _totals(rows)
+        ],
+    }
+
+
+def _totals(rows: list[LedgerRow]) -> list[tuple[str, list[Any]]]:
+    """Per currency: calls, input tokens, output tokens, input cost, output cost."""
+    totals: dict[str, list[Any]] = defaultdict(lambda: [0, 0, 0, Decimal(0), Decimal(0)])
+    for r in rows:
+        total = totals[r.currency]
+        for i, value in enumerate((r.calls, r.input_tokens, r.output_tokens, r.input_cost, r.output_cost)):
+            total[i] += value
+    return sorted(totals.items())
+
+
 def render_table(rows: list[LedgerRow]) -> str:
     """An aligned text table, then one total line per currency (currencies are never added together)."""
     body = [
@@ -68,21 +115,16 @@ def render_table(rows: list[LedgerRow]) -> str:
             str(r.calls),
             str(r.input_tokens),
             str(r.output_tokens),
-            _money(r.input_cost),
-            _money(r.output_cost),
-            _money(r.cost),
+            amount(r.input_cost),
+            amount(r.output_cost),
+            amount(r.cost),
             r.currency,
         )
         for r in rows
     ]
-    totals: dict[str, list[Decimal | int]] = defaultdict(lambda: [0, 0, 0, Decimal(0), Decimal(0)])
-    for r in rows:
-        total = totals[r.currency]
-        for i, value in enumerate((r.calls, r.input_tokens, r.output_tokens, r.input_cost, r.output_cost)):
-            total[i] += value
     footer = [
-        ("total", "", "", str(calls), str(tin), str(tout), _money(cin), _money(cout), _money(cin + cout), currency)
-        for currency, (calls, tin, tout, cin, cout) in sorted(totals.items())
+        ("total", "", "", str(calls), str(tin), str(tout), amount(cin), amount(cout), amount(cin + cout), currency)
+        for currency, (calls, tin, tout, cin, cout) in _totals(rows)
     ]
     table = [HEADERS, *body, *footer]
     widths = [max(len(line[i]) for line in table) for i in range(len(HEADERS))]
@@ -95,8 +137,3 @@ def render_table(rows: list[LedgerRow]) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(HEADERS), rule, *(line(b) for b in body), rule, *(line(f) for f in footer)])
-
-
-def _money(amount: Decimal | int) -> str:
-    """Fixed point to the ledger's 1e-8, so zero prints as 0.00000000, not 0E-8."""
-    return f"{Decimal(amount):.8f}"

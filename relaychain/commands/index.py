@@ -8,24 +8,23 @@ same folder embeds only new and changed files and drops deleted ones.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from relaychain.settings import ConfigError, Settings, load_settings
+from relaychain.agents.documents.walk import documents_under
+from relaychain.commands.boundary import EXIT_FAILED, Failed
+from relaychain.output import echo_json
+from relaychain.schemas.config import DEFAULT_MAX_FILE_BYTES
+from relaychain.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from relaychain.agents.documents.indexer import IndexReport
 
 __all__ = ["index", "search"]
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        raise click.ClickException(f"bad config: {exc}") from None
 
 
 @click.command()
@@ -38,20 +37,48 @@ def _settings() -> Settings:
     help="Local encoder (default all-MiniLM-L6-v2).",
 )
 @click.option("--postgres", "postgres_dsn", metavar="DSN", help="Index into pgvector (else settings, else numpy).")
-def index(directory: Path, name: str, model_path: Path | None, postgres_dsn: str | None) -> None:
-    """Index the pdf, md and txt files under DIRECTORY; unchanged files are skipped."""
-    settings = _settings()
-    report = asyncio.run(_index(settings, directory, name, model_path, postgres_dsn))
-    click.echo(
-        f"{name}: {len(report.indexed)} indexed, {len(report.unchanged)} unchanged, "
-        f"{len(report.removed)} removed, {len(report.failed)} failed; {report.chunks_embedded} chunks embedded"
-    )
-    for source, reason in report.failed.items():
-        click.echo(f"  failed {source}: {reason}", err=True)
+@click.option(
+    "--max-file-bytes",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_FILE_BYTES,
+    show_default=True,
+    help="Larger files are skipped, not read (retrieval.max_file_bytes for a business's sources).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (no progress bar).")
+def index(
+    directory: Path, name: str, model_path: Path | None, postgres_dsn: str | None, max_file_bytes: int, as_json: bool
+) -> None:
+    """Index the pdf, md and txt files under DIRECTORY; unchanged files are skipped.
+
+    Only regular files inside DIRECTORY are read: a link leading outside it, or
+    a file over --max-file-bytes, is reported and left out. Exits 1 when any
+    file failed or was left out, or when DIRECTORY holds no file to index.
+    """
+    settings = load_settings()
+    report = asyncio.run(_index(settings, directory, name, model_path, postgres_dsn, max_file_bytes, not as_json))
+    if as_json:
+        echo_json(dataclasses.asdict(report))
+    else:
+        click.echo(
+            f"{name}: {len(report.indexed)} indexed, {len(report.unchanged)} unchanged, "
+            f"{len(report.removed)} removed, {len(report.failed)} failed; {report.chunks_embedded} chunks embedded"
+        )
+        for source, reason in report.failed.items():
+            click.echo(f"  failed {source}: {reason}", err=True)
+    if report.failed:
+        sys.exit(EXIT_FAILED)
+    if not (report.indexed or report.unchanged):
+        raise Failed(f"{directory} holds no pdf, md or txt file to index")
 
 
 async def _index(
-    settings: Settings, directory: Path, name: str, model_path: Path | None, postgres_dsn: str | None
+    settings: Settings,
+    directory: Path,
+    name: str,
+    model_path: Path | None,
+    postgres_dsn: str | None,
+    max_file_bytes: int,
+    progress: bool,
 ) -> IndexReport:
     from tqdm import tqdm
 
@@ -61,13 +88,13 @@ async def _index(
 
     embedder = await TransformerEmbedder.load(model_path)
     store = open_index(settings, name, embedder.dim, postgres_dsn)
-    files = sum(
-        1 for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in {".pdf", ".md", ".markdown", ".txt"}
-    )
+    files = len((await asyncio.to_thread(documents_under, directory, max_file_bytes=max_file_bytes)).files)
     try:
-        with tqdm(total=files, unit="file", desc=f"indexing {name}") as bar:
+        with tqdm(total=files, unit="file", desc=f"indexing {name}", disable=not progress) as bar:
             return await DocumentIndexer(store, embedder).index_directory(
-                directory, on_file=lambda source: (bar.set_postfix_str(source[-40:]), bar.update())
+                directory,
+                on_file=lambda source: (bar.set_postfix_str(source[-40:]), bar.update()),
+                max_file_bytes=max_file_bytes,
             )
     finally:
         await store.close()
@@ -82,14 +109,22 @@ async def _index(
     "--model", "model_path", type=click.Path(exists=True, path_type=Path), help="The encoder the index was built with."
 )
 @click.option("--postgres", "postgres_dsn", metavar="DSN", help="Search pgvector (else settings, else numpy).")
-def search(name: str, query: str, top_k: int, model_path: Path | None, postgres_dsn: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the hits as a JSON array.")
+def search(name: str, query: str, top_k: int, model_path: Path | None, postgres_dsn: str | None, as_json: bool) -> None:
     """Print the top-k chunks of index NAME for QUERY, with scores and sources."""
-    settings = _settings()
+    settings = load_settings()
     if not (postgres_dsn or settings.postgres_dsn) and not (settings.data_dir / "indexes" / name).exists():
-        raise click.ClickException(f"no index {name!r} (run `relaychain index DIR --index {name}` first)")
-    for rank, (score, source, location, text) in enumerate(
-        asyncio.run(_search(settings, name, query, top_k, model_path, postgres_dsn)), 1
-    ):
+        raise Failed(f"no index {name!r} (run `relaychain index DIR --index {name}` first)")
+    hits = asyncio.run(_search(settings, name, query, top_k, model_path, postgres_dsn))
+    if as_json:
+        echo_json(
+            [
+                {"rank": rank, "score": score, "source": source, "location": location, "text": text}
+                for rank, (score, source, location, text) in enumerate(hits, 1)
+            ]
+        )
+        return
+    for rank, (score, source, location, text) in enumerate(hits, 1):
         where = f"{source} ({location})" if location else source
         click.echo(f"{rank}. {score:.3f}  {where}")
         click.echo("   " + " ".join(text.split())[:300])

@@ -13,8 +13,11 @@ from relaychain.agents.tokens import (
     load_encoding,
     price,
 )
+from relaychain.commands.boundary import Failed
+from relaychain.output import amount, echo_json, money
+from relaychain.schemas.config import Price
 from relaychain.schemas.envelope import utc_now
-from relaychain.settings import ConfigError, load_settings
+from relaychain.settings import load_settings
 
 __all__ = ["tokens"]
 
@@ -23,19 +26,18 @@ __all__ = ["tokens"]
 @click.argument("text")
 @click.option("--model", help="A configured model: its own tokenizer, and its input price.")
 @click.option("--encoding", type=click.Choice(ENCODING_NAMES), help="A tiktoken encoding, without a model.")
-def tokens(text: str, model: str | None, encoding: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print {tokenizer, ids, count, pieces, input_cost} as JSON.")
+def tokens(text: str, model: str | None, encoding: str | None, as_json: bool) -> None:
     """Print TEXT's token ids, their count, each token's bytes, and (with --model) its input cost."""
     if (model is None) == (encoding is None):
         raise click.UsageError("give exactly one of --model or --encoding")
     counter: TokenCounter
+    rate: Price | None = None
     if encoding is not None:
         counter = TiktokenCounter(load_encoding(encoding))
-        click.echo(f"encoding: {encoding}")
+        tokenizer = encoding
     else:
-        try:
-            app = load_settings().app
-        except ConfigError as exc:
-            raise click.ClickException(f"bad config: {exc}") from None
+        app = load_settings().app
         config = app.models.get(model)
         if config is None:
             raise click.BadParameter(
@@ -44,16 +46,30 @@ def tokens(text: str, model: str | None, encoding: str | None) -> None:
         try:
             counter = counter_for(config, model)
         except (EncodingUnavailable, ValueError, OSError) as exc:
-            raise click.ClickException(f"no tokenizer for {model}: {exc}") from None
-        click.echo(f"model: {model} ({config.tokenizer})")
+            raise Failed(f"no tokenizer for {model}: {exc}") from None
+        tokenizer, rate = config.tokenizer, config.price_on(utc_now().date())
     ids = counter.encode(text)
+    pieces = counter.decode_bytes(ids)
+    input_cost = price(len(ids), 0, rate)[0] if rate is not None else None
+    if as_json:
+        echo_json(
+            {
+                "model": model,
+                "tokenizer": tokenizer,
+                "ids": ids,
+                "count": len(ids),
+                "pieces": [piece.decode("utf-8", errors="backslashreplace") for piece in pieces],
+                "input_cost": None if rate is None else {"amount": amount(input_cost), "currency": rate.currency},
+            }
+        )
+        return
+    click.echo(f"model: {model} ({tokenizer})" if model is not None else f"encoding: {tokenizer}")
     click.echo(f"ids: {ids}")
     click.echo(f"count: {len(ids)}")
-    for token_id, piece in zip(ids, counter.decode_bytes(ids), strict=True):
+    for token_id, piece in zip(ids, pieces, strict=True):
         click.echo(f"{token_id} -> {piece!r}")
-    if model is not None:
-        rate = app.models[model].price_on(utc_now().date())
-        input_cost, _ = price(len(ids), 0, rate)
+    if rate is not None and input_cost is not None:
         click.echo(
-            f"input cost: {input_cost} {rate.currency} ({rate.input_per_million} {rate.currency} per million input tokens)"
+            f"input cost: {money(input_cost, rate.currency)} "
+            f"({rate.input_per_million:f} {rate.currency} per million input tokens)"
         )
