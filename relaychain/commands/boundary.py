@@ -44,20 +44,25 @@ class BadConfig(click.ClickException):
     exit_code = EXIT_USAGE
 
 
+def _one_line(error: Exception) -> str:
+    # YAML and pydantic messages span lines; one failure is one line on stderr.
+    return " ".join(str(error).split())
+
+
 def _expected(error: Exception) -> click.ClickException | None:
     """The one-line message and exit code of a failure a user can meet; None for a bug."""
     if isinstance(error, ConfigError):
-        return BadConfig(f"bad config: {error}")
+        return BadConfig(f"bad config: {_one_line(error)}")
     if isinstance(error, BusUrlError):
-        return BadConfig(str(error))
+        return BadConfig(_one_line(error))
     if isinstance(error, BusError):
-        return Failed(f"broker: {error}")
+        return Failed(f"broker: {_one_line(error)}")
     if isinstance(error, AnswerTimeout):
-        return Failed(str(error))
+        return Failed(_one_line(error))
     if isinstance(error, TimeoutError):
-        return Failed(f"timed out{f': {error}' if str(error) else ''}")
+        return Failed(f"timed out {_one_line(error)}".rstrip())
     if isinstance(error, OSError):
-        return Failed(str(error))
+        return Failed(_one_line(error))
     return None
 
 
@@ -76,5 +81,5 @@ class BoundaryGroup(click.Group):
             if expected is not None:
                 raise expected from None
             raise Failed(
-                f"internal error: {type(error).__name__}: {error} (`relaychain -v` shows the traceback)"
+                f"internal error: {type(error).__name__}: {_one_line(error)} (`relaychain -v` shows the traceback)"
             ) from None

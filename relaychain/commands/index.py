@@ -55,7 +55,16 @@ def index(
     file failed or was left out, or when DIRECTORY holds no file to index.
     """
     settings = load_settings()
-    report = asyncio.run(_index(settings, directory, name, model_path, postgres_dsn, max_file_bytes, not as_json))
+    found = documents_under(directory, max_file_bytes=max_file_bytes)
+    if not found.files:
+        for source, reason in found.skipped.items():
+            click.echo(f"  failed {source}: {reason}", err=True)
+        # Before loading the encoder, and without touching the index: an empty folder is more
+        # likely a wrong path than a wish to drop everything the index holds.
+        raise Failed(f"{directory} holds no pdf, md or txt file to index")
+    report = asyncio.run(
+        _index(settings, directory, name, model_path, postgres_dsn, max_file_bytes, len(found.files), not as_json)
+    )
     if as_json:
         echo_json(dataclasses.asdict(report))
     else:
@@ -67,8 +76,6 @@ def index(
             click.echo(f"  failed {source}: {reason}", err=True)
     if report.failed:
         sys.exit(EXIT_FAILED)
-    if not (report.indexed or report.unchanged):
-        raise Failed(f"{directory} holds no pdf, md or txt file to index")
 
 
 async def _index(
@@ -78,6 +85,7 @@ async def _index(
     model_path: Path | None,
     postgres_dsn: str | None,
     max_file_bytes: int,
+    files: int,
     progress: bool,
 ) -> IndexReport:
     from tqdm import tqdm
@@ -88,7 +96,6 @@ async def _index(
 
     embedder = await TransformerEmbedder.load(model_path)
     store = open_index(settings, name, embedder.dim, postgres_dsn)
-    files = len((await asyncio.to_thread(documents_under, directory, max_file_bytes=max_file_bytes)).files)
     try:
         with tqdm(total=files, unit="file", desc=f"indexing {name}", disable=not progress) as bar:
             return await DocumentIndexer(store, embedder).index_directory(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -242,3 +243,77 @@ async def test_retriever_attaches_top_k_chunks_with_sources(embedder: Transforme
 def test_retriever_needs_every_configured_index() -> None:
     with pytest.raises(ValueError, match="cars"):
         RetrieverAgent(retrieval_config(), {}, CountingEmbedder())  # type: ignore[arg-type]
+
+
+# --- which files are read: only regular files inside the folder, up to a size (issue 10) ---
+
+
+async def test_a_link_leading_outside_the_folder_is_skipped_and_never_read(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "car.txt").write_text("Aurora X7\nRange: 500 km\n")
+    (docs / "x.txt").symlink_to("/etc/passwd")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.md").write_text("# Secret\nnot for the index\n")
+    (docs / "linked-folder").symlink_to(outside)
+    (docs / "alias.txt").symlink_to(docs / "car.txt")  # a link inside the folder is read like its target
+    index = NumpyVectorIndex(tmp_path / "index")
+
+    report = await DocumentIndexer(index, CountingEmbedder()).index_directory(docs)
+
+    assert sorted(report.indexed) == ["alias.txt", "car.txt"]
+    assert report.failed == {"x.txt": "skipped: a link to /etc/passwd, outside the folder"}
+    hits = await index.search(np.ones(16, dtype=np.float32) / 4, 100)
+    assert {hit.chunk.source for hit in hits} == {"alias.txt", "car.txt"}
+    assert not any("root:" in hit.chunk.text or "Secret" in hit.chunk.text for hit in hits)
+
+
+async def test_a_file_over_the_size_limit_is_skipped_and_an_indexed_one_that_becomes_a_link_out_is_dropped(
+    tmp_path: Path,
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "small.txt").write_text("small file\n")
+    (docs / "big.md").write_text("# Big\n" + "word " * 100)
+    index = NumpyVectorIndex(tmp_path / "index")
+    indexer = DocumentIndexer(index, CountingEmbedder())
+
+    first = await indexer.index_directory(docs, max_file_bytes=100)
+    assert first.indexed == ["small.txt"]
+    assert first.failed == {"big.md": "skipped: 506 bytes, over the limit of 100 (retrieval.max_file_bytes)"}
+
+    (docs / "small.txt").unlink()
+    (docs / "small.txt").symlink_to("/etc/hostname")
+    again = await indexer.index_directory(docs, max_file_bytes=1000)
+    assert again.indexed == ["big.md"] and again.removed == ["small.txt"]
+    assert list(again.failed) == ["small.txt"] and list(await index.sources()) == ["big.md"]
+
+
+async def test_what_is_not_a_regular_file_is_skipped(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    os.mkfifo(docs / "pipe.txt")  # reading it would block the indexer forever
+    (docs / "gone.md").symlink_to(docs / "missing.md")
+    (docs / "ok.txt").write_text("fine\n")
+
+    report = await DocumentIndexer(NumpyVectorIndex(tmp_path / "index"), CountingEmbedder()).index_directory(docs)
+
+    assert report.indexed == ["ok.txt"]
+    assert report.failed["pipe.txt"] == "skipped: not a regular file"
+    assert report.failed["gone.md"].startswith("skipped: cannot follow")
+
+
+async def test_the_retrievers_sources_are_walked_by_the_same_rules(tmp_path: Path) -> None:
+    from relaychain.wiring import _index_sources
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "car.txt").write_text("Aurora X7\n")
+    (docs / "x.txt").symlink_to("/etc/passwd")
+    (docs / "big.txt").write_text("y" * 64)
+    index = NumpyVectorIndex(tmp_path / "index")
+
+    await _index_sources(index, CountingEmbedder(), docs, "cars", 32)  # type: ignore[arg-type]
+
+    assert list(await index.sources()) == ["car.txt"]
