@@ -122,10 +122,12 @@ class Publisher:
             request = Request.model_validate_json(line)
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'line'}: {e['msg']}" for e in exc.errors())
-            return self._bad_line(number, f"not a valid request: {problems}")
+            self._bad_line(number, f"not a valid request: {problems}")
+            return None
         first = self._first_line_of.setdefault(request.request_id, number)
         if first != number:
-            return self._bad_line(number, f"request_id {request.request_id} was already sent on line {first}")
+            self._bad_line(number, f"request_id {request.request_id} was already sent on line {first}")
+            return None
         return request
 
     def _bad_line(self, number: int, reason: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import IO
 
 import click
 
@@ -40,7 +41,7 @@ def deploy() -> None:
     "--check", "run_check", is_flag=True, help="Also check the manifests against the topology; exit 1 on a problem."
 )
 @click.option("-o", "--output", type=click.File("w"), default="-", help="Write the YAML here instead of stdout.")
-def render_command(overlay: str, k8s_dir: Path, run_check: bool, output: click.utils.LazyFile) -> None:
+def render_command(overlay: str, k8s_dir: Path, run_check: bool, output: IO[str]) -> None:
     """Build an overlay with kustomize and print the manifests (pipe to `kubectl apply -f -`)."""
     try:
         rendered = render(overlay, k8s_dir)

@@ -98,10 +98,13 @@ async def _index(
     store = open_index(settings, name, embedder.dim, postgres_dsn)
     try:
         with tqdm(total=files, unit="file", desc=f"indexing {name}", disable=not progress) as bar:
+
+            def advance(source: str) -> None:
+                bar.set_postfix_str(source[-40:])
+                bar.update()
+
             return await DocumentIndexer(store, embedder).index_directory(
-                directory,
-                on_file=lambda source: (bar.set_postfix_str(source[-40:]), bar.update()),
-                max_file_bytes=max_file_bytes,
+                directory, on_file=advance, max_file_bytes=max_file_bytes
             )
     finally:
         await store.close()

@@ -14,9 +14,10 @@ from relaychain.agents.tokens import (
     price,
 )
 from relaychain.commands.boundary import Failed
-from relaychain.output import amount, echo_json, money
+from relaychain.output import echo_json, money
 from relaychain.schemas.config import Price
 from relaychain.schemas.envelope import utc_now
+from relaychain.schemas.events import Money
 from relaychain.settings import load_settings
 
 __all__ = ["tokens"]
@@ -36,7 +37,7 @@ def tokens(text: str, model: str | None, encoding: str | None, as_json: bool) ->
     if encoding is not None:
         counter = TiktokenCounter(load_encoding(encoding))
         tokenizer = encoding
-    else:
+    elif model is not None:
         app = load_settings().app
         config = app.models.get(model)
         if config is None:
@@ -50,7 +51,7 @@ def tokens(text: str, model: str | None, encoding: str | None, as_json: bool) ->
         tokenizer, rate = config.tokenizer, config.price_on(utc_now().date())
     ids = counter.encode(text)
     pieces = counter.decode_bytes(ids)
-    input_cost = price(len(ids), 0, rate)[0] if rate is not None else None
+    input_cost = None if rate is None else Money(amount=price(len(ids), 0, rate)[0], currency=rate.currency)
     if as_json:
         echo_json(
             {
@@ -59,7 +60,7 @@ def tokens(text: str, model: str | None, encoding: str | None, as_json: bool) ->
                 "ids": ids,
                 "count": len(ids),
                 "pieces": [piece.decode("utf-8", errors="backslashreplace") for piece in pieces],
-                "input_cost": None if rate is None else {"amount": amount(input_cost), "currency": rate.currency},
+                "input_cost": None if input_cost is None else input_cost.model_dump(),
             }
         )
         return
@@ -70,6 +71,6 @@ def tokens(text: str, model: str | None, encoding: str | None, as_json: bool) ->
         click.echo(f"{token_id} -> {piece!r}")
     if rate is not None and input_cost is not None:
         click.echo(
-            f"input cost: {money(input_cost, rate.currency)} "
+            f"input cost: {money(input_cost.amount, input_cost.currency)} "
             f"({rate.input_per_million:f} {rate.currency} per million input tokens)"
         )
