@@ -147,6 +147,8 @@ def publish(file: Any, bus: str | None, timeout: float, max_in_flight: int) -> N
             return await publisher.publish(numbered_lines(file))
 
     summary = asyncio.run(go())
+    if summary.timeouts and not summary.answered:
+        click.echo(f"no request was answered: are the workers running on {settings.bus}?", err=True)
     click.echo(summary.line(), err=True)
     if summary.failed:
         sys.exit(EXIT_FAILED)
