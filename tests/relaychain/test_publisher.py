@@ -260,3 +260,17 @@ async def test_publish_streams_on_kafka_with_a_worker_answering(
     assert problems[0].startswith("line 2: not a valid request")
     assert problems[-1] == "sent 3, answered 3 (responses 0, errors 3, blocked 0), timeouts 0, bad lines 1, not sent 0"
     assert "Traceback" not in done.stderr
+
+
+def test_the_command_asks_for_workers_when_nothing_was_answered(tmp_path: Path) -> None:
+    requests = tmp_path / "requests.jsonl"
+    requests.write_bytes(line(input="Sale", request_id="alone"))
+    command = [sys.executable, "-m", "relaychain.cli", "publish", "--bus", "memory://", "--timeout", "0.2", "-"]
+    env = os.environ | {"RELAYCHAIN_DATA_DIR": str(tmp_path)}
+    done = subprocess.run(command, input=requests.read_text(), capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "line 1: no answer for request alone within 0.2s",
+        "no request was answered: are the workers running on memory://?",
+        "sent 1, answered 0 (responses 0, errors 0, blocked 0), timeouts 1, bad lines 0, not sent 0",
+    ]
