@@ -47,6 +47,7 @@ from relaychain.agents.formatting import (
 from relaychain.bus.errors import AgentError
 from relaychain.schemas import ChatMessage, Event, Job, Money, Response, StepUsage
 from relaychain.schemas.config import AppConfig, BusinessConfig
+from relaychain.schemas.errors import ErrorCode
 
 __all__ = ["REASK_INSTRUCTION", "FormatterAgent"]
 
@@ -70,18 +71,20 @@ class FormatterAgent:
 
     async def handle(self, event: Event) -> Sequence[Event]:
         if not isinstance(event, Job):
-            raise AgentError("unexpected_event", f"formatter handles jobs, not {event.type} events")
+            raise AgentError(ErrorCode.UNEXPECTED_EVENT, f"formatter handles jobs, not {event.type} events")
         if event.current_step != "format":
             raise AgentError(
-                "unknown_step", f"formatter has no step {event.current_step!r}", details={"step": event.current_step}
+                ErrorCode.UNKNOWN_STEP,
+                f"formatter has no step {event.current_step!r}",
+                details={"step": event.current_step},
             )
         business = self._config.businesses.get(event.business)
         if business is None:
             raise AgentError(
-                "unknown_business", f"no business {event.business!r}", details={"business": event.business}
+                ErrorCode.UNKNOWN_BUSINESS, f"no business {event.business!r}", details={"business": event.business}
             )
         if not event.outputs:
-            raise AgentError("format_no_output", "format reached with no generated output")
+            raise AgentError(ErrorCode.FORMAT_NO_OUTPUT, "format reached with no generated output")
         schema = self._schemas[business.output_schema]
         outcome = self._validated(event, business, schema)
         span = trace.get_current_span()
@@ -114,7 +117,7 @@ class FormatterAgent:
     def _reask(self, job: Job, business: BusinessConfig, schema: OutputSchema, failure: _Failure) -> Job:
         if job.reasks >= business.reask_limit:
             raise AgentError(
-                "output_invalid",
+                ErrorCode.OUTPUT_INVALID,
                 f"the output did not match schema {schema.name!r} after {job.reasks} re-asks",
                 details={"errors": failure.errors, "reasks": job.reasks, "schema": schema.name},
             )

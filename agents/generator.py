@@ -29,6 +29,7 @@ from relaychain.bus.errors import AgentError
 from relaychain.schemas import ChatMessage, Event, Job, StepUsage, Usage
 from relaychain.schemas.config import AppConfig, BusinessConfig
 from relaychain.schemas.envelope import utc_now
+from relaychain.schemas.errors import ErrorCode
 
 __all__ = ["GENERATE_STEP", "GeneratorAgent", "SchemaFor"]
 
@@ -58,15 +59,15 @@ class GeneratorAgent:
 
     async def handle(self, event: Event) -> Sequence[Event]:
         if not isinstance(event, Job):
-            raise AgentError("unexpected_event", f"generator reads jobs, got a {event.type} event")
+            raise AgentError(ErrorCode.UNEXPECTED_EVENT, f"generator reads jobs, got a {event.type} event")
         step = event.current_step or ""
         kind, _, chain_step = step.partition(".")
         if kind != GENERATE_STEP:
-            raise AgentError("unexpected_step", f"generator runs generate steps, not {step!r}")
+            raise AgentError(ErrorCode.UNKNOWN_STEP, f"generator runs generate steps, not {step!r}")
         business = self._prompts.business(event.business)
         messages = self._messages(event, chain_step) if chain_step else compose_messages(event.prompt, event.history)
         if not messages:
-            raise AgentError("empty_prompt", f"job {event.id} reached {step!r} without a prompt")
+            raise AgentError(ErrorCode.EMPTY_PROMPT, f"job {event.id} reached {step!r} without a prompt")
         options = event.request.options
         max_tokens = self._max_tokens(event, business, chain_step)
         completion = await self._models.complete_with_fallback(

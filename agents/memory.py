@@ -28,6 +28,7 @@ from relaychain.agents.stores.history import ConversationStore, Summary, Turn
 from relaychain.bus.errors import AgentError
 from relaychain.schemas import Event, Job, StepUsage, Usage
 from relaychain.schemas.config import AppConfig, BusinessConfig, MemoryPolicy
+from relaychain.schemas.errors import ErrorCode
 
 __all__ = ["MemoryAgent"]
 
@@ -59,7 +60,7 @@ class MemoryAgent:
 
     async def handle(self, event: Event) -> Sequence[Event]:
         if not isinstance(event, Job):
-            raise AgentError("unexpected_event", f"memory handles jobs, not {event.type} events")
+            raise AgentError(ErrorCode.UNEXPECTED_EVENT, f"memory handles jobs, not {event.type} events")
         business = self._business(event)
         match event.current_step:
             case "memory.load":
@@ -67,7 +68,7 @@ class MemoryAgent:
             case "memory.save":
                 return await self._save(event, business.memory)
             case step:
-                raise AgentError("unknown_step", f"memory has no step {step!r}", details={"step": step})
+                raise AgentError(ErrorCode.UNKNOWN_STEP, f"memory has no step {step!r}", details={"step": step})
 
     async def _load(self, job: Job, policy: MemoryPolicy) -> Sequence[Event]:
         if job.conversation_id is None or policy.kind == "none":
@@ -110,7 +111,9 @@ class MemoryAgent:
     def _business(self, job: Job) -> BusinessConfig:
         business = self._config.businesses.get(job.business)
         if business is None:
-            raise AgentError("unknown_business", f"no business {job.business!r}", details={"business": job.business})
+            raise AgentError(
+                ErrorCode.UNKNOWN_BUSINESS, f"no business {job.business!r}", details={"business": job.business}
+            )
         return business
 
 
@@ -128,4 +131,4 @@ def _answer_text(job: Job) -> str:
         return json.dumps(job.result, ensure_ascii=False)
     if job.outputs:
         return list(job.outputs.values())[-1]
-    raise AgentError("memory_no_answer", "memory.save reached with no formatted result and no generated output")
+    raise AgentError(ErrorCode.MEMORY_NO_ANSWER, "memory.save reached with no formatted result and no generated output")

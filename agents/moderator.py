@@ -30,6 +30,7 @@ from relaychain.agents.moderation import Match, Matcher, WordLists
 from relaychain.bus.errors import AgentError
 from relaychain.schemas import Blocked, ChatMessage, Event, Job, ModerationOutcome, Request
 from relaychain.schemas.config import AppConfig, BusinessConfig, CategoryAction
+from relaychain.schemas.errors import ErrorCode
 
 __all__ = ["ModeratorAgent", "mask"]
 
@@ -46,11 +47,11 @@ class ModeratorAgent:
 
     async def handle(self, event: Event) -> Sequence[Event]:
         if not isinstance(event, Job):
-            raise AgentError("unexpected_event", f"moderator handles jobs, not {event.type} events")
+            raise AgentError(ErrorCode.UNEXPECTED_EVENT, f"moderator handles jobs, not {event.type} events")
         business = self._config.businesses.get(event.business)
         if business is None:
             raise AgentError(
-                "unknown_business", f"no business {event.business!r}", details={"business": event.business}
+                ErrorCode.UNKNOWN_BUSINESS, f"no business {event.business!r}", details={"business": event.business}
             )
         matcher = await self._lists.matcher(event.business)
         match event.current_step:
@@ -59,7 +60,7 @@ class ModeratorAgent:
             case "moderate.output":
                 return self._moderate_output(event, business, matcher)
             case step:
-                raise AgentError("unknown_step", f"moderator has no step {step!r}", details={"step": step})
+                raise AgentError(ErrorCode.UNKNOWN_STEP, f"moderator has no step {step!r}", details={"step": step})
 
     def _moderate_input(self, job: Job, business: BusinessConfig, matcher: Matcher) -> Sequence[Event]:
         request = job.request

@@ -24,6 +24,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from relaychain.bus.errors import AgentError
 from relaychain.schemas.config import AppConfig, BusinessConfig
+from relaychain.schemas.errors import ErrorCode
 from relaychain.schemas.events import ChatMessage
 
 BUILTIN_VARIABLES = frozenset({"input", "context", "outputs", "business", "model"})
@@ -47,7 +48,7 @@ class PromptLibrary:
         name = templates.get(model) or templates.get(DEFAULT_TEMPLATE)
         if name is None:
             raise AgentError(
-                "missing_template", f"business {business!r} has no template for model {model!r} and no default"
+                ErrorCode.MISSING_TEMPLATE, f"business {business!r} has no template for model {model!r} and no default"
             )
         return name
 
@@ -55,7 +56,9 @@ class PromptLibrary:
         config = self.config.businesses.get(business)
         if config is None:
             raise AgentError(
-                "unknown_business", f"unknown business {business!r}", details={"known": sorted(self.config.businesses)}
+                ErrorCode.UNKNOWN_BUSINESS,
+                f"unknown business {business!r}",
+                details={"known": sorted(self.config.businesses)},
             )
         return config
 
@@ -69,7 +72,7 @@ class PromptLibrary:
         for chain_step in self.business(business).chain:
             if chain_step.name == step:
                 return self._messages(business, chain_step.template, variables, model)
-        raise AgentError("unknown_step", f"business {business!r} has no chain step {step!r}")
+        raise AgentError(ErrorCode.UNKNOWN_STEP, f"business {business!r} has no chain step {step!r}")
 
     def render_file(self, template: str, variables: Mapping[str, Any]) -> str:
         return self._render(template, variables)
@@ -92,9 +95,9 @@ class PromptLibrary:
         try:
             return self._env.get_template(template).render(**variables).strip()
         except UndefinedError as exc:
-            raise AgentError("missing_variable", f"template {template}: {exc.message}") from None
+            raise AgentError(ErrorCode.MISSING_VARIABLE, f"template {template}: {exc.message}") from None
         except TemplateError as exc:
-            raise AgentError("template_error", f"template {template}: {exc}") from None
+            raise AgentError(ErrorCode.TEMPLATE_ERROR, f"template {template}: {exc}") from None
 
 
 @cache

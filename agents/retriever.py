@@ -18,6 +18,7 @@ from relaychain.agents.stores.vectors import VectorIndex
 from relaychain.bus.errors import AgentError
 from relaychain.schemas import Event, Job, RetrievedChunk
 from relaychain.schemas.config import AppConfig, RetrievalConfig
+from relaychain.schemas.errors import ErrorCode
 
 __all__ = ["RetrieverAgent"]
 
@@ -37,13 +38,13 @@ class RetrieverAgent:
 
     async def handle(self, event: Event) -> Sequence[Event]:
         if not isinstance(event, Job):
-            raise AgentError("unexpected_event", f"retriever handles jobs, not {event.type} events")
+            raise AgentError(ErrorCode.UNEXPECTED_EVENT, f"retriever handles jobs, not {event.type} events")
         if event.current_step != "retrieve":
-            raise AgentError("unknown_step", f"retriever has no step {event.current_step!r}")
+            raise AgentError(ErrorCode.UNKNOWN_STEP, f"retriever has no step {event.current_step!r}")
         business = self._config.businesses.get(event.business)
         if business is None:
             raise AgentError(
-                "unknown_business", f"no business {event.business!r}", details={"business": event.business}
+                ErrorCode.UNKNOWN_BUSINESS, f"no business {event.business!r}", details={"business": event.business}
             )
         if business.retrieval is None:
             return [event.advance(self.name)]
@@ -67,7 +68,7 @@ def _query(job: Job, retrieval: RetrievalConfig) -> str:
         value = request.vars.get(retrieval.query_var)
         if not isinstance(value, str) or not value.strip():
             raise AgentError(
-                "missing_query_var",
+                ErrorCode.MISSING_QUERY_VAR,
                 f"retrieval needs the text variable {retrieval.query_var!r}",
                 details={"variable": retrieval.query_var},
             )

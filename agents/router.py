@@ -17,6 +17,7 @@ from relaychain.agents.prompts import PromptLibrary
 from relaychain.bus.errors import AgentError
 from relaychain.schemas.config import AppConfig, BusinessConfig
 from relaychain.schemas.envelope import Event, StepRecord
+from relaychain.schemas.errors import ErrorCode
 from relaychain.schemas.events import Job, Request
 
 SpendToday = Callable[[str, str], Awaitable[Decimal]]
@@ -33,19 +34,19 @@ class RouterAgent:
 
     async def handle(self, event: Event) -> Sequence[Event]:
         if not isinstance(event, Request):
-            raise AgentError("unexpected_event", f"router reads requests, got a {event.type} event")
+            raise AgentError(ErrorCode.UNEXPECTED_EVENT, f"router reads requests, got a {event.type} event")
         business = self.prompts.business(event.business)
         model = await self._choose_model(event, business)
         text = request_text(event)
         if len(text) > business.max_input_chars:
             raise AgentError(
-                "input_too_long",
+                ErrorCode.INPUT_TOO_LONG,
                 f"input has {len(text)} characters; business {event.business!r} accepts {business.max_input_chars}",
             )
         missing = [name for name in business.variables if name not in event.vars]
         if missing:
             raise AgentError(
-                "missing_variable",
+                ErrorCode.MISSING_VARIABLE,
                 f"business {event.business!r} needs variables {missing}",
                 details={"missing": missing},
             )
@@ -68,7 +69,7 @@ class RouterAgent:
         name = request.model or business.default_model
         if name not in business.allowed_models:
             raise AgentError(
-                "model_not_allowed",
+                ErrorCode.MODEL_NOT_ALLOWED,
                 f"business {request.business!r} does not allow model {name!r}",
                 details={"allowed": list(business.allowed_models)},
             )
@@ -81,7 +82,9 @@ class RouterAgent:
                 return candidate
             candidate = model.fallback
         raise AgentError(
-            "model_unavailable", f"no available model for {request.business!r}: tried {tried}", details={"tried": tried}
+            ErrorCode.MODEL_UNAVAILABLE,
+            f"no available model for {request.business!r}: tried {tried}",
+            details={"tried": tried},
         )
 
     async def _over_budget(self, business_name: str, model: str, business: BusinessConfig) -> bool:

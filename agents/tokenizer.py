@@ -27,6 +27,7 @@ from relaychain.agents.tokens.trim import fit_history
 from relaychain.bus.errors import AgentError
 from relaychain.schemas import ChatMessage, Event, Job, Usage
 from relaychain.schemas.config import AppConfig
+from relaychain.schemas.errors import ErrorCode
 
 __all__ = ["TokenizerAgent"]
 
@@ -56,19 +57,19 @@ class TokenizerAgent:
         if isinstance(event, Job) and event.current_step == BUDGET_STEP:
             return [await self._fit(event)]
         raise AgentError(
-            "unexpected_event",
+            ErrorCode.UNEXPECTED_EVENT,
             f"tokenizer handles `budget` jobs and usage events, got a {event.type} event at step {event.current_step!r}",
         )
 
     async def _fit(self, job: Job) -> Job:
         model = self._config.models.get(job.model)
         if model is None:
-            raise AgentError("unknown_model", f"model {job.model!r} is not configured")
+            raise AgentError(ErrorCode.UNKNOWN_MODEL, f"model {job.model!r} is not configured")
         reserved = job.request.options.max_tokens or model.max_output_tokens
         budget = model.context_window - reserved
         if budget <= 0:
             raise AgentError(
-                "input_too_long",
+                ErrorCode.INPUT_TOO_LONG,
                 f"max_tokens {reserved} leaves no room for input in {job.model}'s {model.context_window}-token window",
                 details={"prompt_tokens": 0, "budget": budget},
             )
@@ -90,7 +91,9 @@ class TokenizerAgent:
             try:
                 counter = await asyncio.to_thread(self._counters, model_name)
             except (EncodingUnavailable, ValueError, OSError) as exc:
-                raise AgentError("tokenizer_unavailable", f"no tokenizer for model {model_name!r}: {exc}") from exc
+                raise AgentError(
+                    ErrorCode.TOKENIZER_UNAVAILABLE, f"no tokenizer for model {model_name!r}: {exc}"
+                ) from exc
             self._resolved[model_name] = counter
         return counter
 

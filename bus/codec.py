@@ -10,6 +10,7 @@ import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from relaychain.schemas.envelope import SCHEMA_VERSION, DeadLetter, Error, Event
+from relaychain.schemas.errors import ErrorCode
 
 CONTENT_TYPE = "application/json"
 
@@ -45,20 +46,22 @@ class EventCodec:
         try:
             raw: Any = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
-            raise UndecodableMessage("undecodable", f"not JSON ({exc})") from None
+            raise UndecodableMessage(ErrorCode.UNDECODABLE, f"not JSON ({exc})") from None
         if not isinstance(raw, dict):
-            raise UndecodableMessage("undecodable", f"expected a JSON object, got {type(raw).__name__}")
+            raise UndecodableMessage(ErrorCode.UNDECODABLE, f"expected a JSON object, got {type(raw).__name__}")
         version = raw.get("schema_version", SCHEMA_VERSION)
         if isinstance(version, int) and version > SCHEMA_VERSION:
-            raise UndecodableMessage("schema_too_new", f"schema_version {version} > supported {SCHEMA_VERSION}", raw)
+            raise UndecodableMessage(
+                ErrorCode.SCHEMA_TOO_NEW, f"schema_version {version} > supported {SCHEMA_VERSION}", raw
+            )
         event_type = raw.get("type")
         adapter = self._adapters.get(event_type) if isinstance(event_type, str) else None
         if adapter is None:
-            raise UndecodableMessage("unknown_type", f"unknown event type {event_type!r}", raw)
+            raise UndecodableMessage(ErrorCode.UNKNOWN_TYPE, f"unknown event type {event_type!r}", raw)
         try:
             return adapter.validate_python(raw)
         except ValidationError as exc:
-            raise UndecodableMessage("invalid_event", str(exc), raw) from None
+            raise UndecodableMessage(ErrorCode.INVALID_EVENT, str(exc), raw) from None
 
 
 def _plain(value: Any) -> Any:

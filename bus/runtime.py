@@ -26,6 +26,7 @@ from relaychain.bus.codec import CONTENT_TYPE, EventCodec, UndecodableMessage
 from relaychain.bus.errors import AgentError
 from relaychain.bus.middleware import HandleContext, Middleware, chain_consume, chain_publish
 from relaychain.schemas.envelope import DeadLetter, Error, Event, derived_id
+from relaychain.schemas.errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -173,19 +174,19 @@ class AgentRuntime:
                     return [answer]
                 return [
                     answer,
-                    self._dead_letter(agent, ctx.message, "retries_exhausted", f"{exc.code}: {exc.message}"),
+                    self._dead_letter(agent, ctx.message, ErrorCode.RETRIES_EXHAUSTED, f"{exc.code}: {exc.message}"),
                 ]
             except Exception as exc:
                 if self.raise_errors:
                     raise
                 log.exception("agent %s crashed on %s event %s", agent.name, event.type, event.id)
                 ctx.outcome = "dead_lettered"
-                ctx.error_code = "internal_error"
+                ctx.error_code = ErrorCode.INTERNAL_ERROR
                 return [
                     self._error(
-                        agent, event, "internal_error", f"{type(exc).__name__} in {agent.name}", retryable=False
+                        agent, event, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__} in {agent.name}", retryable=False
                     ),
-                    self._dead_letter(agent, ctx.message, "handler_crashed", repr(exc)),
+                    self._dead_letter(agent, ctx.message, ErrorCode.HANDLER_CRASHED, repr(exc)),
                 ]
 
     async def _reject(self, agent: Agent, message: Message, exc: UndecodableMessage) -> None:

@@ -9,6 +9,7 @@ from relaychain.schemas.envelope import (
     derived_id,
     new_id,
 )
+from relaychain.schemas.errors import ErrorCode
 from relaychain.schemas.events import (
     ANSWERS,
     PUBLIC_EVENTS,
@@ -33,6 +34,7 @@ __all__ = [
     "ChatMessage",
     "DeadLetter",
     "Error",
+    "ErrorCode",
     "Event",
     "Job",
     "ModerationOutcome",

@@ -8,13 +8,14 @@ still to run, so no central orchestrator is needed.
 
 from __future__ import annotations
 
+import builtins
 import functools
 import hashlib
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal, Self, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 SCHEMA_VERSION = 1
 """The newest event schema this code understands; newer events are dead-lettered, not guessed at."""
@@ -78,14 +79,27 @@ class Event(BaseModel):
         return self.slip[0] if self.slip else None
 
     def advance(self, agent: str, **updates: Any) -> Self:
-        """This event with its current step done: the step moves from `slip` to `results`."""
+        """This event with its current step done: the step moves from `slip` to `results`.
+
+        `updates` are validated like the constructor's fields (an unknown name
+        or a wrong type raises here, in the agent that made the mistake, not in
+        the next agent that decodes the event); the slip and the results are
+        the runtime's to move, not an agent's to set.
+        """
         if not self.slip:
             raise ValueError(f"{self.type} event {self.id} has no step left to advance")
         record = _step_record(self.slip[0], agent)
-        return self.model_copy(update={**updates, "slip": self.slip[1:], "results": (*self.results, record)})
+        validated = {name: _field_adapter(type(self), name).validate_python(value) for name, value in updates.items()}
+        return self.model_copy(update={**validated, "slip": self.slip[1:], "results": (*self.results, record)})
 
-    def reply(self, event_type: type[E], **fields: Any) -> E:
-        """A new event of `event_type` correlated with this one (same request, conversation, business)."""
+    def reply(self, event_type: builtins.type[E], **fields: Any) -> E:
+        """A new event of `event_type` correlated with this one (same request, conversation, business).
+
+        Built through the constructor, so every field is validated; correlation is this event's to give.
+        """
+        taken = _CORRELATION & fields.keys()
+        if taken:
+            raise TypeError(f"reply() sets {', '.join(sorted(taken))} from the event it answers")
         return event_type(
             request_id=self.request_id,
             conversation_id=self.conversation_id,
@@ -95,6 +109,18 @@ class Event(BaseModel):
 
 
 E = TypeVar("E", bound=Event)
+
+_CORRELATION = frozenset({"request_id", "conversation_id", "business"})
+_NOT_UPDATABLE = frozenset({"id", "type", "schema_version", "slip", "results"})
+
+
+@functools.cache
+def _field_adapter(event_type: type[Event], name: str) -> TypeAdapter[Any]:
+    """A validator for one field of one event type, with the field's constraints; built once per pair."""
+    field = event_type.model_fields.get(name)
+    if field is None or name in _NOT_UPDATABLE:
+        raise TypeError(f"{event_type.__name__}.advance() cannot set {name!r}: not an updatable field of the event")
+    return TypeAdapter(Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation)
 
 
 class Error(Event):

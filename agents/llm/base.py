@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from relaychain.bus.errors import AgentError, RetryableError
 from relaychain.schemas import ChatMessage
+from relaychain.schemas.errors import ErrorCode
 
 __all__ = [
     "FALLBACK_ERRORS",
@@ -78,7 +79,7 @@ class ModelTimeout(AgentError):
 
     def __init__(self, model: str, timeout_s: float, *, attempts: int = 1) -> None:
         super().__init__(
-            "model_timeout",
+            ErrorCode.MODEL_TIMEOUT,
             f"model {model!r} gave no answer within {timeout_s:g} s ({attempts} attempt(s))",
             details=_details(model, timeout_s=timeout_s, attempts=attempts),
         )
@@ -89,7 +90,7 @@ class ModelRateLimited(RetryableError):
 
     def __init__(self, model: str, message: str, *, attempts: int = 1) -> None:
         super().__init__(
-            "model_rate_limited",
+            ErrorCode.MODEL_RATE_LIMITED,
             f"model {model!r} is rate limited: {message}",
             details=_details(model, attempts=attempts),
         )
@@ -102,7 +103,7 @@ class ModelServerError(AgentError):
         self, model: str, message: str, *, status: int | None = None, attempts: int = 1, streamed: bool = False
     ) -> None:
         super().__init__(
-            "model_server_error",
+            ErrorCode.MODEL_SERVER_ERROR,
             f"model {model!r} failed: {message}",
             details=_details(model, status=status, attempts=attempts, streamed=streamed or None),
         )
@@ -112,7 +113,9 @@ class ModelUnavailable(AgentError):
     """The model cannot be used at all: marked unavailable, no API key, unknown to the provider, no weights."""
 
     def __init__(self, model: str, message: str) -> None:
-        super().__init__("model_unavailable", f"model {model!r} is unavailable: {message}", details=_details(model))
+        super().__init__(
+            ErrorCode.MODEL_UNAVAILABLE, f"model {model!r} is unavailable: {message}", details=_details(model)
+        )
 
 
 class ModelRequestRejected(AgentError):
@@ -120,7 +123,7 @@ class ModelRequestRejected(AgentError):
 
     def __init__(self, model: str, message: str, *, status: int | None = None) -> None:
         super().__init__(
-            "model_request_rejected",
+            ErrorCode.MODEL_REQUEST_REJECTED,
             f"model {model!r} rejected the request: {message}",
             details=_details(model, status=status),
         )
@@ -131,7 +134,9 @@ class ModelOutputInvalid(AgentError):
 
     def __init__(self, model: str, message: str) -> None:
         super().__init__(
-            "model_output_invalid", f"model {model!r} returned an unreadable answer: {message}", details=_details(model)
+            ErrorCode.MODEL_OUTPUT_INVALID,
+            f"model {model!r} returned an unreadable answer: {message}",
+            details=_details(model),
         )
 
 
@@ -140,7 +145,9 @@ class ModelBusy(RetryableError):
 
     def __init__(self, model: str, queued: int) -> None:
         super().__init__(
-            "model_busy", f"model {model!r} has {queued} requests queued", details=_details(model, queued=queued)
+            ErrorCode.MODEL_BUSY,
+            f"model {model!r} has {queued} requests queued",
+            details=_details(model, queued=queued),
         )
 
 

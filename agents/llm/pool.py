@@ -29,6 +29,7 @@ from relaychain.agents.llm.base import (
 from relaychain.bus.errors import AgentError
 from relaychain.schemas import ChatMessage
 from relaychain.schemas.config import AppConfig, ModelConfig, Provider
+from relaychain.schemas.errors import ErrorCode
 
 __all__ = ["ModelFactory", "ModelPool", "default_factories"]
 
@@ -85,7 +86,9 @@ class ModelPool:
     def model_config(self, name: str) -> ModelConfig:
         config = self.config.models.get(name)
         if config is None:
-            raise AgentError("unknown_model", f"unknown model {name!r}", details={"known": sorted(self.config.models)})
+            raise AgentError(
+                ErrorCode.UNKNOWN_MODEL, f"unknown model {name!r}", details={"known": sorted(self.config.models)}
+            )
         return config
 
     def chain(self, name: str) -> list[str]:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from relaychain.agents.tokens.counter import TokenCounter
 from relaychain.bus.errors import AgentError
 from relaychain.schemas import ChatMessage
+from relaychain.schemas.errors import ErrorCode
 
 __all__ = ["compose_messages", "fit_history", "split_turns"]
 
@@ -43,14 +44,14 @@ def fit_history(
     """The newest whole turns of `history` that fit in `budget` tokens with the prompt, and the total count.
 
     `budget` is the context window minus the tokens reserved for the answer.
-    Raises `AgentError("input_too_long")` when the prompt alone does not fit.
+    Raises `AgentError(ErrorCode.INPUT_TOO_LONG)` when the prompt alone does not fit.
     Each candidate is counted whole (binary search over how many turns to
     keep), so the result is exact for chat templates too, not a per-message sum.
     """
     prompt_tokens = counter.count_messages(compose_messages(prompt, ()))
     if prompt_tokens > budget:
         raise AgentError(
-            "input_too_long",
+            ErrorCode.INPUT_TOO_LONG,
             f"the prompt is {prompt_tokens} tokens; at most {budget} fit with the reserved output",
             details={"prompt_tokens": prompt_tokens, "budget": budget},
         )

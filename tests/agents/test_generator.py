@@ -249,4 +249,4 @@ async def test_a_step_that_is_not_generate_is_refused(pool: ModelPool, templates
     job = push_job().model_copy(update={"slip": ("format",)})
     with pytest.raises(AgentError) as caught:
         await generator(pool, templates).handle(job)
-    assert caught.value.code == "unexpected_step"
+    assert caught.value.code == "unknown_step"

@@ -1,0 +1,48 @@
+"""The stable codes of `Error` answers and dead letters: one enum every agent, the bus and callers share.
+
+Codes travel as plain strings (`Error.code` is a `str` on the wire), so a
+caller in another language matches on the text; Python callers compare with
+`ErrorCode.UNKNOWN_BUSINESS` and get a typo caught by the type checker.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    # The request itself.
+    UNKNOWN_BUSINESS = "unknown_business"
+    UNKNOWN_MODEL = "unknown_model"
+    MODEL_NOT_ALLOWED = "model_not_allowed"
+    MISSING_VARIABLE = "missing_variable"
+    MISSING_QUERY_VAR = "missing_query_var"
+    INPUT_TOO_LONG = "input_too_long"
+    # The config behind the request.
+    MISSING_TEMPLATE = "missing_template"
+    TEMPLATE_ERROR = "template_error"
+    TOKENIZER_UNAVAILABLE = "tokenizer_unavailable"
+    # An event where it does not belong (a wrong route or slip).
+    UNEXPECTED_EVENT = "unexpected_event"
+    UNKNOWN_STEP = "unknown_step"
+    EMPTY_PROMPT = "empty_prompt"
+    FORMAT_NO_OUTPUT = "format_no_output"
+    MEMORY_NO_ANSWER = "memory_no_answer"
+    # The model.
+    MODEL_UNAVAILABLE = "model_unavailable"
+    MODEL_TIMEOUT = "model_timeout"
+    MODEL_RATE_LIMITED = "model_rate_limited"
+    MODEL_SERVER_ERROR = "model_server_error"
+    MODEL_REQUEST_REJECTED = "model_request_rejected"
+    MODEL_OUTPUT_INVALID = "model_output_invalid"
+    MODEL_BUSY = "model_busy"
+    OUTPUT_INVALID = "output_invalid"
+    # Messages the bus cannot read (an `Error` answer when the message names its request, and a dead letter).
+    UNDECODABLE = "undecodable"
+    UNKNOWN_TYPE = "unknown_type"
+    SCHEMA_TOO_NEW = "schema_too_new"
+    INVALID_EVENT = "invalid_event"
+    # The runtime.
+    INTERNAL_ERROR = "internal_error"
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    HANDLER_CRASHED = "handler_crashed"
