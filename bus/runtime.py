@@ -156,6 +156,8 @@ class AgentRuntime:
         await self._publish_all(outputs, ids)
 
     async def _call_with_retries(self, agent: Agent, event: Event, ctx: HandleContext) -> Sequence[Event]:
+        # An agent may bring its own policy (`relaychain.Agent.retry`); the runtime's applies otherwise.
+        retry: RetryPolicy = getattr(agent, "retry", None) or self.retry
         attempt = 0
         while True:
             ctx.attempts = attempt + 1
@@ -163,9 +165,9 @@ class AgentRuntime:
                 return await agent.handle(event)
             except AgentError as exc:
                 ctx.error_code = exc.code
-                if exc.retryable and attempt + 1 < self.retry.max_attempts:
+                if exc.retryable and attempt + 1 < retry.max_attempts:
                     ctx.outcome = "retried"
-                    await asyncio.sleep(self.retry.delay(attempt))
+                    await asyncio.sleep(retry.delay(attempt))
                     attempt += 1
                     continue
                 ctx.outcome = "dead_lettered" if exc.retryable else "error"
