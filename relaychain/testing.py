@@ -39,7 +39,9 @@ class AgentHarness:
     replaces the agent's retry policy (a short one keeps retry tests fast).
     """
 
-    def __init__(self, agent: Agent[Any], *, settings: Settings | None = None, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self, agent: Agent[Any], *, settings: Settings | None = None, retry: RetryPolicy | None = None
+    ) -> None:
         self.agent = agent
         self.bus = MemoryBus()
         self._recorder = _Recorder()
