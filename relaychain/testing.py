@@ -105,10 +105,12 @@ class _FailureRecorder:
 
     async def handle(self, event: Event) -> Sequence[Event]:
         try:
-            return await self._agent.handle(event)
+            emitted = await self._agent.handle(event)
         except Exception as exc:
             self.raised[event.id] = exc
             raise
+        self.raised.pop(event.id, None)  # a retry that succeeded: the earlier failure is not the outcome
+        return emitted
 
 
 class _Recorder:
