@@ -191,6 +191,7 @@ def trace(request_id: str, path: Path | None, as_json: bool) -> None:
 
 
 def _register_commands() -> None:
+    from relaychain.commands.asyncapi import asyncapi
     from relaychain.commands.chat import chat
     from relaychain.commands.costs import costs
     from relaychain.commands.db import db
@@ -198,7 +199,7 @@ def _register_commands() -> None:
     from relaychain.commands.index import index, search
     from relaychain.commands.tokens import tokens
 
-    for command in (chat, costs, db, deploy, index, search, tokens):
+    for command in (asyncapi, chat, costs, db, deploy, index, search, tokens):
         main.add_command(command)
 
 

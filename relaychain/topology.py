@@ -21,6 +21,17 @@ AGENT_INBOXES: dict[str, tuple[str, ...]] = {
     "formatter": (f"{PREFIX}formatter",),
 }
 
+AGENT_EMITS: dict[str, tuple[str, ...]] = {
+    "router": ("job",),
+    "moderator": ("job", "blocked"),
+    "memory": ("job", "usage"),
+    "retriever": ("job",),
+    "tokenizer": ("job",),
+    "generator": ("job", "usage"),
+    "formatter": ("job", "response"),
+}
+"""Event types each agent emits itself; the runtime adds `error` answers and `dead_letter`s for every agent."""
+
 ALL_TOPICS: tuple[str, ...] = tuple(
     dict.fromkeys([*(t for inbox in AGENT_INBOXES.values() for t in inbox), RESPONSES, DEADLETTER])
 )
