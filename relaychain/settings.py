@@ -22,6 +22,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from relaychain.checks import check_app_config
 from relaychain.observability.setup import ObservabilitySettings
 from relaychain.schemas.config import AppConfig
 
@@ -109,8 +110,6 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
             f"{'.'.join(str(p) for p in err['loc']).removeprefix('app.')}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"{path}: {problems}") from None
-    from relaychain.checks import check_app_config
-
     problems_found = check_app_config(settings)
     if problems_found:
         raise ConfigError(f"{path}: " + "; ".join(problems_found))

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relaychain.agents.documents.embeddings import TransformerEmbedder
 from relaychain.agents.documents.indexer import DocumentIndexer
@@ -32,12 +32,15 @@ from relaychain.agents.stores.vectors import VectorIndex
 from relaychain.agents.tokenizer import TokenizerAgent
 from relaychain.agents.tokens.counter import TokenCounter, counter_for
 from relaychain.agents.tokens.pricing import priced_usage
-from relaychain.app import Components
 from relaychain.bus.runtime import Agent
 from relaychain.schemas.envelope import utc_now
 from relaychain.schemas.events import ChatMessage
 from relaychain.settings import Settings
 from relaychain.stores import open_conversation_store, open_index, open_ledger
+
+if TYPE_CHECKING:
+    # Only a type here: app.py imports this module to build agents, so a runtime import would close a cycle.
+    from relaychain.app import Components
 
 log = logging.getLogger(__name__)
 
