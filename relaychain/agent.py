@@ -37,7 +37,7 @@ In = TypeVar("In", bound=Event)
 
 
 class Agent(Generic[In]):
-    name: ClassVar[str]
+    name: str
     consumes: ClassVar[type[Event]] = Event
     emits: ClassVar[tuple[type[Event], ...]] = ()
     inbox: ClassVar[tuple[str, ...]] = ()
@@ -72,7 +72,7 @@ class Agent(Generic[In]):
             )
         result = await self.process(event)  # type: ignore[arg-type]  # checked above: `consumes` is `In`
         outputs = [] if result is None else [result] if isinstance(result, Event) else list(result)
-        allowed = (*self.emits, Error, DeadLetter)
+        allowed: tuple[type[Event], ...] = (*self.emits, Error, DeadLetter)
         for output in outputs:
             if not isinstance(output, allowed):
                 # A bug in the agent, not in the request: the runtime answers `internal_error` and dead-letters.

@@ -173,7 +173,8 @@ class Client:
             while not future.done():
                 step = asyncio.ensure_future(queue.get())
                 left = deadline - asyncio.get_running_loop().time()
-                done, _ = await asyncio.wait({step, future}, timeout=max(left, 0), return_when=asyncio.FIRST_COMPLETED)
+                waiting: set[asyncio.Future[Any]] = {step, future}
+                done, _ = await asyncio.wait(waiting, timeout=max(left, 0), return_when=asyncio.FIRST_COMPLETED)
                 if step in done:
                     yield step.result()
                 else:

@@ -120,7 +120,8 @@ def _field_adapter(event_type: type[Event], name: str) -> TypeAdapter[Any]:
     field = event_type.model_fields.get(name)
     if field is None or name in _NOT_UPDATABLE:
         raise TypeError(f"{event_type.__name__}.advance() cannot set {name!r}: not an updatable field of the event")
-    return TypeAdapter(Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation)
+    annotation: Any = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    return TypeAdapter(annotation)
 
 
 class Error(Event):
