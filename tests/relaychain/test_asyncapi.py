@@ -93,3 +93,11 @@ def test_the_command_writes_json_or_yaml(tmp_path: Path, validator: jsonschema.p
     written = runner.invoke(main, ["asyncapi", "--output", str(target)])
     assert written.exit_code == 0, written.output
     assert validator.is_valid(yaml.safe_load(target.read_text(encoding="utf-8")))
+
+
+def test_a_bad_config_is_one_line_and_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("models: {}\nbusinesses: {}\noutput_schemas: {}\nbus: [not, a, url]\n", encoding="utf-8")
+    monkeypatch.setenv("RELAYCHAIN_CONFIG", str(config))
+    result = CliRunner().invoke(main, ["asyncapi"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
