@@ -27,7 +27,6 @@ from relaychain.agents.retriever import RetrieverAgent
 from relaychain.agents.router import RouterAgent
 from relaychain.agents.stores import CostLedger, Turn
 from relaychain.agents.stores.history import ConversationStore
-from relaychain.agents.stores.ledger import spent_on
 from relaychain.agents.stores.vectors import VectorIndex
 from relaychain.agents.tokenizer import TokenizerAgent
 from relaychain.agents.tokens.counter import TokenCounter, counter_for
@@ -99,7 +98,7 @@ async def build_router(components: Components) -> Agent:
         costs = await ledger(components)
 
         async def spend(business: str, model: str) -> Decimal:
-            return await spent_on(costs, business, model, datetime.now(UTC).date())
+            return await costs.spent(business, model, datetime.now(UTC).date())
 
     return RouterAgent(app, components.prompts, spend)
 

@@ -12,7 +12,6 @@ from relaychain.agents.stores.ledger import (
     LedgerRow,
     PostgresLedger,
     SqliteLedger,
-    spent_on,
 )
 from relaychain.agents.stores.vectors import (
     Hit,
@@ -37,5 +36,4 @@ __all__ = [
     "Summary",
     "Turn",
     "VectorIndex",
-    "spent_on",
 ]

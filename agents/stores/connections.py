@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,36 +13,113 @@ if TYPE_CHECKING:
     import aiosqlite
     import asyncpg
 
+log = logging.getLogger(__name__)
+
 
 class SqliteFile:
-    """One SQLite connection in WAL mode (readers run while a writer commits); `schema` runs on first open."""
+    """One SQLite connection in WAL mode (readers run while a writer commits).
 
-    def __init__(self, path: str | Path, schema: str) -> None:
+    `schema` runs on every open (idempotent DDL); `migrations[n:]` run once each,
+    counted in the file's `user_version` (idempotent too: two processes may open
+    a new file at once). A locked database is waited on for
+    `busy_timeout_s` before `database is locked` is raised.
+
+    Before each use the path is compared with the open file (device, inode: one
+    `stat`, far cheaper than the statement that follows). A file removed while
+    open is restored at its path from the open connection (`VACUUM INTO`), so
+    what it held is not lost with it; a file replaced by another is reopened,
+    its schema created when missing. Either way nothing is written into a file
+    that is no longer at the path, and a WARNING says what happened.
+    """
+
+    def __init__(
+        self, path: str | Path, schema: str = "", *, migrations: tuple[str, ...] = (), busy_timeout_s: float = 5.0
+    ) -> None:
         self.path = Path(path)
         self._schema = schema
+        self._migrations = migrations
+        self._busy_timeout_s = busy_timeout_s
         self._db: aiosqlite.Connection | None = None
+        self._identity: tuple[int, int] | None = None
+        self._wal_identity: tuple[int, int] | None = None
         self._opening = asyncio.Lock()
 
     async def connection(self) -> aiosqlite.Connection:
-        if self._db is not None:
+        if self._db is not None and self._identity == _identity_of(self.path):
             return self._db
         async with self._opening:
+            if self._db is not None and self._identity != _identity_of(self.path):
+                await self._replace_moved_file(self._db)
             if self._db is None:
-                import aiosqlite
-
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                db = await aiosqlite.connect(self.path)
-                await db.execute("PRAGMA journal_mode=WAL")
-                await db.execute("PRAGMA synchronous=NORMAL")
-                await db.executescript(self._schema)
-                await db.commit()
-                self._db = db
+                self._db = await self._open()
         return self._db
+
+    async def _open(self) -> aiosqlite.Connection:
+        import aiosqlite
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(self.path, timeout=self._busy_timeout_s)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            if self._schema:
+                await db.executescript(self._schema)
+            await self._migrate(db)
+            await db.commit()
+        except BaseException:
+            await db.close()
+            raise
+        self._identity = _identity_of(self.path)
+        self._wal_identity = _identity_of(self._wal)
+        return db
+
+    @property
+    def _wal(self) -> Path:
+        return self.path.with_name(self.path.name + "-wal")
+
+    async def _migrate(self, db: aiosqlite.Connection) -> None:
+        for version, script in enumerate(self._migrations, start=1):
+            if await _user_version(db) < version:
+                # executescript commits first; a version and its number land in one transaction. Two
+                # connections may both get here: the scripts are idempotent, so the second changes nothing.
+                await db.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {version}; COMMIT;")
+
+    async def _replace_moved_file(self, db: aiosqlite.Connection) -> None:
+        self._db = None
+        if self._wal_identity is not None and _identity_of(self._wal) == self._wal_identity:
+            # Our log still sits at the path's -wal name: emptied into the old file, so that the file now
+            # at the path never replays it as its own.
+            async with db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cursor:
+                await cursor.fetchall()
+        if _identity_of(self.path) is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                await db.execute("VACUUM INTO ?", (str(self.path),))
+                log.warning("%s was removed while open; restored it from the open connection", self.path)
+            except Exception as exc:  # another process restored it first, or the folder is gone for good
+                log.warning("%s was removed while open and could not be restored (%s); reopening", self.path, exc)
+        else:
+            log.warning("%s was replaced by another file while open; reopening it", self.path)
+        await db.close()
 
     async def close(self) -> None:
         if self._db is not None:
             await self._db.close()
             self._db = None
+
+
+async def _user_version(db: aiosqlite.Connection) -> int:
+    async with db.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+def _identity_of(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 class PostgresPool:

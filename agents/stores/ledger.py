@@ -1,8 +1,12 @@
 """The cost ledger: every model call's tokens and price, totalled per business x model x day x currency.
 
 Each `Usage` event is stored once, keyed by its event id, so a redelivered
-event is never counted twice; totals are summed from those rows when asked
-for, so they always equal the sum of the recorded events. Money never
+event is never counted twice. Running totals per business x model x day x
+currency are updated in the same statement as the insert, and only when the
+insert actually stored a row, so they always equal the sum of the recorded
+events and reading one (the router's budget check) is a key lookup, not a
+scan of the day. Transient database errors raise `RetryableError` (see
+`relaychain.agents.stores.errors`), so the runtime retries them. Money never
 passes through float: SQLite keeps integer units of 1e-8 (its SUM over
 TEXT or REAL would round), PostgreSQL keeps NUMERIC.
 
@@ -19,13 +23,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from relaychain.agents.stores.connections import PostgresPool, SqliteFile
+from relaychain.agents.stores.errors import database_errors
 from relaychain.agents.tokens.pricing import COST_QUANTUM, quantize_cost
 from relaychain.schemas import Usage
 
 if TYPE_CHECKING:
     pass
 
-__all__ = ["POSTGRES_LEDGER_MIGRATIONS", "CostLedger", "LedgerRow", "PostgresLedger", "SqliteLedger", "spent_on"]
+__all__ = ["POSTGRES_LEDGER_MIGRATIONS", "CostLedger", "LedgerRow", "PostgresLedger", "SqliteLedger"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,40 +61,81 @@ class CostLedger(Protocol):
         """Totals per business x model x day x currency, from `since` (inclusive), ordered by day, business, model."""
         ...
 
+    async def spent(self, business: str, model: str, day: date) -> Decimal:
+        """What `business` spent on `model` on `day` (UTC), in the model's currency: the router's daily budget check."""
+        ...
+
     async def close(self) -> None: ...
 
 
-_SQLITE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS usage_events (
-    event_id TEXT PRIMARY KEY,
-    business TEXT NOT NULL,
-    model TEXT NOT NULL,
-    day TEXT NOT NULL,
-    currency TEXT NOT NULL,
-    step TEXT NOT NULL,
-    input_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL,
-    input_cost_e8 INTEGER NOT NULL,
-    output_cost_e8 INTEGER NOT NULL,
-    latency_ms REAL NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS usage_events_by_day ON usage_events (day);
-"""
-
-_TOTALS_COLUMNS = (
-    "business, model, day, currency, sum(input_tokens), sum(output_tokens), {input_cost}, {output_cost}, count(*)"
+_SQLITE_MIGRATIONS: tuple[str, ...] = (
+    # Files written before versioning already hold this table: IF NOT EXISTS.
+    """
+    CREATE TABLE IF NOT EXISTS usage_events (
+        event_id TEXT PRIMARY KEY,
+        business TEXT NOT NULL,
+        model TEXT NOT NULL,
+        day TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        step TEXT NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        input_cost_e8 INTEGER NOT NULL,
+        output_cost_e8 INTEGER NOT NULL,
+        latency_ms REAL NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS usage_events_by_day ON usage_events (day);
+    """,
+    # The trigger fires only for rows actually inserted: `ON CONFLICT DO NOTHING` inserts none. Idempotent: a
+    # second run finds every group of usage_events already in usage_totals.
+    """
+    CREATE TABLE IF NOT EXISTS usage_totals (
+        business TEXT NOT NULL,
+        model TEXT NOT NULL,
+        day TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        input_cost_e8 INTEGER NOT NULL,
+        output_cost_e8 INTEGER NOT NULL,
+        calls INTEGER NOT NULL,
+        PRIMARY KEY (business, model, day, currency)
+    );
+    INSERT OR IGNORE INTO usage_totals
+        SELECT business, model, day, currency, sum(input_tokens), sum(output_tokens),
+               sum(input_cost_e8), sum(output_cost_e8), count(*)
+        FROM usage_events GROUP BY business, model, day, currency;
+    CREATE TRIGGER IF NOT EXISTS usage_totals_on_insert AFTER INSERT ON usage_events BEGIN
+        INSERT INTO usage_totals VALUES (
+            new.business, new.model, new.day, new.currency, new.input_tokens, new.output_tokens,
+            new.input_cost_e8, new.output_cost_e8, 1)
+        ON CONFLICT (business, model, day, currency) DO UPDATE SET
+            input_tokens = input_tokens + excluded.input_tokens,
+            output_tokens = output_tokens + excluded.output_tokens,
+            input_cost_e8 = input_cost_e8 + excluded.input_cost_e8,
+            output_cost_e8 = output_cost_e8 + excluded.output_cost_e8,
+            calls = calls + 1;
+    END
+    """,
 )
-_GROUPING = " GROUP BY business, model, day, currency ORDER BY day, business, model, currency"
+"""Schema versions of the SQLite ledger, counted in the file's `user_version`; append, never edit."""
+
+_TOTALS_COLUMNS = "business, model, day, currency, input_tokens, output_tokens, {input_cost}, {output_cost}, calls"
+_ORDER = " ORDER BY day, business, model, currency"
 
 
 class SqliteLedger:
     """The ledger in one SQLite file (WAL); the schema is created on first use."""
 
     def __init__(self, path: str | Path) -> None:
-        self._file = SqliteFile(path, _SQLITE_SCHEMA)
+        self._file = SqliteFile(path, migrations=_SQLITE_MIGRATIONS)
 
     async def record(self, usage: Usage) -> bool:
+        with database_errors("ledger"):
+            return await self._record(usage)
+
+    async def _record(self, usage: Usage) -> bool:
         db = await self._file.connection()
         step = usage.usage
         cursor = await db.execute(
@@ -115,10 +161,14 @@ class SqliteLedger:
         return cursor.rowcount == 1
 
     async def totals(self, *, since: date | None = None) -> list[LedgerRow]:
+        with database_errors("ledger"):
+            return await self._totals(since)
+
+    async def _totals(self, since: date | None) -> list[LedgerRow]:
         db = await self._file.connection()
-        columns = _TOTALS_COLUMNS.format(input_cost="sum(input_cost_e8)", output_cost="sum(output_cost_e8)")
+        columns = _TOTALS_COLUMNS.format(input_cost="input_cost_e8", output_cost="output_cost_e8")
         where, args = (" WHERE day >= ?", (since.isoformat(),)) if since else ("", ())
-        async with db.execute(f"SELECT {columns} FROM usage_events{where}{_GROUPING}", args) as cursor:
+        async with db.execute(f"SELECT {columns} FROM usage_totals{where}{_ORDER}", args) as cursor:
             return [
                 LedgerRow(
                     business=business,
@@ -133,6 +183,17 @@ class SqliteLedger:
                 )
                 async for business, model, day, currency, input_tokens, output_tokens, input_units, output_units, calls in cursor
             ]
+
+    async def spent(self, business: str, model: str, day: date) -> Decimal:
+        with database_errors("ledger"):
+            db = await self._file.connection()
+            async with db.execute(
+                "SELECT coalesce(sum(input_cost_e8 + output_cost_e8), 0) FROM usage_totals"
+                " WHERE business = ? AND model = ? AND day = ?",
+                (business, model, day.isoformat()),
+            ) as cursor:
+                row = await cursor.fetchone()
+        return _from_units(row[0] if row else 0)
 
     async def close(self) -> None:
         await self._file.close()
@@ -156,8 +217,47 @@ POSTGRES_LEDGER_MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX relaychain_usage_by_day ON relaychain_usage (day);
     """,
+    # Usage written by older workers while this runs would miss the totals: hold their inserts off.
+    """
+    LOCK TABLE relaychain_usage IN SHARE MODE;
+    CREATE TABLE relaychain_usage_totals (
+        business TEXT NOT NULL,
+        model TEXT NOT NULL,
+        day DATE NOT NULL,
+        currency CHAR(3) NOT NULL,
+        input_tokens BIGINT NOT NULL,
+        output_tokens BIGINT NOT NULL,
+        input_cost NUMERIC(38, 8) NOT NULL,
+        output_cost NUMERIC(38, 8) NOT NULL,
+        calls BIGINT NOT NULL,
+        PRIMARY KEY (business, model, day, currency)
+    );
+    INSERT INTO relaychain_usage_totals
+        SELECT business, model, day, currency, sum(input_tokens), sum(output_tokens),
+               sum(input_cost), sum(output_cost), count(*)
+        FROM relaychain_usage GROUP BY business, model, day, currency;
+    """,
 )
 """Schema versions of the cost ledger, applied in order by `migrate()`; append, never edit."""
+
+
+_POSTGRES_RECORD = """
+WITH inserted AS (
+    INSERT INTO relaychain_usage (event_id, business, model, day, currency, step, input_tokens,
+        output_tokens, input_cost, output_cost, latency_ms, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (event_id) DO NOTHING
+    RETURNING business, model, day, currency, input_tokens, output_tokens, input_cost, output_cost
+)
+INSERT INTO relaychain_usage_totals AS t
+    SELECT business, model, day, currency, input_tokens, output_tokens, input_cost, output_cost, 1 FROM inserted
+ON CONFLICT (business, model, day, currency) DO UPDATE SET
+    input_tokens = t.input_tokens + excluded.input_tokens,
+    output_tokens = t.output_tokens + excluded.output_tokens,
+    input_cost = t.input_cost + excluded.input_cost,
+    output_cost = t.output_cost + excluded.output_cost,
+    calls = t.calls + 1
+"""
+"""One statement: the usage row, and the running total only when that row was new (redelivery counts once)."""
 
 
 class PostgresLedger:
@@ -171,32 +271,32 @@ class PostgresLedger:
         return await self._postgres.migrate("cost_ledger", POSTGRES_LEDGER_MIGRATIONS)
 
     async def record(self, usage: Usage) -> bool:
-        pool = await self._postgres.pool()
         step = usage.usage
-        status = await pool.execute(
-            "INSERT INTO relaychain_usage (event_id, business, model, day, currency, step, input_tokens,"
-            " output_tokens, input_cost, output_cost, latency_ms, created_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (event_id) DO NOTHING",
-            usage.id,
-            usage.business,
-            step.model,
-            _day_of(usage),
-            step.currency,
-            step.step,
-            step.input_tokens,
-            step.output_tokens,
-            quantize_cost(step.input_cost),
-            quantize_cost(step.output_cost),
-            step.latency_ms,
-            usage.created_at,
-        )
+        with database_errors("ledger"):
+            pool = await self._postgres.pool()
+            status = await pool.execute(
+                _POSTGRES_RECORD,
+                usage.id,
+                usage.business,
+                step.model,
+                _day_of(usage),
+                step.currency,
+                step.step,
+                step.input_tokens,
+                step.output_tokens,
+                quantize_cost(step.input_cost),
+                quantize_cost(step.output_cost),
+                step.latency_ms,
+                usage.created_at,
+            )
         return status == "INSERT 0 1"
 
     async def totals(self, *, since: date | None = None) -> list[LedgerRow]:
-        pool = await self._postgres.pool()
-        columns = _TOTALS_COLUMNS.format(input_cost="sum(input_cost)", output_cost="sum(output_cost)")
+        columns = _TOTALS_COLUMNS.format(input_cost="input_cost", output_cost="output_cost")
         where, args = (" WHERE day >= $1", (since,)) if since else ("", ())
-        rows = await pool.fetch(f"SELECT {columns} FROM relaychain_usage{where}{_GROUPING}", *args)
+        with database_errors("ledger"):
+            pool = await self._postgres.pool()
+            rows = await pool.fetch(f"SELECT {columns} FROM relaychain_usage_totals{where}{_ORDER}", *args)
         return [
             LedgerRow(
                 business=row[0],
@@ -207,19 +307,25 @@ class PostgresLedger:
                 output_tokens=int(row[5]),
                 input_cost=quantize_cost(row[6]),
                 output_cost=quantize_cost(row[7]),
-                calls=row[8],
+                calls=int(row[8]),
             )
             for row in rows
         ]
 
+    async def spent(self, business: str, model: str, day: date) -> Decimal:
+        with database_errors("ledger"):
+            pool = await self._postgres.pool()
+            amount = await pool.fetchval(
+                "SELECT coalesce(sum(input_cost + output_cost), 0) FROM relaychain_usage_totals"
+                " WHERE business = $1 AND model = $2 AND day = $3",
+                business,
+                model,
+                day,
+            )
+        return quantize_cost(amount)
+
     async def close(self) -> None:
         await self._postgres.close()
-
-
-async def spent_on(ledger: CostLedger, business: str, model: str, day: date) -> Decimal:
-    """What `business` spent on `model` on `day` (UTC), in the model's currency: the router's daily budget check."""
-    rows = await ledger.totals(since=day)
-    return sum((r.cost for r in rows if (r.business, r.model, r.day) == (business, model, day)), Decimal(0))
 
 
 def _day_of(usage: Usage) -> date:

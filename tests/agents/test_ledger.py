@@ -16,8 +16,8 @@ from relaychain.agents.stores.ledger import (
     LedgerRow,
     PostgresLedger,
     SqliteLedger,
-    spent_on,
 )
+from relaychain.bus.errors import AgentError, RetryableError
 from relaychain.schemas import StepUsage, Usage
 
 LedgerFactory = Callable[[], Awaitable[CostLedger]]
@@ -179,5 +179,112 @@ async def test_spend_of_one_business_and_model_on_one_day(open_ledger: LedgerFac
     await ledger.record(usage(shop, "gpt-4o-mini", input_cost="7", output_cost="0"))
     await ledger.record(usage(shop, at=DAY + timedelta(days=1), input_cost="9", output_cost="0"))
     await ledger.record(usage(other, input_cost="11", output_cost="0"))
-    assert await spent_on(ledger, shop, "gpt-4o", DAY.date()) == Decimal("1.75")
-    assert await spent_on(ledger, shop, "gpt-4o", DAY.date() - timedelta(days=1)) == Decimal(0)
+    assert await ledger.spent(shop, "gpt-4o", DAY.date()) == Decimal("1.75")
+    assert await ledger.spent(shop, "gpt-4o", DAY.date() - timedelta(days=1)) == Decimal(0)
+
+
+async def test_running_totals_count_each_event_once_under_redelivery(open_ledger: LedgerFactory) -> None:
+    """Concurrent workers and restarts deliver the same events again: the day's total moves once per event."""
+    first, restarted = await open_ledger(), await open_ledger()
+    shop = business()
+    events = [usage(shop, input_cost="0.1", output_cost="0.01") for _ in range(25)]
+    await asyncio.gather(*(first.record(e) for e in events), *(restarted.record(e) for e in events))
+    for event in events[::3]:
+        assert await restarted.record(event) is False
+    assert await first.spent(shop, "gpt-4o", DAY.date()) == Decimal("2.75")
+    [row] = await rows_of(restarted, shop)
+    assert (row.calls, row.input_tokens, row.cost) == (25, 25_000, Decimal("2.75"))
+
+
+async def test_a_locked_sqlite_ledger_is_a_retryable_error(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "ledger.sqlite3"
+    ledger = SqliteLedger(path)
+    ledger._file._busy_timeout_s = 0.05
+    await ledger.record(usage(business()))
+    blocker = sqlite3.connect(path)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(RetryableError) as caught:
+            await ledger.record(usage(business()))
+        assert caught.value.code == "ledger_unavailable"
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert await ledger.record(usage(business())) is True
+    await ledger.close()
+
+
+async def test_a_permanent_database_error_is_not_retried(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "ledger.sqlite3"
+    ledger = SqliteLedger(path)
+    await ledger.record(usage(business()))
+    with sqlite3.connect(path) as other:
+        other.execute("DROP TRIGGER usage_totals_on_insert")
+        other.execute("DROP TABLE usage_totals")
+    with pytest.raises(AgentError) as caught:
+        await ledger.spent(business(), "gpt-4o", DAY.date())
+    assert caught.value.code == "ledger_failed" and not caught.value.retryable
+    await ledger.close()
+
+
+@pytest.mark.parametrize("removed", [("",), ("", "-wal", "-shm")], ids=["file", "file-and-wal"])
+async def test_a_removed_ledger_file_is_restored_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, removed: tuple[str, ...]
+) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    ledger = SqliteLedger(path)
+    shop = business()
+    await ledger.record(usage(shop))
+    for suffix in removed:
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    await ledger.record(usage(shop))
+    assert "was removed while open" in caplog.text
+    await ledger.close()
+    reopened = SqliteLedger(path)
+    [row] = await rows_of(reopened, shop)
+    assert row.calls == 2, "the rows written before the removal and after it are both in the file at the path"
+    await reopened.close()
+
+
+async def test_a_replaced_ledger_file_is_reopened_not_written_behind_its_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    ledger = SqliteLedger(path)
+    old, new = business(), business()
+    await ledger.record(usage(old))
+    replacement = tmp_path / "fresh.sqlite3"
+    fresh = SqliteLedger(replacement)
+    await fresh.record(usage(new))
+    await fresh.close()
+    replacement.replace(path)
+    await ledger.record(usage(new))
+    assert "was replaced by another file" in caplog.text
+    assert [(r.business, r.calls) for r in await rows_of(ledger, old, new)] == [(new, 2)]
+    await ledger.close()
+
+
+async def test_a_ledger_written_before_running_totals_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    from relaychain.agents.stores.ledger import _SQLITE_MIGRATIONS
+
+    path = tmp_path / "ledger.sqlite3"
+    shop = business()
+    with sqlite3.connect(path) as old:
+        old.executescript(_SQLITE_MIGRATIONS[0])
+        old.execute(
+            "INSERT INTO usage_events VALUES ('e1', ?, 'gpt-4o', '2026-03-14', 'USD', 'generate', 10, 5,"
+            " 100000000, 50000000, 1.0, '2026-03-14T12:00:00+00:00')",
+            (shop,),
+        )
+    ledger = SqliteLedger(path)
+    assert await ledger.spent(shop, "gpt-4o", DAY.date()) == Decimal("1.5")
+    await ledger.record(usage(shop, input_cost="1", output_cost="0"))
+    [row] = await rows_of(ledger, shop)
+    assert (row.calls, row.cost) == (2, Decimal("2.5"))
+    await ledger.close()
