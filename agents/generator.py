@@ -10,12 +10,21 @@ The model actually used (after any fallback) becomes `job.model`, so later
 steps and the ledger see who answered. Constrained decoding applies to the
 plain `generate` step only: chain steps write prose that a later step or the
 formatter assembles, so forcing the final schema on them would be wrong.
+
+The provider is paid once per job: each completion is recorded in the
+completion journal under the input event's id and the step before anything
+is emitted, and a redelivered job whose completion is recorded re-emits it
+without calling the model. A formatter re-ask is a new job (its own derived
+id), so it is a new call. The `Usage` event carries the time the completion
+was recorded, so a re-emitted one is identical to the first.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from opentelemetry import trace
@@ -23,11 +32,12 @@ from opentelemetry import trace
 from relaychain.agents.llm import Completion, ModelPool
 from relaychain.agents.prompts import PromptLibrary
 from relaychain.agents.router import template_scope
+from relaychain.agents.stores.journal import CompletionJournal
 from relaychain.agents.tokens.pricing import priced_usage
 from relaychain.agents.tokens.trim import compose_messages
 from relaychain.bus.errors import AgentError
 from relaychain.schemas import ChatMessage, Event, Job, StepUsage, Usage
-from relaychain.schemas.config import AppConfig, BusinessConfig
+from relaychain.schemas.config import AppConfig, BusinessConfig, Provider
 from relaychain.schemas.envelope import utc_now
 from relaychain.schemas.errors import ErrorCode
 
@@ -36,6 +46,8 @@ __all__ = ["GENERATE_STEP", "GeneratorAgent", "SchemaFor"]
 GENERATE_STEP = "generate"
 SchemaFor = Callable[[str], dict[str, Any] | None]
 """Business name -> its output JSON Schema (None when there is none to enforce)."""
+_UNJOURNALLED_LIMIT = 1024
+_REMOTE = (Provider.OPENAI, Provider.OPENAI_COMPATIBLE)
 
 
 class GeneratorAgent:
@@ -48,14 +60,29 @@ class GeneratorAgent:
         prompts: PromptLibrary,
         *,
         schema_for: SchemaFor | None = None,
+        journal: CompletionJournal | None = None,
         record_content: bool = False,
     ) -> None:
-        """`record_content` puts prompt and completion text on spans; off by default, they may hold personal data."""
+        """`journal` makes a redelivered job re-emit its recorded completion instead of paying again (without
+        one, every delivery calls the model). `record_content` puts prompt and completion text on spans; off by
+        default, they may hold personal data."""
         self._config = config
         self._models = models
         self._prompts = prompts
         self._schema_for = schema_for
+        self._journal = journal
         self._record_content = record_content
+        self._unjournalled: OrderedDict[str, Completion] = OrderedDict()
+        """Completions paid for whose journal write failed: the runtime's retry records them, not pays again."""
+
+    async def warm_up(self) -> None:
+        """Load the local models the businesses default to (and their fallbacks) now, so no request pays the load."""
+        names = {
+            name for business in self._config.businesses.values() for name in self._models.chain(business.default_model)
+        }
+        for name in sorted(names):
+            if self._models.model_config(name).provider not in _REMOTE:
+                await self._models.get(name).load()
 
     async def handle(self, event: Event) -> Sequence[Event]:
         if not isinstance(event, Job):
@@ -70,18 +97,21 @@ class GeneratorAgent:
             raise AgentError(ErrorCode.EMPTY_PROMPT, f"job {event.id} reached {step!r} without a prompt")
         options = event.request.options
         max_tokens = self._max_tokens(event, business, chain_step)
-        completion = await self._models.complete_with_fallback(
-            event.model,
-            messages,
-            max_tokens=max_tokens,
-            temperature=options.temperature,
-            timeout_s=options.timeout_s,
-            json_schema=None if chain_step else self._json_schema(event.business, business),
+        completion, paid_at = await self._journalled(
+            f"{event.id}/{step}",
+            lambda: self._models.complete_with_fallback(
+                event.model,
+                messages,
+                max_tokens=max_tokens,
+                temperature=options.temperature,
+                timeout_s=options.timeout_s,
+                json_schema=None if chain_step else self._json_schema(event.business, business),
+            ),
         )
         usage = priced_usage(
             step=step,
             model=completion.model,
-            price_per_million=self._models.model_config(completion.model).price_on(utc_now().date()),
+            price_per_million=self._models.model_config(completion.model).price_on(paid_at.date()),
             input_tokens=completion.input_tokens,
             output_tokens=completion.output_tokens,
             latency_ms=completion.latency_ms,
@@ -90,8 +120,26 @@ class GeneratorAgent:
         outputs = {**event.outputs, chain_step or GENERATE_STEP: completion.text}
         return [
             event.advance(self.name, outputs=outputs, usage=(*event.usage, usage), model=completion.model),
-            event.reply(Usage, usage=usage),
+            event.reply(Usage, usage=usage, created_at=paid_at),
         ]
+
+    async def _journalled(self, key: str, call: Callable[[], Awaitable[Completion]]) -> tuple[Completion, datetime]:
+        """The completion recorded under `key` and when, else a new one, recorded before it is returned."""
+        if self._journal is None:
+            return await call(), utc_now()
+        span = trace.get_current_span()
+        entry = await self._journal.get(key)
+        span.set_attribute("relaychain.journal.replayed", entry is not None)
+        if entry is None:
+            completion = self._unjournalled.pop(key, None) or await call()
+            try:
+                entry = await self._journal.record(key, completion.model_dump_json())
+            except BaseException:
+                self._unjournalled[key] = completion
+                while len(self._unjournalled) > _UNJOURNALLED_LIMIT:
+                    self._unjournalled.popitem(last=False)
+                raise
+        return Completion.model_validate_json(entry.payload), entry.recorded_at
 
     def _messages(self, job: Job, chain_step: str) -> list[ChatMessage]:
         variables = template_scope(job.request, job.model, context=job.context, outputs=dict(job.outputs))

@@ -27,7 +27,7 @@ from relaychain.observability.setup import ObservabilitySettings
 from relaychain.schemas.config import AppConfig
 
 DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "config.yaml"
-_INFRA_KEYS = {"bus", "data_dir", "postgres_dsn", "observability", "runtime", "kafka"}
+_INFRA_KEYS = {"bus", "data_dir", "postgres_dsn", "journal_retention_days", "observability", "runtime", "kafka"}
 
 
 class ConfigError(Exception):
@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     bus: str = Field(default="memory://", description="memory:// or kafka://host:port[,host:port]")
     data_dir: Path = Field(default_factory=_default_data_dir)
     postgres_dsn: str | None = Field(default=None, description="Memory store and ledger in PostgreSQL when set.")
+    journal_retention_days: float = Field(
+        default=7, gt=0, description="How long recorded completions are kept to answer redelivered jobs unpaid."
+    )
     observability: ObservabilitySettings = ObservabilitySettings()
     runtime: RuntimeSettings = RuntimeSettings()
     kafka: dict[str, Any] = Field(default_factory=dict, description="Extra KafkaSettings fields (SASL/SSL, ...).")

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from relaychain.agents.stores.history import (
     ConversationStore,
     PostgresConversationStore,
     SqliteConversationStore,
 )
+from relaychain.agents.stores.journal import CompletionJournal, PostgresJournal, SqliteJournal
 from relaychain.agents.stores.ledger import CostLedger, PostgresLedger, SqliteLedger
 from relaychain.agents.stores.vectors import NumpyVectorIndex, PgVectorIndex, VectorIndex
 from relaychain.settings import Settings
 
 LEDGER_FILE = "ledger.sqlite3"
+JOURNAL_FILE = "journal.sqlite3"
 MEMORY_FILE = "memory.sqlite3"
 
 
@@ -22,6 +26,16 @@ async def open_ledger(settings: Settings, postgres_dsn: str | None = None) -> Co
         await ledger.migrate()
         return ledger
     return SqliteLedger(settings.data_dir / LEDGER_FILE)
+
+
+async def open_journal(settings: Settings, postgres_dsn: str | None = None) -> CompletionJournal:
+    dsn = postgres_dsn or settings.postgres_dsn
+    retention = timedelta(days=settings.journal_retention_days)
+    if dsn:
+        journal = PostgresJournal(dsn, retention=retention)
+        await journal.migrate()
+        return journal
+    return SqliteJournal(settings.data_dir / JOURNAL_FILE, retention=retention)
 
 
 async def open_conversation_store(settings: Settings, postgres_dsn: str | None = None) -> ConversationStore:
@@ -44,7 +58,12 @@ def open_index(settings: Settings, name: str, dim: int, postgres_dsn: str | None
 async def migrate(dsn: str) -> dict[str, int]:
     """Create or upgrade every table relaychain keeps in PostgreSQL; returns migrations applied per component."""
     applied: dict[str, int] = {}
-    for name, store in (("conversation store", PostgresConversationStore(dsn)), ("cost ledger", PostgresLedger(dsn))):
+    stores = (
+        ("conversation store", PostgresConversationStore(dsn)),
+        ("cost ledger", PostgresLedger(dsn)),
+        ("completion journal", PostgresJournal(dsn)),
+    )
+    for name, store in stores:
         try:
             applied[name] = await store.migrate()
         finally:

@@ -27,6 +27,7 @@ from relaychain.agents.retriever import RetrieverAgent
 from relaychain.agents.router import RouterAgent
 from relaychain.agents.stores import CostLedger, Turn
 from relaychain.agents.stores.history import ConversationStore
+from relaychain.agents.stores.journal import CompletionJournal
 from relaychain.agents.stores.vectors import VectorIndex
 from relaychain.agents.tokenizer import TokenizerAgent
 from relaychain.agents.tokens.counter import TokenCounter, counter_for
@@ -35,7 +36,7 @@ from relaychain.bus.runtime import Agent
 from relaychain.schemas.envelope import utc_now
 from relaychain.schemas.events import ChatMessage
 from relaychain.settings import Settings
-from relaychain.stores import open_conversation_store, open_index, open_ledger
+from relaychain.stores import open_conversation_store, open_index, open_journal, open_ledger
 
 if TYPE_CHECKING:
     # Only a type here: app.py imports this module to build agents, so a runtime import would close a cycle.
@@ -46,6 +47,10 @@ log = logging.getLogger(__name__)
 
 async def ledger(components: Components) -> CostLedger:
     return await _shared_store(components, "ledger", open_ledger)
+
+
+async def journal(components: Components) -> CompletionJournal:
+    return await _shared_store(components, "journal", open_journal)
 
 
 async def conversation_store(components: Components) -> ConversationStore:
@@ -136,6 +141,7 @@ async def build_memory(components: Components) -> Agent:
         await conversation_store(components),
         counter_for=counters(components),
         summarise=summarise if pool is not None else None,
+        journal=await journal(components) if pool is not None else None,
     )
 
 
@@ -176,6 +182,7 @@ async def build_generator(components: Components) -> Agent:
         await model_pool(components),
         components.prompts,
         schema_for=schema_for,
+        journal=await journal(components),
         record_content=components.settings.observability.record_content,
     )
 

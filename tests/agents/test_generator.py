@@ -16,8 +16,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from relaychain.agents.generator import GeneratorAgent
 from relaychain.agents.llm import Backoff, ModelPool, ModelServerError, OpenAIChatModel
 from relaychain.agents.prompts import PromptLibrary
-from relaychain.bus.errors import AgentError
-from relaychain.schemas import ChatMessage, Job, Request, RequestOptions, RetrievedChunk, Usage
+from relaychain.agents.stores.journal import SqliteJournal
+from relaychain.bus.errors import AgentError, RetryableError
+from relaychain.schemas import ChatMessage, Job, Request, RequestOptions, RetrievedChunk, Usage, derived_id
 from relaychain.schemas.config import AppConfig, ModelConfig, Provider
 from tests.support.openai_server import Fail, OpenAITestServer, Reply
 
@@ -250,3 +251,70 @@ async def test_a_step_that_is_not_generate_is_refused(pool: ModelPool, templates
     with pytest.raises(AgentError) as caught:
         await generator(pool, templates).handle(job)
     assert caught.value.code == "unknown_step"
+
+
+# --- the provider is paid once per job (issue 10) ----------------------------
+
+
+def journalled_generator(pool: ModelPool, templates: Path, journal: SqliteJournal) -> GeneratorAgent:
+    return GeneratorAgent(
+        pool.config, pool, PromptLibrary(pool.config, templates), schema_for=lambda _: SCHEMA, journal=journal
+    )
+
+
+async def test_a_redelivered_job_reemits_its_recorded_completion_without_calling_the_model(
+    openai_server: OpenAITestServer, pool: ModelPool, templates: Path, tmp_path: Path
+) -> None:
+    openai_server.script("gpt-4o", Reply('{"title": "Sale!"}', input_tokens=50, output_tokens=7))
+    job = push_job()
+    journal = SqliteJournal(tmp_path / "journal.sqlite3")
+    first = await journalled_generator(pool, templates, journal).handle(job)
+    # A restarted worker: a new agent and a new handle on the same journal file.
+    restarted = SqliteJournal(tmp_path / "journal.sqlite3")
+    again = await journalled_generator(pool, templates, restarted).handle(job)
+    assert openai_server.attempts("gpt-4o") == 1
+    # Ids are given by the runtime at publish (derived from the job's): everything else is the same.
+    assert [e.model_copy(update={"id": ""}) for e in again] == [e.model_copy(update={"id": ""}) for e in first]
+    await journal.close()
+    await restarted.close()
+
+
+async def test_a_formatter_reask_is_a_new_job_and_a_new_call(
+    openai_server: OpenAITestServer, pool: ModelPool, templates: Path, tmp_path: Path
+) -> None:
+    """The formatter's re-ask reaches the generator under its own derived id, as the runtime publishes it."""
+    openai_server.script("gpt-4o", Reply("not json"), Reply('{"title": "Sale!"}'))
+    journal = SqliteJournal(tmp_path / "journal.sqlite3")
+    agent = journalled_generator(pool, templates, journal)
+    job = push_job()
+    forwarded, _ = await agent.handle(job)
+    reask = forwarded.model_copy(update={"id": derived_id(forwarded.id, "formatter/0"), "slip": ("generate", "format")})
+    answered, _ = await agent.handle(reask)
+    assert openai_server.attempts("gpt-4o") == 2
+    assert isinstance(answered, Job) and answered.outputs["generate"] == '{"title": "Sale!"}'
+    await journal.close()
+
+
+async def test_a_failed_journal_write_is_retried_without_paying_again(
+    openai_server: OpenAITestServer, pool: ModelPool, templates: Path, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    openai_server.script("gpt-4o", Reply('{"title": "Sale!"}'))
+    path = tmp_path / "journal.sqlite3"
+    journal = SqliteJournal(path)
+    await journal.get("warm")  # creates the file
+    journal._file._busy_timeout_s = 0.05
+    agent = journalled_generator(pool, templates, journal)
+    blocker = sqlite3.connect(path)
+    blocker.execute("BEGIN EXCLUSIVE")
+    job = push_job()
+    with pytest.raises(RetryableError):
+        await agent.handle(job)
+    blocker.rollback()
+    blocker.close()
+    forwarded, _ = await agent.handle(job)
+    assert openai_server.attempts("gpt-4o") == 1
+    assert isinstance(forwarded, Job) and forwarded.outputs["generate"] == '{"title": "Sale!"}'
+    assert await journal.get(f"{forwarded.id}/generate") is not None
+    await journal.close()

@@ -245,3 +245,39 @@ def test_summary_policy_without_a_summariser_fails_at_start_up(tmp_path: Path) -
     policy = MemoryPolicy(kind="summary", max_tokens=40, summary_model="cheap")
     with pytest.raises(ValueError, match="summariser"):
         MemoryAgent(app_config(policy), SqliteConversationStore(tmp_path / "m.db"), counter_for=lambda _: WordCounter())
+
+
+class SummaryWriteFailsOnce(SqliteConversationStore):
+    """The store goes away between the summary call and its save, as a crash there would leave it."""
+
+    failed = False
+
+    async def set_summary(self, conversation_id: str, summary: Summary) -> None:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("store went away")
+        await super().set_summary(conversation_id, summary)
+
+
+async def test_a_summary_is_paid_once_when_its_job_is_redelivered(tmp_path: Path) -> None:
+    from relaychain.agents.stores.journal import SqliteJournal
+
+    policy = MemoryPolicy(kind="summary", max_tokens=40, summary_model="cheap")
+    summariser = RecordingSummariser()
+    counter = WordCounter()
+    store = SummaryWriteFailsOnce(tmp_path / "m.db")
+    store.failed = True
+    journal = SqliteJournal(tmp_path / "journal.sqlite3")
+    agent = MemoryAgent(app_config(policy), store, counter_for=lambda _: counter, summarise=summariser, journal=journal)
+    for n in range(4):
+        await converse(agent, f"turn{n} " * 10, {"r": n})
+    store.failed = False
+    load = job("memory.load", "next")
+    with pytest.raises(ConnectionError):
+        await agent.handle(load)
+    loaded, *emitted = await agent.handle(load)
+    assert len(summariser.calls) == 1
+    assert [type(e) for e in emitted] == [Usage] and loaded.usage == (emitted[0].usage,)
+    assert await store.get_summary("c1") == Summary(text="turn0", turns_covered=1)
+    await journal.close()
+    await store.close()
