@@ -9,18 +9,24 @@ answered with `input_too_long`.
 
 Usage events (one per model call, from any agent) are recorded in the cost
 ledger, off the critical path; nothing is emitted for them. The ledger is
-idempotent on the event id, so a redelivered usage event counts once.
+idempotent on the event id, so a redelivered usage event counts once. A
+ledger failure goes back to the runtime (transient ones as `RetryableError`,
+retried; the caller is never answered for usage), and the event is first
+appended to the unbilled spool (`relaychain.agents.stores.unbilled`), which
+is replayed into the ledger after its next successful write.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from functools import partial
 
 from opentelemetry import trace
 
 from relaychain.agents.stores.ledger import CostLedger
+from relaychain.agents.stores.unbilled import UnbilledSpool
 from relaychain.agents.tokens.counter import TokenCounter, counter_for, off_loop
 from relaychain.agents.tokens.encodings import EncodingUnavailable
 from relaychain.agents.tokens.trim import fit_history
@@ -33,6 +39,8 @@ __all__ = ["TokenizerAgent"]
 
 BUDGET_STEP = "budget"
 
+log = logging.getLogger(__name__)
+
 
 class TokenizerAgent:
     name = "tokenizer"
@@ -42,17 +50,20 @@ class TokenizerAgent:
         config: AppConfig,
         ledger: CostLedger,
         counters: Callable[[str], TokenCounter] | None = None,
+        *,
+        unbilled: UnbilledSpool | None = None,
     ) -> None:
-        """`counters(model_name)` gives a model's token counter; by default `counter_for` on the config."""
+        """`counters(model_name)` gives a model's token counter; by default `counter_for` on the config.
+        `unbilled` keeps usage the ledger failed to take until it can."""
         self._config = config
         self._ledger = ledger
+        self._unbilled = unbilled
         self._counters = counters or self._configured_counter
         self._resolved: dict[str, TokenCounter] = {}
 
     async def handle(self, event: Event) -> Sequence[Event]:
         if isinstance(event, Usage):
-            recorded = await self._ledger.record(event)
-            trace.get_current_span().set_attribute("relaychain.ledger.recorded", recorded)
+            await self._bill(event)
             return []
         if isinstance(event, Job) and event.current_step == BUDGET_STEP:
             return [await self._fit(event)]
@@ -60,6 +71,34 @@ class TokenizerAgent:
             ErrorCode.UNEXPECTED_EVENT,
             f"tokenizer handles `budget` jobs and usage events, got a {event.type} event at step {event.current_step!r}",
         )
+
+    async def warm_up(self) -> None:
+        """Load the token counters of every model a business may use, so no request pays the load."""
+        names = {name for business in self._config.businesses.values() for name in business.allowed_models}
+        for name in sorted(names & self._config.models.keys()):
+            try:
+                await self._counter(name)
+            except AgentError as exc:
+                log.warning("%s; budget steps for %s will be answered %s", exc.message, name, exc.code)
+
+    async def _bill(self, usage: Usage) -> None:
+        span = trace.get_current_span()
+        try:
+            recorded = await self._ledger.record(usage)
+        except AgentError:
+            if self._unbilled is not None:
+                await self._unbilled.append(usage)
+                span.set_attribute("relaychain.ledger.unbilled", True)
+            raise
+        span.set_attribute("relaychain.ledger.recorded", recorded)
+        if self._unbilled is not None and self._unbilled.pending:
+            report = await self._unbilled.drain(self._ledger.record)
+            log.warning(
+                "ledger reachable again: %d unbilled usage events recorded, %d were already, %d still waiting",
+                report.recorded,
+                report.already_recorded,
+                report.left,
+            )
 
     async def _fit(self, job: Job) -> Job:
         model = self._config.models.get(job.model)

@@ -11,6 +11,7 @@ from relaychain.agents.stores.history import (
 )
 from relaychain.agents.stores.journal import CompletionJournal, PostgresJournal, SqliteJournal
 from relaychain.agents.stores.ledger import CostLedger, PostgresLedger, SqliteLedger
+from relaychain.agents.stores.unbilled import UNBILLED_FILE, UnbilledSpool
 from relaychain.agents.stores.vectors import NumpyVectorIndex, PgVectorIndex, VectorIndex
 from relaychain.settings import Settings
 
@@ -26,6 +27,11 @@ async def open_ledger(settings: Settings, postgres_dsn: str | None = None) -> Co
         await ledger.migrate()
         return ledger
     return SqliteLedger(settings.data_dir / LEDGER_FILE)
+
+
+def unbilled_spool(settings: Settings) -> UnbilledSpool:
+    """Usage the ledger could not take, on this machine's data dir (PostgreSQL ledger or not)."""
+    return UnbilledSpool(settings.data_dir / UNBILLED_FILE)
 
 
 async def open_journal(settings: Settings, postgres_dsn: str | None = None) -> CompletionJournal:

@@ -36,7 +36,7 @@ from relaychain.bus.runtime import Agent
 from relaychain.schemas.envelope import utc_now
 from relaychain.schemas.events import ChatMessage
 from relaychain.settings import Settings
-from relaychain.stores import open_conversation_store, open_index, open_journal, open_ledger
+from relaychain.stores import open_conversation_store, open_index, open_journal, open_ledger, unbilled_spool
 
 if TYPE_CHECKING:
     # Only a type here: app.py imports this module to build agents, so a runtime import would close a cycle.
@@ -166,7 +166,12 @@ async def build_retriever(components: Components) -> Agent:
 
 
 async def build_tokenizer(components: Components) -> Agent:
-    return TokenizerAgent(components.settings.app, await ledger(components), counters(components))
+    return TokenizerAgent(
+        components.settings.app,
+        await ledger(components),
+        counters(components),
+        unbilled=unbilled_spool(components.settings),
+    )
 
 
 async def build_generator(components: Components) -> Agent:

@@ -1,4 +1,10 @@
-"""`relaychain costs`: the cost ledger per business x model x day, in each model's currency."""
+"""`relaychain costs`: the cost ledger per business x model x day, in each model's currency.
+
+Usage the ledger could not take (it was locked, down, ...) waits in the
+unbilled spool under the data dir until the tokenizer's next successful
+write replays it; while it waits, these totals miss it, and `costs` says so
+on stderr. `--replay-unbilled` replays it now (idempotent on event ids).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +17,10 @@ from typing import Any
 import click
 
 from relaychain.agents.stores.ledger import LedgerRow
+from relaychain.agents.stores.unbilled import DrainReport
 from relaychain.output import amount, echo_json
 from relaychain.settings import Settings, load_settings
-from relaychain.stores import LEDGER_FILE, open_ledger
+from relaychain.stores import LEDGER_FILE, open_ledger, unbilled_spool
 
 __all__ = ["as_document", "costs", "render_table"]
 
@@ -36,14 +43,34 @@ HEADERS = (
 @click.option(
     "--postgres", "postgres_dsn", metavar="DSN", help="Read the PostgreSQL ledger (else settings, else SQLite)."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print {rows, totals} as JSON; amounts are decimal strings.")
-def costs(since: datetime | None, postgres_dsn: str | None, as_json: bool) -> None:
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print {rows, totals, unbilled} as JSON; amounts are decimal strings."
+)
+@click.option(
+    "--replay-unbilled", is_flag=True, help="First record the usage the ledger could not take (see the warning)."
+)
+def costs(since: datetime | None, postgres_dsn: str | None, as_json: bool, replay_unbilled: bool) -> None:
     """Tokens and cost per business x model x day, input and output apart, totals per currency."""
     settings = load_settings()
+    spool = unbilled_spool(settings)
+    if replay_unbilled:
+        report = asyncio.run(_replay(settings, postgres_dsn))
+        click.echo(
+            f"replayed unbilled usage: {report.recorded} recorded, {report.already_recorded} already in the ledger"
+            + (f", {report.left} still failing" if report.left else ""),
+            err=True,
+        )
+    unbilled = spool.count()
+    if unbilled:
+        click.echo(
+            f"warning: {unbilled} usage event(s) could not be written to the ledger and are not in these totals"
+            f" (kept in {spool.path}); run `relaychain costs --replay-unbilled` once the ledger is reachable",
+            err=True,
+        )
     recorded = bool(postgres_dsn or settings.postgres_dsn) or (settings.data_dir / LEDGER_FILE).exists()
     rows = asyncio.run(_read(settings, postgres_dsn, since.date() if since else None)) if recorded else []
     if as_json:
-        echo_json(as_document(rows))
+        echo_json({**as_document(rows), "unbilled": unbilled})
         return
     if not recorded:
         click.echo(f"no usage recorded yet ({settings.data_dir / LEDGER_FILE} does not exist)")
@@ -58,6 +85,14 @@ async def _read(settings: Settings, postgres_dsn: str | None, since: date | None
     ledger = await open_ledger(settings, postgres_dsn)
     try:
         return await ledger.totals(since=since)
+    finally:
+        await ledger.close()
+
+
+async def _replay(settings: Settings, postgres_dsn: str | None) -> DrainReport:
+    ledger = await open_ledger(settings, postgres_dsn)
+    try:
+        return await unbilled_spool(settings).drain(ledger.record)
     finally:
         await ledger.close()
 

@@ -224,3 +224,62 @@ async def test_a_model_without_a_usable_tokenizer_is_a_typed_error(ledger: Sqlit
     with pytest.raises(AgentError) as raised:
         await TokenizerAgent(CONFIG, ledger, not_shipped).handle(job())
     assert raised.value.code == "tokenizer_unavailable"
+
+
+# --- usage is a side channel and never lost (issue 10) -----------------------
+
+
+def usage_event(tokens: int) -> Usage:
+    step = StepUsage(
+        step="generate",
+        model="small-gpt",
+        input_tokens=tokens,
+        output_tokens=1,
+        input_cost=Decimal("0.01"),
+        output_cost=Decimal("0"),
+    )
+    return job().reply(Usage, usage=step)
+
+
+async def test_a_locked_ledger_is_retryable_and_its_usage_is_spooled_then_replayed(tmp_path: Path) -> None:
+    import sqlite3
+
+    from relaychain.agents.stores.unbilled import UnbilledSpool
+    from relaychain.bus.errors import RetryableError
+
+    path = tmp_path / "ledger.sqlite3"
+    costs = SqliteLedger(path)
+    await costs.totals()
+    costs._file._busy_timeout_s = 0.05
+    spool = UnbilledSpool(tmp_path / "unbilled.jsonl")
+    agent = TokenizerAgent(CONFIG, costs, unbilled=spool)
+    locked, later = usage_event(10), usage_event(20)
+    blocker = sqlite3.connect(path)
+    blocker.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(RetryableError) as raised:
+        await agent.handle(locked)
+    assert raised.value.code == "ledger_unavailable"
+    assert spool.count() == 1, "the event is on disk before the failure goes back to the runtime"
+    blocker.rollback()
+    blocker.close()
+
+    # The runtime's retry of the same event, then the next event: each recorded once, the spool drained.
+    assert await agent.handle(locked) == []
+    assert await agent.handle(later) == []
+    assert spool.count() == 0 and not spool.pending
+    [row] = await costs.totals()
+    assert (row.calls, row.input_tokens) == (2, 30)
+    await costs.close()
+
+
+async def test_warm_up_loads_the_counters_of_the_models_businesses_use(ledger: SqliteLedger) -> None:
+    asked: list[str] = []
+
+    def counters(model: str) -> TiktokenCounter:
+        asked.append(model)
+        return COUNTER
+
+    agent = TokenizerAgent(CONFIG, ledger, counters)
+    await agent.warm_up()
+    await agent.handle(job())
+    assert asked == ["small-gpt"]

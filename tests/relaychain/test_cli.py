@@ -191,7 +191,7 @@ def test_costs_and_trace_as_json_after_a_run(server: OpenAITestServer) -> None:
 def test_costs_json_with_no_ledger_is_empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RELAYCHAIN_DATA_DIR", str(tmp_path))
     result = invoke("costs", "--json")
-    assert result.exit_code == 0 and json.loads(result.stdout) == {"rows": [], "totals": []}
+    assert result.exit_code == 0 and json.loads(result.stdout) == {"rows": [], "totals": [], "unbilled": 0}
 
 
 # --- index: only what is inside the folder; exit 1 when anything was left out ---
