@@ -13,6 +13,9 @@ older turns must be folded into the summary. The memory agent does the I/O
   kept turns are always a contiguous suffix of the conversation.
 - `summary`: like `tokens` over the turns the summary does not cover yet;
   the rest of those turns overflow into the summary.
+
+`bound_messages` applies the same limits to a history the caller sends in
+`messages` (the router bounds it before anything downstream carries it).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "Summariser",
     "SummaryResult",
     "TextCounter",
+    "bound_messages",
     "plan_recall",
     "turn_tokens",
 ]
@@ -95,6 +99,40 @@ def plan_recall(
             fresh = turns[covered:]
             kept = _newest_within(fresh, policy.max_tokens, _need(counter, policy))
             return Recall(turns=kept, summary=summary, overflow=tuple(fresh[: len(fresh) - len(kept)]))
+
+
+def bound_messages(
+    policy: MemoryPolicy, messages: Sequence[ChatMessage], counter: TextCounter | None = None
+) -> tuple[ChatMessage, ...]:
+    """A caller's `messages` within the business's memory policy.
+
+    The leading system messages and the last message (what the caller asks
+    now) are always kept; of the history between them, `window` keeps the
+    messages of the last `turns` turns (two per turn) and `tokens`/`summary`
+    the newest messages within `max_tokens` (nothing is summarised: the caller
+    owns this history). `none` and `full` keep it all; the router's character
+    limit still bounds it. Without a counter the token policies keep it all too.
+    """
+    if len(messages) < 2:
+        return tuple(messages)
+    lead = 0
+    while lead < len(messages) - 1 and messages[lead].role == "system":
+        lead += 1
+    history = messages[lead:-1]
+    kept: Sequence[ChatMessage] = history
+    if policy.kind == "window":
+        assert policy.turns is not None
+        kept = history[len(history) - min(len(history), 2 * policy.turns) :]
+    elif policy.kind in ("tokens", "summary") and counter is not None:
+        assert policy.max_tokens is not None
+        used, start = 0, len(history)
+        for index in range(len(history) - 1, -1, -1):
+            used += counter.count(history[index].content)
+            if used > policy.max_tokens:
+                break
+            start = index
+        kept = history[start:]
+    return (*messages[:lead], *kept, messages[-1])
 
 
 def turn_tokens(counter: TextCounter, turn: Turn) -> int:

@@ -2,17 +2,26 @@
 
 Model choice: the request's model if the business allows it, else the
 business default; a model marked unavailable or over the business's daily
-budget gives way to its fallback, and so on down the chain.
+budget gives way to its fallback, and so on down the chain. The budget check
+reads the ledger's running total for the day: one key lookup per request.
+
+Size: a caller's `messages` history is bounded by the business's memory
+policy (`relaychain.agents.memory_policies.bound_messages`), then the whole
+text the job will carry (every kept message, not only the last) must fit
+`max_input_chars`, else `input_too_long`. Every later event carries that
+text again, so this keeps them all under the bus's size limit.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
 from opentelemetry import trace
 
+from relaychain.agents.memory_policies import TextCounter, bound_messages
 from relaychain.agents.prompts import PromptLibrary
 from relaychain.bus.errors import AgentError
 from relaychain.schemas.config import AppConfig, BusinessConfig
@@ -27,21 +36,37 @@ SpendToday = Callable[[str, str], Awaitable[Decimal]]
 class RouterAgent:
     name = "router"
 
-    def __init__(self, config: AppConfig, prompts: PromptLibrary, spend_today: SpendToday | None = None) -> None:
+    def __init__(
+        self,
+        config: AppConfig,
+        prompts: PromptLibrary,
+        spend_today: SpendToday | None = None,
+        *,
+        counter_for: Callable[[str], TextCounter] | None = None,
+    ) -> None:
+        """`counter_for(model_name)` lets token-budget memory policies bound a caller's `messages` by tokens."""
         self.config = config
         self.prompts = prompts
         self.spend_today = spend_today
+        self._counter_for = counter_for
+        self._counters: dict[str, TextCounter] = {}
 
     async def handle(self, event: Event) -> Sequence[Event]:
         if not isinstance(event, Request):
             raise AgentError(ErrorCode.UNEXPECTED_EVENT, f"router reads requests, got a {event.type} event")
         business = self.prompts.business(event.business)
         model = await self._choose_model(event, business)
-        text = request_text(event)
-        if len(text) > business.max_input_chars:
+        if event.messages:
+            counter = await self._counter(model) if business.memory.kind in ("tokens", "summary") else None
+            bounded = bound_messages(business.memory, event.messages, counter)
+            if len(bounded) < len(event.messages):
+                event = event.model_copy(update={"messages": bounded})
+        size = sum(len(m.content) for m in event.messages) + len(event.input or "")
+        if size > business.max_input_chars:
             raise AgentError(
                 ErrorCode.INPUT_TOO_LONG,
-                f"input has {len(text)} characters; business {event.business!r} accepts {business.max_input_chars}",
+                f"input has {size} characters; business {event.business!r} accepts {business.max_input_chars}",
+                details={"chars": size, "max_input_chars": business.max_input_chars},
             )
         missing = [name for name in business.variables if name not in event.vars]
         if missing:
@@ -86,6 +111,15 @@ class RouterAgent:
             f"no available model for {request.business!r}: tried {tried}",
             details={"tried": tried},
         )
+
+    async def _counter(self, model: str) -> TextCounter | None:
+        if self._counter_for is None:
+            return None
+        counter = self._counters.get(model)
+        if counter is None:
+            # A Hugging Face tokenizer takes seconds to load: off the loop, once per model.
+            counter = self._counters[model] = await asyncio.to_thread(self._counter_for, model)
+        return counter
 
     async def _over_budget(self, business_name: str, model: str, business: BusinessConfig) -> bool:
         if business.daily_budget is None or self.spend_today is None:

@@ -105,7 +105,7 @@ async def build_router(components: Components) -> Agent:
         async def spend(business: str, model: str) -> Decimal:
             return await costs.spent(business, model, datetime.now(UTC).date())
 
-    return RouterAgent(app, components.prompts, spend)
+    return RouterAgent(app, components.prompts, spend, counter_for=counters(components))
 
 
 async def build_moderator(components: Components) -> Agent:

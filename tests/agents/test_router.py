@@ -9,7 +9,7 @@ import pytest
 from relaychain.agents.prompts import PromptLibrary
 from relaychain.agents.router import RouterAgent
 from relaychain.bus.errors import AgentError
-from relaychain.schemas import Job, Request
+from relaychain.schemas import ChatMessage, Job, Request
 from relaychain.settings import Settings, load_settings
 
 VARS = {
@@ -117,3 +117,53 @@ async def test_template_variables_are_data_not_code(router: RouterAgent) -> None
     text = job.prompt[-1].content
     assert "{{ 7 * 7 }}" in text and "49" not in text and "loop" not in text.replace("{% for x in range(3) %}loop", "")
     assert "{{ config }}" in text
+
+
+# --- the caller's whole request is bounded (issue 10) ------------------------
+
+
+def chat(turns: int, size: int = 10) -> tuple[ChatMessage, ...]:
+    history = [
+        ChatMessage(role=role, content=f"{role} {n} " + "x" * size)
+        for n in range(turns)
+        for role in ("user", "assistant")
+    ]
+    return (ChatMessage(role="system", content="Be brief."), *history, ChatMessage(role="user", content="now?"))
+
+
+async def test_a_callers_history_is_bounded_by_the_window_policy(router: RouterAgent) -> None:
+    """personalized_push keeps 6 turns: the job carries those, in its history and in its request."""
+    messages = chat(40)
+    [job] = await router.handle(Request(business="personalized_push", messages=messages, vars=VARS))
+    assert isinstance(job, Job)
+    assert job.request.messages == (messages[0], *messages[-13:])
+    assert job.history == job.request.messages[:-1]
+    assert job.request.messages[-1].content == "now?"
+
+
+async def test_a_callers_history_is_bounded_by_tokens(settings: Settings) -> None:
+    """product_review keeps 1024 tokens of history: the newest messages that fit, counted by the model's counter."""
+    words = WordCounter()
+    router = RouterAgent(settings.app, PromptLibrary(settings.app, settings.config_dir), counter_for=lambda _: words)
+    messages = chat(400, size=0)  # each history message is 2 words
+    [job] = await router.handle(Request(business="product_review", messages=messages, vars=VARS))
+    assert isinstance(job, Job)
+    kept = job.request.messages[1:-1]
+    assert sum(words.count(m.content) for m in kept) == 1024 and kept == messages[-513:-1]
+
+
+async def test_the_whole_request_text_counts_against_max_input_chars(router: RouterAgent) -> None:
+    """Every message counts, not only the last: a long history would otherwise ride on every later event."""
+    messages = (ChatMessage(role="user", content="y" * 15_000), ChatMessage(role="assistant", content="ok")) * 2 + (
+        ChatMessage(role="user", content="short"),
+    )
+    with pytest.raises(AgentError) as caught:
+        await router.handle(Request(business="ops_push", messages=messages, vars=VARS))
+    assert caught.value.code == "input_too_long" and caught.value.details["chars"] == 30_009
+    [job] = await router.handle(Request(business="ops_push", messages=messages[-3:], vars=VARS))
+    assert isinstance(job, Job)
+
+
+class WordCounter:
+    def count(self, text: str) -> int:
+        return len(text.split())
