@@ -104,9 +104,9 @@ class SqliteJournal:
     async def get(self, key: str) -> JournalEntry | None:
         with database_errors("journal"):
             db = await self._file.connection()
-            async with db.execute("SELECT payload, recorded_at FROM completions WHERE key = ?", (key,)) as cursor:
-                row = await cursor.fetchone()
-        return None if row is None else JournalEntry(row[0], datetime.fromtimestamp(row[1], UTC))
+            # One hop to the connection's thread (execute, fetch and close apart would take three).
+            rows = list(await db.execute_fetchall("SELECT payload, recorded_at FROM completions WHERE key = ?", (key,)))
+        return JournalEntry(rows[0][0], datetime.fromtimestamp(rows[0][1], UTC)) if rows else None
 
     async def record(self, key: str, payload: str) -> JournalEntry:
         with database_errors("journal"):
@@ -114,13 +114,16 @@ class SqliteJournal:
             cutoff = self._trimming.due()
             if cutoff is not None:
                 await db.execute("DELETE FROM completions WHERE recorded_at < ?", (cutoff.timestamp(),))
-            await db.execute(
+            recorded_at = time.time()
+            cursor = await db.execute(
                 "INSERT INTO completions (key, payload, recorded_at) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING",
-                (key, payload, time.time()),
+                (key, payload, recorded_at),
             )
             await db.commit()
+        if cursor.rowcount == 1:
+            return JournalEntry(payload, datetime.fromtimestamp(recorded_at, UTC))
         entry = await self.get(key)
-        assert entry is not None, "just recorded"
+        assert entry is not None, "a record under this key exists: it made the insert a no-op"
         return entry
 
     async def close(self) -> None:

@@ -187,13 +187,14 @@ class SqliteLedger:
     async def spent(self, business: str, model: str, day: date) -> Decimal:
         with database_errors("ledger"):
             db = await self._file.connection()
-            async with db.execute(
-                "SELECT coalesce(sum(input_cost_e8 + output_cost_e8), 0) FROM usage_totals"
-                " WHERE business = ? AND model = ? AND day = ?",
-                (business, model, day.isoformat()),
-            ) as cursor:
-                row = await cursor.fetchone()
-        return _from_units(row[0] if row else 0)
+            rows = list(
+                await db.execute_fetchall(
+                    "SELECT coalesce(sum(input_cost_e8 + output_cost_e8), 0) FROM usage_totals"
+                    " WHERE business = ? AND model = ? AND day = ?",
+                    (business, model, day.isoformat()),
+                )
+            )
+        return _from_units(rows[0][0])
 
     async def close(self) -> None:
         await self._file.close()
