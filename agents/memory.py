@@ -16,7 +16,8 @@ for the same summary again.
 answered, clean, valid turn reaches it; a failed or blocked request never
 gets here and is never remembered. The save is idempotent on the event id.
 Events are keyed by conversation id, so one conversation's loads and saves
-arrive in order at one worker.
+arrive in order at one worker. A store that is briefly unavailable (locked,
+connection lost) raises `RetryableError`, so the runtime retries the step.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from datetime import datetime
 from opentelemetry import trace
 
 from relaychain.agents.memory_policies import Recall, Summariser, SummaryResult, TextCounter, plan_recall
+from relaychain.agents.stores.errors import database_errors
 from relaychain.agents.stores.history import ConversationStore, Summary, Turn
 from relaychain.agents.stores.journal import CompletionJournal
 from relaychain.bus.errors import AgentError
@@ -82,8 +84,9 @@ class MemoryAgent:
     async def _load(self, job: Job, policy: MemoryPolicy) -> Sequence[Event]:
         if job.conversation_id is None or policy.kind == "none":
             return [job.advance(self.name)]
-        turns = await self._store.load(job.conversation_id)
-        summary = await self._store.get_summary(job.conversation_id) if policy.kind == "summary" else None
+        with database_errors("memory"):
+            turns = await self._store.load(job.conversation_id)
+            summary = await self._store.get_summary(job.conversation_id) if policy.kind == "summary" else None
         counter = self._counter_for(job.model) if self._counter_for is not None else None
         recall = plan_recall(policy, turns, summary=summary, counter=counter)
         usage: tuple[StepUsage, ...] = ()
@@ -110,7 +113,8 @@ class MemoryAgent:
             key, policy.summary_model, recall.overflow, previous.text if previous else None
         )
         summary = Summary(text=result.text, turns_covered=covered)
-        await self._store.set_summary(conversation_id, summary)
+        with database_errors("memory"):
+            await self._store.set_summary(conversation_id, summary)
         usage = result.usage.model_copy(update={"step": SUMMARY_STEP})
         return Recall(turns=recall.turns, summary=summary), (usage,), paid_at
 
@@ -133,7 +137,8 @@ class MemoryAgent:
     async def _save(self, job: Job, policy: MemoryPolicy) -> Sequence[Event]:
         if job.conversation_id is not None and policy.kind != "none":
             turn = Turn(user=_user_text(job), assistant=_answer_text(job))
-            await self._store.append(job.conversation_id, turn, event_id=job.id)
+            with database_errors("memory"):
+                await self._store.append(job.conversation_id, turn, event_id=job.id)
         done = job.advance(self.name)
         # The answer went out at `format`; a job with no step left has nowhere to go.
         return [done] if done.slip else []

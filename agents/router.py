@@ -15,6 +15,7 @@ text again, so this keeps them all under the bus's size limit.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import Any
@@ -23,11 +24,14 @@ from opentelemetry import trace
 
 from relaychain.agents.memory_policies import TextCounter, bound_messages
 from relaychain.agents.prompts import PromptLibrary
+from relaychain.agents.tokens.encodings import EncodingUnavailable
 from relaychain.bus.errors import AgentError
 from relaychain.schemas.config import AppConfig, BusinessConfig
 from relaychain.schemas.envelope import Event, StepRecord
 from relaychain.schemas.errors import ErrorCode
 from relaychain.schemas.events import Job, Request
+
+log = logging.getLogger(__name__)
 
 SpendToday = Callable[[str, str], Awaitable[Decimal]]
 """(business, model) -> what the business has spent on the model today, in the model's currency."""
@@ -112,13 +116,29 @@ class RouterAgent:
             details={"tried": tried},
         )
 
+    async def warm_up(self) -> None:
+        """Load the token counters that token-budget memory policies bound callers' histories with."""
+        for business in self.config.businesses.values():
+            if business.memory.kind in ("tokens", "summary"):
+                for model in business.allowed_models:
+                    try:
+                        await self._counter(model)
+                    except AgentError as exc:
+                        log.warning(
+                            "%s; requests with history for %s will be answered %s", exc.message, model, exc.code
+                        )
+
     async def _counter(self, model: str) -> TextCounter | None:
         if self._counter_for is None:
             return None
         counter = self._counters.get(model)
         if counter is None:
             # A Hugging Face tokenizer takes seconds to load: off the loop, once per model.
-            counter = self._counters[model] = await asyncio.to_thread(self._counter_for, model)
+            try:
+                counter = await asyncio.to_thread(self._counter_for, model)
+            except (EncodingUnavailable, ValueError, OSError) as exc:
+                raise AgentError("tokenizer_unavailable", f"no tokenizer for model {model!r}: {exc}") from exc
+            self._counters[model] = counter
         return counter
 
     async def _over_budget(self, business_name: str, model: str, business: BusinessConfig) -> bool:

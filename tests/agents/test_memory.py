@@ -14,7 +14,7 @@ from relaychain.agents.memory_policies import SummaryResult, plan_recall, turn_t
 from relaychain.agents.stores.history import SqliteConversationStore, Summary, Turn
 from relaychain.agents.tokens.counter import TiktokenCounter
 from relaychain.agents.tokens.encodings import load_encoding
-from relaychain.bus.errors import AgentError
+from relaychain.bus.errors import AgentError, RetryableError
 from relaychain.schemas import ChatMessage, Job, Request, StepUsage, Usage
 from relaychain.schemas.config import AppConfig, MemoryPolicy
 
@@ -273,7 +273,7 @@ async def test_a_summary_is_paid_once_when_its_job_is_redelivered(tmp_path: Path
         await converse(agent, f"turn{n} " * 10, {"r": n})
     store.failed = False
     load = job("memory.load", "next")
-    with pytest.raises(ConnectionError):
+    with pytest.raises(RetryableError):
         await agent.handle(load)
     loaded, *emitted = await agent.handle(load)
     assert len(summariser.calls) == 1

@@ -167,3 +167,23 @@ async def test_the_whole_request_text_counts_against_max_input_chars(router: Rou
 class WordCounter:
     def count(self, text: str) -> int:
         return len(text.split())
+
+
+async def test_warm_up_loads_the_counters_token_policies_need(settings: Settings) -> None:
+    asked: list[str] = []
+
+    def counter_for(model: str) -> WordCounter:
+        asked.append(model)
+        return WordCounter()
+
+    router = RouterAgent(settings.app, PromptLibrary(settings.app, settings.config_dir), counter_for=counter_for)
+    await router.warm_up()
+    token_bounded = {
+        model
+        for business in settings.app.businesses.values()
+        if business.memory.kind in ("tokens", "summary")
+        for model in business.allowed_models
+    }
+    assert set(asked) == token_bounded and len(asked) == len(token_bounded)
+    await router.handle(Request(business="product_review", messages=chat(3), vars=VARS))
+    assert len(asked) == len(token_bounded), "a request after warm-up loads nothing"
