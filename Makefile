@@ -30,6 +30,7 @@ bench: install
 	$(BIN)/python bench/tokens.py
 	$(BIN)/python bench/pipeline.py --start-broker
 	$(BIN)/python bench/retrieval.py
+	$(BIN)/python bench/ledger.py
 	$(BIN)/python bench/moderation.py
 	$(BIN)/python bench/formatting.py
 
