@@ -288,3 +288,35 @@ async def test_a_ledger_written_before_running_totals_is_migrated(tmp_path: Path
     [row] = await rows_of(ledger, shop)
     assert (row.calls, row.cost) == (2, Decimal("2.5"))
     await ledger.close()
+
+
+@pytest.mark.postgres
+async def test_a_postgres_ledger_from_before_running_totals_is_migrated(postgres_dsn: str) -> None:
+    """Rows written under schema version 1 are in the totals after `migrate()`, and new rows add to them."""
+    import asyncpg
+
+    from relaychain.agents.stores.connections import apply_migrations
+    from relaychain.agents.stores.ledger import POSTGRES_LEDGER_MIGRATIONS
+
+    name = f"upgrade_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres_dsn)
+    await admin.execute(f"CREATE DATABASE {name}")
+    dsn = postgres_dsn.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+        await apply_migrations(pool, "cost_ledger", POSTGRES_LEDGER_MIGRATIONS[:1])
+        await pool.execute(
+            "INSERT INTO relaychain_usage VALUES ('e1', 'shop', 'gpt-4o', '2026-03-14', 'USD', 'generate', 10, 5,"
+            " 1, 0.5, 1.0, '2026-03-14T12:00:00+00:00')"
+        )
+        await pool.close()
+        ledger = PostgresLedger(dsn)
+        assert await ledger.migrate() == 1
+        assert await ledger.spent("shop", "gpt-4o", DAY.date()) == Decimal("1.5")
+        await ledger.record(usage("shop", input_cost="1", output_cost="0"))
+        [row] = await rows_of(ledger, "shop")
+        assert (row.calls, row.input_tokens, row.cost) == (2, 1010, Decimal("2.5"))
+        await ledger.close()
+    finally:
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        await admin.close()
