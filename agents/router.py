@@ -137,7 +137,7 @@ class RouterAgent:
             try:
                 counter = await asyncio.to_thread(self._counter_for, model)
             except (EncodingUnavailable, ValueError, OSError) as exc:
-                raise AgentError("tokenizer_unavailable", f"no tokenizer for model {model!r}: {exc}") from exc
+                raise AgentError(ErrorCode.TOKENIZER_UNAVAILABLE, f"no tokenizer for model {model!r}: {exc}") from exc
             self._counters[model] = counter
         return counter
 

@@ -37,6 +37,13 @@ class ErrorCode(StrEnum):
     MODEL_OUTPUT_INVALID = "model_output_invalid"
     MODEL_BUSY = "model_busy"
     OUTPUT_INVALID = "output_invalid"
+    # The stores (transient: retried by the runtime; failed: permanent).
+    LEDGER_UNAVAILABLE = "ledger_unavailable"
+    LEDGER_FAILED = "ledger_failed"
+    JOURNAL_UNAVAILABLE = "journal_unavailable"
+    JOURNAL_FAILED = "journal_failed"
+    MEMORY_UNAVAILABLE = "memory_unavailable"
+    MEMORY_FAILED = "memory_failed"
     # Messages the bus cannot read (an `Error` answer when the message names its request, and a dead letter).
     UNDECODABLE = "undecodable"
     UNKNOWN_TYPE = "unknown_type"

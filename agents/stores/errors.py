@@ -13,10 +13,18 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Literal
 
 from relaychain.bus.errors import AgentError, RetryableError
+from relaychain.schemas.errors import ErrorCode
 
 __all__ = ["database_errors", "is_transient"]
+
+_CODES: dict[str, tuple[ErrorCode, ErrorCode]] = {
+    "ledger": (ErrorCode.LEDGER_UNAVAILABLE, ErrorCode.LEDGER_FAILED),
+    "journal": (ErrorCode.JOURNAL_UNAVAILABLE, ErrorCode.JOURNAL_FAILED),
+    "memory": (ErrorCode.MEMORY_UNAVAILABLE, ErrorCode.MEMORY_FAILED),
+}
 
 _TRANSIENT_SQLITE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_PROTOCOL")
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57P")
@@ -24,19 +32,19 @@ _TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57P")
 
 
 @contextmanager
-def database_errors(store: str) -> Iterator[None]:
-    """Translate the database errors raised inside into `RetryableError` / `AgentError` coded `<store>_unavailable` / `<store>_failed`."""
+def database_errors(store: Literal["ledger", "journal", "memory"]) -> Iterator[None]:
+    """Translate the database errors raised inside into `RetryableError` (`<store>_unavailable`) or
+    `AgentError` (`<store>_failed`)."""
+    unavailable, failed = _CODES[store]
     try:
         yield
     except AgentError:
         raise
     except Exception as exc:
         if is_transient(exc):
-            raise RetryableError(
-                f"{store}_unavailable", f"{store} database unavailable: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise RetryableError(unavailable, f"{store} database unavailable: {type(exc).__name__}: {exc}") from exc
         if _is_database_error(exc):
-            raise AgentError(f"{store}_failed", f"{store} database error: {type(exc).__name__}: {exc}") from exc
+            raise AgentError(failed, f"{store} database error: {type(exc).__name__}: {exc}") from exc
         raise
 
 
