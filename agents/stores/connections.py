@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,10 +80,20 @@ class SqliteFile:
 
     async def _migrate(self, db: aiosqlite.Connection) -> None:
         for version, script in enumerate(self._migrations, start=1):
-            if await _user_version(db) < version:
-                # executescript commits first; a version and its number land in one transaction. Two
-                # connections may both get here: the scripts are idempotent, so the second changes nothing.
-                await db.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {version}; COMMIT;")
+            if await _user_version(db) >= version:
+                continue
+            # Under the write lock the version is read again: two processes may open a new file at once, and
+            # a script (ALTER TABLE, say) must run once. Statement by statement: executescript would commit first.
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                if await _user_version(db) < version:
+                    for statement in _statements(script):
+                        await db.execute(statement)
+                    await db.execute(f"PRAGMA user_version = {version}")
+                await db.commit()
+            except BaseException:
+                await db.rollback()
+                raise
 
     async def _replace_moved_file(self, db: aiosqlite.Connection) -> None:
         self._db = None
@@ -106,6 +117,23 @@ class SqliteFile:
         if self._db is not None:
             await self._db.close()
             self._db = None
+
+
+def _statements(script: str) -> list[str]:
+    """The SQL statements of `script`, trigger bodies kept whole (sqlite3 knows where a statement ends)."""
+    statements: list[str] = []
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        # The last statement may go without its semicolon, as executescript allows.
+        if not sqlite3.complete_statement(buffer + ";"):
+            raise ValueError(f"incomplete SQL statement in a migration: {buffer.strip()[:80]!r}")
+        statements.append(buffer.strip())
+    return statements
 
 
 async def _user_version(db: aiosqlite.Connection) -> int:

@@ -16,16 +16,18 @@ asyncpg pool serves several tokenizer workers at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from relaychain.agents.stores.connections import PostgresPool, SqliteFile
 from relaychain.agents.stores.errors import database_errors
 from relaychain.agents.tokens.pricing import COST_QUANTUM, quantize_cost
 from relaychain.schemas import Usage
+from relaychain.schemas.events import AppliedPrice
 
 if TYPE_CHECKING:
     pass
@@ -46,6 +48,8 @@ class LedgerRow:
     input_cost: Decimal
     output_cost: Decimal
     calls: int
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
 
     @property
     def cost(self) -> Decimal:
@@ -118,10 +122,41 @@ _SQLITE_MIGRATIONS: tuple[str, ...] = (
             calls = calls + 1;
     END
     """,
+    # Providers bill cached prompt tokens apart and report reasoning tokens; each row keeps the unit prices it
+    # was billed at (Decimal as text), so a later price change never reprices it.
+    """
+    ALTER TABLE usage_events ADD COLUMN cached_input_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE usage_events ADD COLUMN reasoning_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE usage_events ADD COLUMN input_per_million TEXT;
+    ALTER TABLE usage_events ADD COLUMN cached_input_per_million TEXT;
+    ALTER TABLE usage_events ADD COLUMN output_per_million TEXT;
+    ALTER TABLE usage_events ADD COLUMN price_effective_from TEXT;
+    ALTER TABLE usage_events ADD COLUMN price_tier INTEGER;
+    ALTER TABLE usage_totals ADD COLUMN cached_input_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE usage_totals ADD COLUMN reasoning_tokens INTEGER NOT NULL DEFAULT 0;
+    DROP TRIGGER usage_totals_on_insert;
+    CREATE TRIGGER usage_totals_on_insert AFTER INSERT ON usage_events BEGIN
+        INSERT INTO usage_totals (business, model, day, currency, input_tokens, output_tokens,
+            input_cost_e8, output_cost_e8, calls, cached_input_tokens, reasoning_tokens)
+        VALUES (new.business, new.model, new.day, new.currency, new.input_tokens, new.output_tokens,
+            new.input_cost_e8, new.output_cost_e8, 1, new.cached_input_tokens, new.reasoning_tokens)
+        ON CONFLICT (business, model, day, currency) DO UPDATE SET
+            input_tokens = input_tokens + excluded.input_tokens,
+            output_tokens = output_tokens + excluded.output_tokens,
+            input_cost_e8 = input_cost_e8 + excluded.input_cost_e8,
+            output_cost_e8 = output_cost_e8 + excluded.output_cost_e8,
+            calls = calls + 1,
+            cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens,
+            reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens;
+    END
+    """,
 )
 """Schema versions of the SQLite ledger, counted in the file's `user_version`; append, never edit."""
 
-_TOTALS_COLUMNS = "business, model, day, currency, input_tokens, output_tokens, {input_cost}, {output_cost}, calls"
+_TOTALS_COLUMNS = (
+    "business, model, day, currency, input_tokens, output_tokens, {input_cost}, {output_cost}, calls,"
+    " cached_input_tokens, reasoning_tokens"
+)
 _ORDER = " ORDER BY day, business, model, currency"
 
 
@@ -138,9 +173,12 @@ class SqliteLedger:
     async def _record(self, usage: Usage) -> bool:
         db = await self._file.connection()
         step = usage.usage
+        applied = step.price
         cursor = await db.execute(
             "INSERT INTO usage_events (event_id, business, model, day, currency, step, input_tokens, output_tokens,"
-            " input_cost_e8, output_cost_e8, latency_ms, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " input_cost_e8, output_cost_e8, latency_ms, created_at, cached_input_tokens, reasoning_tokens,"
+            " input_per_million, cached_input_per_million, output_per_million, price_effective_from, price_tier)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (event_id) DO NOTHING",
             (
                 usage.id,
@@ -155,6 +193,9 @@ class SqliteLedger:
                 _to_units(step.output_cost),
                 step.latency_ms,
                 usage.created_at.isoformat(),
+                step.cached_input_tokens,
+                step.reasoning_tokens,
+                *(_price_columns(applied, str) if applied else (None,) * 5),
             ),
         )
         await db.commit()
@@ -180,8 +221,22 @@ class SqliteLedger:
                     input_cost=_from_units(input_units),
                     output_cost=_from_units(output_units),
                     calls=calls,
+                    cached_input_tokens=cached,
+                    reasoning_tokens=reasoning,
                 )
-                async for business, model, day, currency, input_tokens, output_tokens, input_units, output_units, calls in cursor
+                async for (
+                    business,
+                    model,
+                    day,
+                    currency,
+                    input_tokens,
+                    output_tokens,
+                    input_units,
+                    output_units,
+                    calls,
+                    cached,
+                    reasoning,
+                ) in cursor
             ]
 
     async def spent(self, business: str, model: str, day: date) -> Decimal:
@@ -238,6 +293,19 @@ POSTGRES_LEDGER_MIGRATIONS: tuple[str, ...] = (
                sum(input_cost), sum(output_cost), count(*)
         FROM relaychain_usage GROUP BY business, model, day, currency;
     """,
+    """
+    ALTER TABLE relaychain_usage
+        ADD COLUMN cached_input_tokens BIGINT NOT NULL DEFAULT 0,
+        ADD COLUMN reasoning_tokens BIGINT NOT NULL DEFAULT 0,
+        ADD COLUMN input_per_million NUMERIC,
+        ADD COLUMN cached_input_per_million NUMERIC,
+        ADD COLUMN output_per_million NUMERIC,
+        ADD COLUMN price_effective_from DATE,
+        ADD COLUMN price_tier INTEGER;
+    ALTER TABLE relaychain_usage_totals
+        ADD COLUMN cached_input_tokens BIGINT NOT NULL DEFAULT 0,
+        ADD COLUMN reasoning_tokens BIGINT NOT NULL DEFAULT 0;
+    """,
 )
 """Schema versions of the cost ledger, applied in order by `migrate()`; append, never edit."""
 
@@ -245,18 +313,25 @@ POSTGRES_LEDGER_MIGRATIONS: tuple[str, ...] = (
 _POSTGRES_RECORD = """
 WITH inserted AS (
     INSERT INTO relaychain_usage (event_id, business, model, day, currency, step, input_tokens,
-        output_tokens, input_cost, output_cost, latency_ms, created_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (event_id) DO NOTHING
-    RETURNING business, model, day, currency, input_tokens, output_tokens, input_cost, output_cost
+        output_tokens, input_cost, output_cost, latency_ms, created_at, cached_input_tokens, reasoning_tokens,
+        input_per_million, cached_input_per_million, output_per_million, price_effective_from, price_tier)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING business, model, day, currency, input_tokens, output_tokens, input_cost, output_cost,
+        cached_input_tokens, reasoning_tokens
 )
-INSERT INTO relaychain_usage_totals AS t
-    SELECT business, model, day, currency, input_tokens, output_tokens, input_cost, output_cost, 1 FROM inserted
+INSERT INTO relaychain_usage_totals AS t (business, model, day, currency, input_tokens, output_tokens,
+        input_cost, output_cost, calls, cached_input_tokens, reasoning_tokens)
+    SELECT business, model, day, currency, input_tokens, output_tokens, input_cost, output_cost, 1,
+        cached_input_tokens, reasoning_tokens FROM inserted
 ON CONFLICT (business, model, day, currency) DO UPDATE SET
     input_tokens = t.input_tokens + excluded.input_tokens,
     output_tokens = t.output_tokens + excluded.output_tokens,
     input_cost = t.input_cost + excluded.input_cost,
     output_cost = t.output_cost + excluded.output_cost,
-    calls = t.calls + 1
+    calls = t.calls + 1,
+    cached_input_tokens = t.cached_input_tokens + excluded.cached_input_tokens,
+    reasoning_tokens = t.reasoning_tokens + excluded.reasoning_tokens
 """
 """One statement: the usage row, and the running total only when that row was new (redelivery counts once)."""
 
@@ -289,6 +364,9 @@ class PostgresLedger:
                 quantize_cost(step.output_cost),
                 step.latency_ms,
                 usage.created_at,
+                step.cached_input_tokens,
+                step.reasoning_tokens,
+                *(_price_columns(step.price, lambda value: value) if step.price else (None,) * 5),
             )
         return status == "INSERT 0 1"
 
@@ -309,6 +387,8 @@ class PostgresLedger:
                 input_cost=quantize_cost(row[6]),
                 output_cost=quantize_cost(row[7]),
                 calls=int(row[8]),
+                cached_input_tokens=int(row[9]),
+                reasoning_tokens=int(row[10]),
             )
             for row in rows
         ]
@@ -327,6 +407,17 @@ class PostgresLedger:
 
     async def close(self) -> None:
         await self._postgres.close()
+
+
+def _price_columns(applied: AppliedPrice, decimal: Callable[[Decimal], Any]) -> tuple[Any, ...]:
+    """The applied unit prices as the five price columns; `decimal` converts amounts for the database."""
+    return (
+        decimal(applied.input_per_million),
+        decimal(applied.cached_input_per_million),
+        decimal(applied.output_per_million),
+        applied.effective_from.isoformat() if applied.effective_from and decimal is str else applied.effective_from,
+        applied.tier,
+    )
 
 
 def _day_of(usage: Usage) -> date:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -18,6 +20,8 @@ import click
 
 from relaychain.agents.stores.ledger import LedgerRow
 from relaychain.agents.stores.unbilled import DrainReport
+from relaychain.agents.tokens.pricing import UnknownExchangeRate, convert
+from relaychain.commands.boundary import BadConfig
 from relaychain.output import amount, echo_json
 from relaychain.settings import Settings, load_settings
 from relaychain.stores import LEDGER_FILE, open_ledger, unbilled_spool
@@ -49,7 +53,14 @@ HEADERS = (
 @click.option(
     "--replay-unbilled", is_flag=True, help="First record the usage the ledger could not take (see the warning)."
 )
-def costs(since: datetime | None, postgres_dsn: str | None, as_json: bool, replay_unbilled: bool) -> None:
+@click.option(
+    "--currency",
+    metavar="CODE",
+    help="Show every amount in this currency, converted by the config's exchange_rates (stored amounts stay as billed).",
+)
+def costs(
+    since: datetime | None, postgres_dsn: str | None, as_json: bool, replay_unbilled: bool, currency: str | None
+) -> None:
     """Tokens and cost per business x model x day, input and output apart, totals per currency."""
     settings = load_settings()
     spool = unbilled_spool(settings)
@@ -69,6 +80,8 @@ def costs(since: datetime | None, postgres_dsn: str | None, as_json: bool, repla
         )
     recorded = bool(postgres_dsn or settings.postgres_dsn) or (settings.data_dir / LEDGER_FILE).exists()
     rows = asyncio.run(_read(settings, postgres_dsn, since.date() if since else None)) if recorded else []
+    if currency:
+        rows = in_currency(rows, currency.upper(), settings.app.exchange_rates)
     if as_json:
         echo_json({**as_document(rows), "unbilled": unbilled})
         return
@@ -95,6 +108,22 @@ async def _replay(settings: Settings, postgres_dsn: str | None) -> DrainReport:
         return await unbilled_spool(settings).drain(ledger.record)
     finally:
         await ledger.close()
+
+
+def in_currency(rows: list[LedgerRow], target: str, rates: Mapping[str, Decimal]) -> list[LedgerRow]:
+    """`rows` with their amounts converted to `target`; a missing rate is a config error naming the pair."""
+    try:
+        return [
+            replace(
+                row,
+                input_cost=convert(row.input_cost, row.currency, target, rates),
+                output_cost=convert(row.output_cost, row.currency, target, rates),
+                currency=target,
+            )
+            for row in rows
+        ]
+    except UnknownExchangeRate as exc:
+        raise BadConfig(f"{exc}: add `exchange_rates: {{{exc.pair}: <rate>}}` to the config") from None
 
 
 def as_document(rows: list[LedgerRow]) -> dict[str, Any]:

@@ -311,7 +311,7 @@ async def test_a_postgres_ledger_from_before_running_totals_is_migrated(postgres
         )
         await pool.close()
         ledger = PostgresLedger(dsn)
-        assert await ledger.migrate() == 1
+        assert await ledger.migrate() == len(POSTGRES_LEDGER_MIGRATIONS) - 1
         assert await ledger.spent("shop", "gpt-4o", DAY.date()) == Decimal("1.5")
         await ledger.record(usage("shop", input_cost="1", output_cost="0"))
         [row] = await rows_of(ledger, "shop")
@@ -320,3 +320,59 @@ async def test_a_postgres_ledger_from_before_running_totals_is_migrated(postgres
     finally:
         await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
         await admin.close()
+
+
+async def test_cached_and_reasoning_tokens_are_totalled_apart(open_ledger: LedgerFactory) -> None:
+    from relaychain.agents.tokens.pricing import priced_usage
+    from relaychain.schemas.config import Price
+
+    ledger = await open_ledger()
+    shop = business()
+    rate = Price(
+        input_per_million=Decimal("2.50"), cached_input_per_million=Decimal("1.25"), output_per_million=Decimal("10")
+    )
+    for _ in range(2):
+        step = priced_usage(
+            step="generate",
+            model="gpt-4o",
+            price_per_million=rate,
+            input_tokens=1_000,
+            output_tokens=300,
+            cached_input_tokens=800,
+            reasoning_tokens=200,
+        )
+        await ledger.record(Usage(business=shop, created_at=DAY, usage=step))
+    [row] = await rows_of(ledger, shop)
+    assert (row.input_tokens, row.cached_input_tokens, row.output_tokens, row.reasoning_tokens) == (
+        2000,
+        1600,
+        600,
+        400,
+    )
+    assert row.input_cost == Decimal("0.00300000") and row.output_cost == Decimal("0.00600000")
+
+
+async def test_each_row_keeps_the_price_it_was_billed_at(tmp_path: Path) -> None:
+    import sqlite3
+
+    from relaychain.agents.tokens.pricing import priced_usage
+    from relaychain.schemas.config import Price
+
+    path = tmp_path / "ledger.sqlite3"
+    ledger = SqliteLedger(path)
+    old = Price(input_per_million=Decimal("2.50"), output_per_million=Decimal("10.00"))
+    new = Price(input_per_million=Decimal("2.00"), output_per_million=Decimal("8.00"), effective_from=date(2026, 3, 15))
+    for rate, at in ((old, DAY), (new, DAY + timedelta(days=1))):
+        step = priced_usage(
+            step="generate", model="gpt-4o", price_per_million=rate, input_tokens=1_000_000, output_tokens=0
+        )
+        await ledger.record(Usage(business="shop", created_at=at, usage=step))
+    await ledger.close()
+    with sqlite3.connect(path) as db:
+        rows = db.execute(
+            "SELECT day, input_per_million, output_per_million, price_effective_from, input_cost_e8 FROM usage_events ORDER BY day"
+        ).fetchall()
+    assert rows == [
+        ("2026-03-14", "2.50", "10.00", None, 250_000_000),
+        ("2026-03-15", "2.00", "8.00", "2026-03-15", 200_000_000),
+    ]

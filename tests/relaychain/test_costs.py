@@ -49,3 +49,45 @@ def test_spooled_usage_is_warned_about_and_replayed_once(tmp_path: Path, monkeyp
     document = json.loads(replayed.stdout)
     assert document["unbilled"] == 0 and document["totals"][0]["calls"] == 2
     assert "could not be written" not in replayed.stderr
+
+
+def test_costs_in_one_currency_convert_cny_rows_and_keep_usd_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RELAYCHAIN_DATA_DIR", str(tmp_path))
+
+    async def setup() -> None:
+        ledger = SqliteLedger(tmp_path / LEDGER_FILE)
+        cny = StepUsage(
+            step="generate",
+            model="ernie-4.0-8k",
+            input_tokens=10,
+            output_tokens=1,
+            input_cost=Decimal("100"),
+            currency="CNY",
+        )
+        usd = StepUsage(step="generate", model="gpt-4o", input_tokens=10, output_tokens=1, input_cost=Decimal("1.5"))
+        await ledger.record(Usage(business="weibo_regional", usage=cny))
+        await ledger.record(Usage(business="ops_push", usage=usd))
+        await ledger.close()
+
+    asyncio.run(setup())
+    runner = CliRunner()
+    both = json.loads(runner.invoke(main, ["costs", "--json"]).stdout)
+    assert {t["currency"]: t["cost"] for t in both["totals"]} == {"CNY": "100.00000000", "USD": "1.50000000"}
+
+    converted = runner.invoke(main, ["costs", "--json", "--currency", "USD"])
+    assert converted.exit_code == 0, converted.output
+    [total] = json.loads(converted.stdout)["totals"]
+    # 100 CNY at the shipped 0.1380 USD/CNY, plus 1.5 USD.
+    assert total == {**total, "currency": "USD", "cost": "15.30000000", "calls": 2}
+
+    table = runner.invoke(main, ["costs", "--currency", "usd"])
+    assert table.exit_code == 0 and "15.30000000" in table.stdout
+
+    missing = runner.invoke(main, ["costs", "--currency", "EUR"])
+    assert missing.exit_code == 2
+    assert "no exchange rate CNY/EUR" in missing.stderr or "no exchange rate USD/EUR" in missing.stderr
+    # Stored amounts are untouched by a converted report.
+    again = json.loads(runner.invoke(main, ["costs", "--json"]).stdout)
+    assert again["totals"] == both["totals"]
