@@ -29,7 +29,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from relaychain.agents.llm import Completion, ModelPool
+from relaychain.agents.llm import Completion, CompletionRequest, ModelPool
 from relaychain.agents.prompts import PromptLibrary
 from relaychain.agents.router import template_scope
 from relaychain.agents.stores.journal import CompletionJournal
@@ -101,11 +101,13 @@ class GeneratorAgent:
             f"{event.id}/{step}",
             lambda: self._models.complete_with_fallback(
                 event.model,
-                messages,
-                max_tokens=max_tokens,
-                temperature=options.temperature,
-                timeout_s=options.timeout_s,
-                json_schema=None if chain_step else self._json_schema(event.business, business),
+                CompletionRequest(
+                    messages=messages,
+                    max_tokens=max_tokens,
+                    temperature=options.temperature,
+                    timeout_s=options.timeout_s,
+                    json_schema=None if chain_step else self._json_schema(event.business, business),
+                ),
             ),
         )
         usage = priced_usage(

@@ -5,7 +5,7 @@
     python bench/formatting.py --data-dir DIR  # where the converted weights are cached (RELAYCHAIN_DATA_DIR by default)
 
 The model is the shipped `smollm2-135m` entry through
-`TransformersChatModel` (as the model pool builds it), with one torch thread
+the configured engine (as the model pool builds it), with one torch thread
 by default (`--threads`). Each prompt is what the router renders for (business, smollm2-135m) on the
 shipped config, generated greedily with the model's `max_output_tokens`, once
 without a schema (plain) and once with the business's JSON Schema compiled
@@ -43,7 +43,7 @@ from relaychain.agents.formatting import (
     SchemaViolation,
     extract_json,
 )
-from relaychain.agents.llm.local import TransformersChatModel
+from relaychain.agents.llm import CompletionRequest, default_factories
 from relaychain.agents.prompts import PromptLibrary
 from relaychain.agents.router import template_scope
 from relaychain.schemas import ChatMessage, Request
@@ -128,13 +128,8 @@ async def run(settings: Settings, per_business: int, threads: int, verbose: bool
     prompts = PromptLibrary(settings.app, settings.config_dir)
     registry = SchemaRegistry(settings.app, settings.config_dir)
     config = settings.app.models[MODEL]
-    model = TransformersChatModel(
-        MODEL,
-        config,
-        settings.data_dir,
-        threads=threads,
-        on_progress=lambda message: print(f"  {message}", file=sys.stderr),
-    )
+    factories = default_factories(settings.data_dir, on_progress=lambda message: print(f"  {message}", file=sys.stderr))
+    model = factories[config.provider](MODEL, config.model_copy(update={"threads": threads}))
     max_tokens = config.max_output_tokens
     started = time.perf_counter()
     await model.load()
@@ -149,9 +144,11 @@ async def run(settings: Settings, per_business: int, threads: int, verbose: bool
                 for path in PATHS:
                     began = time.perf_counter()
                     completion = await model.complete(
-                        messages,
-                        max_tokens=max_tokens,
-                        json_schema=schema.json_schema if path == "constrained" else None,
+                        CompletionRequest(
+                            messages=messages,
+                            max_tokens=max_tokens,
+                            json_schema=schema.json_schema if path == "constrained" else None,
+                        )
                     )
                     tally = tallies.setdefault((business, path), Tally())
                     tally.seconds += time.perf_counter() - began

@@ -11,11 +11,9 @@ answering with the same JSON text.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 
-from relaychain.agents.llm import ChatModel, Completion, ModelFactory, TokenCallback
-from relaychain.schemas import ChatMessage
+from relaychain.agents.llm import ChatModel, Completion, CompletionRequest, ModelFactory
 from relaychain.schemas.config import ModelConfig, Provider
 
 REPLIES: dict[str, dict[str, Any]] = {
@@ -41,24 +39,18 @@ class InstantModel:
         self._texts = {business: json.dumps(reply, ensure_ascii=False) for business, reply in REPLIES.items()}
         self._default = self._texts["ops_push"]
 
-    async def complete(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        max_tokens: int,
-        temperature: float | None = None,
-        timeout_s: float | None = None,
-        json_schema: dict[str, Any] | None = None,
-        on_token: TokenCallback | None = None,
-    ) -> Completion:
-        title = json_schema.get("title") if json_schema else None
+    async def load(self) -> None:
+        """Nothing to load."""
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        title = request.json_schema.get("title") if request.json_schema else None
         text = self._texts.get(title, self._default) if isinstance(title, str) else self._default
         return Completion(
             text=text,
             model=self.name,
             response_model=self.name,
             provider=self.provider,
-            input_tokens=sum(len(m.content) for m in messages) // 4,
+            input_tokens=sum(len(m.content) for m in request.messages) // 4,
             output_tokens=OUTPUT_TOKENS,
             finish_reason="stop",
             latency_ms=0.0,

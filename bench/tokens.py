@@ -49,6 +49,7 @@ from bench.instant import (
     langchain_chain,
     langchain_inputs,
 )
+from relaychain.agents.llm import CompletionRequest
 from relaychain.agents.tokens import count_async, counter_for, load_encoding
 from relaychain.app import Components
 from relaychain.embedded import EmbeddedApp
@@ -183,7 +184,7 @@ async def bench_overhead(requests: int) -> dict[str, list[float]]:
 
         async def bare(index: int) -> float:
             started = time.perf_counter()
-            await model.complete(messages, max_tokens=256)
+            await model.complete(CompletionRequest(messages=messages, max_tokens=256))
             return time.perf_counter() - started
 
         async def lcel(index: int) -> float:

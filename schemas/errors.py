@@ -36,6 +36,8 @@ class ErrorCode(StrEnum):
     MODEL_REQUEST_REJECTED = "model_request_rejected"
     MODEL_OUTPUT_INVALID = "model_output_invalid"
     MODEL_BUSY = "model_busy"
+    MODEL_ENGINE_MISSING = "model_engine_missing"
+    MODEL_WEIGHTS_MISSING = "model_weights_missing"
     OUTPUT_INVALID = "output_invalid"
     # The stores (transient: retried by the runtime; failed: permanent).
     LEDGER_UNAVAILABLE = "ledger_unavailable"

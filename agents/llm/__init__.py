@@ -1,12 +1,16 @@
-"""Model clients: OpenAI and OpenAI-compatible servers, local transformers models, and the fallback pool.
+"""Model clients: OpenAI and OpenAI-compatible servers, local llama.cpp and transformers models, and the fallback pool.
 
-`relaychain.agents.llm.local` (torch, transformers) is imported only when a local model is built.
+`relaychain.agents.llm.llama` (llama-cpp-python) and `relaychain.agents.llm.local`
+(torch, transformers) are imported only when such a model is built.
 """
 
 from relaychain.agents.llm.base import (
     FALLBACK_ERRORS,
     ChatModel,
     Completion,
+    CompletionRequest,
+    DeltaCallback,
+    EngineNotInstalled,
     FinishReason,
     ModelBusy,
     ModelOutputInvalid,
@@ -15,16 +19,17 @@ from relaychain.agents.llm.base import (
     ModelServerError,
     ModelTimeout,
     ModelUnavailable,
-    TokenCallback,
 )
-from relaychain.agents.llm.openai_chat import Backoff, OpenAIChatModel
+from relaychain.agents.llm.openai_chat import OpenAIChatModel
 from relaychain.agents.llm.pool import ModelFactory, ModelPool, default_factories
 
 __all__ = [
     "FALLBACK_ERRORS",
-    "Backoff",
     "ChatModel",
     "Completion",
+    "CompletionRequest",
+    "DeltaCallback",
+    "EngineNotInstalled",
     "FinishReason",
     "ModelBusy",
     "ModelFactory",
@@ -36,6 +41,5 @@ __all__ = [
     "ModelTimeout",
     "ModelUnavailable",
     "OpenAIChatModel",
-    "TokenCallback",
     "default_factories",
 ]

@@ -1,17 +1,22 @@
-"""What every model client offers: one async `complete` call, a `Completion`, and typed failures.
+"""What every model client offers: one async `complete(request)` call, a `Completion`, and typed failures.
 
-Clients retry transient failures themselves (with backoff); what escapes a
-client has already used its retries, so the pool decides between falling
-back to another model and answering the caller with the typed error.
+Clients make one attempt per call. A transient failure (429, 5xx, timeout)
+escapes as a `RetryableError` carrying any `Retry-After`, and the runtime's
+backoff owns the retrying (one retry layer, not clients inside runtime
+attempts); the pool falls back to another model on failures of the model
+rather than of the request.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from relaychain.agents.weights import WeightsMissing
 from relaychain.bus.errors import AgentError, RetryableError
 from relaychain.schemas import ChatMessage
 from relaychain.schemas.errors import ErrorCode
@@ -20,6 +25,9 @@ __all__ = [
     "FALLBACK_ERRORS",
     "ChatModel",
     "Completion",
+    "CompletionRequest",
+    "DeltaCallback",
+    "EngineNotInstalled",
     "FinishReason",
     "ModelBusy",
     "ModelOutputInvalid",
@@ -28,12 +36,30 @@ __all__ = [
     "ModelServerError",
     "ModelTimeout",
     "ModelUnavailable",
-    "TokenCallback",
 ]
 
-FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "unknown"]
-TokenCallback = Callable[[str], None]
-"""Receives each piece of text as it is generated; called on the event loop's thread."""
+FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "cancelled", "unknown"]
+DeltaCallback = Callable[[str], Awaitable[None]]
+"""Awaited with each piece of text as it is generated, in order, on the event loop's thread."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompletionRequest:
+    """One model call: what every client and the pool take, so the parameter list lives here only.
+
+    `on_delta` set means stream; the returned `Completion` is the same either
+    way. `cancelled` set stops generation (local engines within a token, the
+    OpenAI stream is closed) and the call returns `finish_reason="cancelled"`
+    with the tokens actually generated, so they are still billed.
+    """
+
+    messages: Sequence[ChatMessage]
+    max_tokens: int
+    temperature: float | None = None
+    timeout_s: float | None = None
+    json_schema: dict[str, Any] | None = None
+    on_delta: DeltaCallback | None = None
+    cancelled: asyncio.Event | None = None
 
 
 class Completion(BaseModel):
@@ -52,20 +78,13 @@ class Completion(BaseModel):
 
 
 class ChatModel(Protocol):
-    """A chat model. `on_token` set means stream; the returned `Completion` is the same either way."""
+    """A chat model: one attempt per `complete`; `load` brings its weights into memory (a no-op for remote models)."""
 
     name: str
 
-    async def complete(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        max_tokens: int,
-        temperature: float | None = None,
-        timeout_s: float | None = None,
-        json_schema: dict[str, Any] | None = None,
-        on_token: TokenCallback | None = None,
-    ) -> Completion: ...
+    async def complete(self, request: CompletionRequest) -> Completion: ...
+
+    async def load(self) -> None: ...
 
     async def aclose(self) -> None: ...
 
@@ -74,39 +93,50 @@ def _details(model: str, **extra: Any) -> dict[str, Any]:
     return {"model": model, **{k: v for k, v in extra.items() if v is not None}}
 
 
-class ModelTimeout(AgentError):
-    """No answer within the timeout, every attempt."""
+class ModelTimeout(RetryableError):
+    """No answer within the timeout; the runtime may retry the step."""
 
-    def __init__(self, model: str, timeout_s: float, *, attempts: int = 1) -> None:
+    def __init__(self, model: str, timeout_s: float) -> None:
         super().__init__(
             ErrorCode.MODEL_TIMEOUT,
-            f"model {model!r} gave no answer within {timeout_s:g} s ({attempts} attempt(s))",
-            details=_details(model, timeout_s=timeout_s, attempts=attempts),
+            f"model {model!r} gave no answer within {timeout_s:g} s",
+            details=_details(model, timeout_s=timeout_s),
         )
+        self.retry_after_s: float | None = None
 
 
 class ModelRateLimited(RetryableError):
-    """Still rate limited after the client's retries; the runtime retries the step later."""
+    """Rate limited (429); the runtime retries the step after `retry_after_s` when the provider said so."""
 
-    def __init__(self, model: str, message: str, *, attempts: int = 1) -> None:
+    def __init__(self, model: str, message: str, *, retry_after_s: float | None = None) -> None:
         super().__init__(
             ErrorCode.MODEL_RATE_LIMITED,
             f"model {model!r} is rate limited: {message}",
-            details=_details(model, attempts=attempts),
+            details=_details(model, retry_after_s=retry_after_s),
         )
+        self.retry_after_s = retry_after_s
 
 
-class ModelServerError(AgentError):
-    """The provider kept failing (5xx, dropped connections) through every retry."""
+class ModelServerError(RetryableError):
+    """The provider failed (5xx, dropped connection); retried by the runtime unless text was already streamed."""
 
     def __init__(
-        self, model: str, message: str, *, status: int | None = None, attempts: int = 1, streamed: bool = False
+        self,
+        model: str,
+        message: str,
+        *,
+        status: int | None = None,
+        streamed: bool = False,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(
             ErrorCode.MODEL_SERVER_ERROR,
             f"model {model!r} failed: {message}",
-            details=_details(model, status=status, attempts=attempts, streamed=streamed or None),
+            details=_details(model, status=status, streamed=streamed or None, retry_after_s=retry_after_s),
         )
+        self.retry_after_s = retry_after_s
+        # Text already handed to the caller cannot be taken back: a retry would show it twice.
+        self.retryable = not streamed
 
 
 class ModelUnavailable(AgentError):
@@ -151,11 +181,24 @@ class ModelBusy(RetryableError):
         )
 
 
+class EngineNotInstalled(AgentError):
+    """The engine a model needs is not installed in this worker; `details["package"]` is what to pip install."""
+
+    def __init__(self, model: str, package: str) -> None:
+        super().__init__(
+            ErrorCode.MODEL_ENGINE_MISSING,
+            f"model {model!r} needs the package {package}: pip install {package!r}",
+            details=_details(model, package=package),
+        )
+
+
 FALLBACK_ERRORS: tuple[type[AgentError], ...] = (
     ModelTimeout,
     ModelRateLimited,
     ModelServerError,
     ModelUnavailable,
     ModelBusy,
+    EngineNotInstalled,
+    WeightsMissing,
 )
 """Failures of the model rather than of the request: a fallback model may succeed."""

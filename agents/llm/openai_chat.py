@@ -1,25 +1,26 @@
 """OpenAI and OpenAI-compatible chat models through the async `openai` SDK.
 
-Retries are our own loop, not the SDK's `max_retries`: each attempt becomes
-a span event and a log line with its cause and delay, the model's config
-sets the count, and a stream that already handed tokens to the caller is
-never silently restarted (the caller would see the text twice).
+One attempt per call (the SDK's own retries are off): a transient failure —
+429, 5xx, a dropped connection, a timeout — escapes as a `RetryableError`
+carrying the server's `Retry-After`, and the runtime's backoff retries the
+step. Retrying here too multiplied attempts (client retries inside each
+runtime attempt). A stream that already handed text to the caller is never
+retried: the caller would see the text twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import random
 import time
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import openai
-from opentelemetry import trace
 
 from relaychain.agents.llm.base import (
     Completion,
+    CompletionRequest,
     FinishReason,
     ModelOutputInvalid,
     ModelRateLimited,
@@ -27,108 +28,57 @@ from relaychain.agents.llm.base import (
     ModelServerError,
     ModelTimeout,
     ModelUnavailable,
-    TokenCallback,
 )
+from relaychain.agents.tokens.counter import counter_for
 from relaychain.bus.errors import AgentError
-from relaychain.schemas import ChatMessage
 from relaychain.schemas.config import ModelConfig, Provider
 
-__all__ = ["Backoff", "OpenAIChatModel"]
+__all__ = ["OpenAIChatModel"]
 
 log = logging.getLogger(__name__)
 
 _FINISH_REASONS: frozenset[str] = frozenset({"stop", "length", "content_filter", "tool_calls"})
-_RETRY_AFTER_CAP_S = 30.0
-
-
-class Backoff:
-    """Exponential backoff with full jitter: attempt n waits uniform(0, min(cap, base * 2**n))."""
-
-    def __init__(self, base_s: float = 0.5, cap_s: float = 8.0) -> None:
-        self.base_s = base_s
-        self.cap_s = cap_s
-
-    def delay(self, attempt: int, retry_after_s: float | None = None) -> float:
-        if retry_after_s is not None:
-            return min(retry_after_s, _RETRY_AFTER_CAP_S)
-        return random.uniform(0, min(self.cap_s, self.base_s * 2**attempt))
-
-
-class _Transient(Exception):
-    """One failed attempt that may succeed if retried; `error(attempts)` is what the caller gets when none does."""
-
-    def __init__(self, error: Callable[[int], AgentError], retry_after_s: float | None = None) -> None:
-        super().__init__(error(1).message)
-        self.error = error
-        self.retry_after_s = retry_after_s
 
 
 class OpenAIChatModel:
     """A model served over the OpenAI chat completions API. The API key never appears in repr or logs."""
 
-    def __init__(self, name: str, config: ModelConfig, api_key: str | None, *, backoff: Backoff | None = None) -> None:
+    def __init__(self, name: str, config: ModelConfig, api_key: str | None) -> None:
         if config.provider not in (Provider.OPENAI, Provider.OPENAI_COMPATIBLE):
             raise ValueError(f"model {name!r} has provider {config.provider}, not an OpenAI API")
         self.name = name
         self.config = config
         self.provider = config.provider.value
         self._model_id = config.model_id or name
-        self._backoff = backoff or Backoff()
         self._client: openai.AsyncOpenAI | None = None
         self._api_key = api_key
 
     def __repr__(self) -> str:
         return f"OpenAIChatModel(name={self.name!r}, model_id={self._model_id!r}, base_url={self.config.base_url!r})"
 
-    async def complete(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        max_tokens: int,
-        temperature: float | None = None,
-        timeout_s: float | None = None,
-        json_schema: dict[str, Any] | None = None,
-        on_token: TokenCallback | None = None,
-    ) -> Completion:
+    async def load(self) -> None:
+        """Nothing to load for a remote model; the key is checked so a missing one shows at start-up."""
+        self._ensure_client()
+
+    async def complete(self, request: CompletionRequest) -> Completion:
         client = self._ensure_client()
-        timeout = timeout_s or self.config.timeout_s
-        request = self._request(messages, max_tokens, temperature, json_schema)
+        timeout = request.timeout_s or self.config.timeout_s
+        body = self._body(request)
         started = time.perf_counter()
-        attempt = 0
-        while True:
-            emitted: list[str] = []
-            try:
-                if on_token is None:
-                    text, model, usage, finish = await self._once(client, request, timeout)
-                else:
-                    text, model, usage, finish = await self._stream(client, request, timeout, on_token, emitted)
-            except _Transient as failure:
-                if emitted:
-                    raise ModelServerError(
-                        self.name, f"stream broke after output was sent: {failure}", attempts=attempt + 1, streamed=True
-                    ) from None
-                if attempt >= self.config.max_retries:
-                    raise failure.error(attempt + 1) from None
-                delay = self._backoff.delay(attempt, failure.retry_after_s)
-                code = failure.error(attempt + 1).code
-                log.warning("model %s attempt %d failed (%s); retrying in %.2f s", self.name, attempt + 1, code, delay)
-                trace.get_current_span().add_event(
-                    "relaychain.model.retry",
-                    {"gen_ai.request.model": self.name, "attempt": attempt + 1, "error.type": code, "delay_s": delay},
-                )
-                await asyncio.sleep(delay)
-                attempt += 1
-                continue
-            return Completion(
-                text=text,
-                model=self.name,
-                response_model=model or self._model_id,
-                provider=self.provider,
-                input_tokens=usage[0],
-                output_tokens=usage[1],
-                finish_reason=finish,
-                latency_ms=(time.perf_counter() - started) * 1000,
-            )
+        if request.on_delta is None and request.cancelled is None:
+            text, model, usage, finish = await self._once(client, body, timeout)
+        else:
+            text, model, usage, finish = await self._stream(client, body, timeout, request)
+        return Completion(
+            text=text,
+            model=self.name,
+            response_model=model or self._model_id,
+            provider=self.provider,
+            input_tokens=usage[0],
+            output_tokens=usage[1],
+            finish_reason=finish,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -139,37 +89,32 @@ class OpenAIChatModel:
         if self._client is None:
             if not self._api_key:
                 raise ModelUnavailable(self.name, f"no API key: set the environment variable {self.config.api_key_env}")
-            # max_retries=0: the loop in `complete` owns retries (see the module docstring).
+            # max_retries=0: the runtime owns retries (see the module docstring).
             self._client = openai.AsyncOpenAI(api_key=self._api_key, base_url=self.config.base_url, max_retries=0)
         return self._client
 
-    def _request(
-        self,
-        messages: Sequence[ChatMessage],
-        max_tokens: int,
-        temperature: float | None,
-        json_schema: dict[str, Any] | None,
-    ) -> dict[str, Any]:
-        request: dict[str, Any] = {
+    def _body(self, request: CompletionRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
             "model": self._model_id,
-            "messages": [m.model_dump(exclude_none=True) for m in messages],
-            "max_tokens": max_tokens,
+            "messages": [m.model_dump(exclude_none=True) for m in request.messages],
+            "max_tokens": request.max_tokens,
         }
-        if temperature is not None:
-            request["temperature"] = temperature
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        schema = request.json_schema
         # Structured outputs are an OpenAI feature; compatible servers vary, so they get plain text and the formatter.
-        if json_schema is not None and self.config.provider is Provider.OPENAI:
-            request["response_format"] = {
+        if schema is not None and self.config.provider is Provider.OPENAI:
+            body["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": _schema_name(json_schema), "schema": json_schema, "strict": False},
+                "json_schema": {"name": _schema_name(schema), "schema": schema, "strict": False},
             }
-        return request
+        return body
 
     async def _once(
-        self, client: openai.AsyncOpenAI, request: dict[str, Any], timeout: float
+        self, client: openai.AsyncOpenAI, body: dict[str, Any], timeout: float
     ) -> tuple[str, str, tuple[int, int], FinishReason]:
         try:
-            response = await client.chat.completions.create(**request, timeout=timeout)
+            response = await client.chat.completions.create(**body, timeout=timeout)
         except openai.OpenAIError as exc:
             raise self._classify(exc, timeout) from exc
         if not response.choices:
@@ -178,60 +123,108 @@ class OpenAIChatModel:
         return choice.message.content or "", response.model, self._usage(response.usage), _finish(choice.finish_reason)
 
     async def _stream(
+        self, client: openai.AsyncOpenAI, body: dict[str, Any], timeout: float, request: CompletionRequest
+    ) -> tuple[str, str, tuple[int, int], FinishReason]:
+        state = _StreamState()
+        reading = asyncio.ensure_future(self._read_stream(client, body, timeout, request, state))
+        waiters: set[asyncio.Future[Any]] = {reading}
+        if request.cancelled is not None:
+            waiters.add(asyncio.ensure_future(request.cancelled.wait()))
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            reading.cancel()
+            raise
+        finally:
+            for waiter in waiters - {reading}:
+                waiter.cancel()
+        if not reading.done():
+            # Cancelled by the caller: closing the HTTP stream stops the provider generating (and billing) more.
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
+            if state.stream is not None:
+                await state.stream.close()
+            return "".join(state.emitted), state.model, self._cancelled_usage(request, state), "cancelled"
+        await reading
+        return "".join(state.emitted), state.model, self._usage(state.usage), _finish(state.finish)
+
+    async def _read_stream(
         self,
         client: openai.AsyncOpenAI,
-        request: dict[str, Any],
+        body: dict[str, Any],
         timeout: float,
-        on_token: TokenCallback,
-        emitted: list[str],
-    ) -> tuple[str, str, tuple[int, int], FinishReason]:
-        model, finish, usage = "", "unknown", None
+        request: CompletionRequest,
+        state: _StreamState,
+    ) -> None:
         try:
             # The timeout covers the whole stream, not only its first byte.
             async with asyncio.timeout(timeout):
-                stream = await client.chat.completions.create(
-                    **request, stream=True, stream_options={"include_usage": True}, timeout=timeout
+                state.stream = await client.chat.completions.create(
+                    **body, stream=True, stream_options={"include_usage": True}, timeout=timeout
                 )
-                async for chunk in stream:
-                    model = chunk.model or model
+                async for chunk in state.stream:
+                    state.model = chunk.model or state.model
                     if chunk.usage is not None:
-                        usage = chunk.usage
+                        state.usage = chunk.usage
                     for choice in chunk.choices:
                         if choice.delta.content:
-                            emitted.append(choice.delta.content)
-                            on_token(choice.delta.content)
+                            state.emitted.append(choice.delta.content)
+                            if request.on_delta is not None:
+                                await request.on_delta(choice.delta.content)
                         if choice.finish_reason:
-                            finish = choice.finish_reason
+                            state.finish = choice.finish_reason
         except TimeoutError:
-            raise _Transient(lambda n: ModelTimeout(self.name, timeout, attempts=n)) from None
+            raise self._after_output(ModelTimeout(self.name, timeout), state) from None
         except openai.OpenAIError as exc:
-            raise self._classify(exc, timeout) from exc
-        return "".join(emitted), model, self._usage(usage), _finish(finish)
+            raise self._after_output(self._classify(exc, timeout), state) from exc
+
+    def _after_output(self, error: AgentError, state: _StreamState) -> AgentError:
+        """Once text reached the caller a retry would repeat it: the failure is final (and says why)."""
+        if not state.emitted or not error.retryable:
+            return error
+        return ModelServerError(self.name, f"stream broke after output was sent: {error.message}", streamed=True)
+
+    def _cancelled_usage(self, request: CompletionRequest, state: _StreamState) -> tuple[int, int]:
+        """What a cancelled stream is billed: the provider sends usage only at the end, so count it the way it bills."""
+        if state.usage is not None:
+            return self._usage(state.usage)
+        counter = counter_for(self.config, self.name)
+        return counter.count_messages(request.messages), counter.count("".join(state.emitted))
 
     def _usage(self, usage: Any) -> tuple[int, int]:
         if usage is None:
             raise ModelOutputInvalid(self.name, "the server reported no token usage")
         return usage.prompt_tokens, usage.completion_tokens
 
-    def _classify(self, exc: openai.OpenAIError, timeout: float) -> Exception:
-        """A typed error for a failed call; `_Transient` wraps those worth retrying."""
+    def _classify(self, exc: openai.OpenAIError, timeout: float) -> AgentError:
+        """The typed error for a failed call; the retryable ones carry the server's `Retry-After`."""
         if isinstance(exc, openai.APITimeoutError):
-            return _Transient(lambda n: ModelTimeout(self.name, timeout, attempts=n))
+            return ModelTimeout(self.name, timeout)
         if isinstance(exc, openai.APIConnectionError):
-            return _Transient(lambda n: ModelServerError(self.name, f"connection failed: {exc}", attempts=n))
+            return ModelServerError(self.name, f"connection failed: {exc}")
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
             message = _status_message(exc)
             if status == 429:
-                return _Transient(lambda n: ModelRateLimited(self.name, message, attempts=n), _retry_after(exc))
+                return ModelRateLimited(self.name, message, retry_after_s=_retry_after(exc))
             if status >= 500 or status in (408, 409):
-                return _Transient(
-                    lambda n: ModelServerError(self.name, message, status=status, attempts=n), _retry_after(exc)
-                )
+                return ModelServerError(self.name, message, status=status, retry_after_s=_retry_after(exc))
             if status in (401, 403, 404):
                 return ModelUnavailable(self.name, f"HTTP {status}: {message}")
             return ModelRequestRejected(self.name, message, status=status)
         return ModelOutputInvalid(self.name, str(exc))
+
+
+class _StreamState:
+    """What a stream has delivered so far; read by `_stream` whether the stream ended or was cancelled."""
+
+    def __init__(self) -> None:
+        self.stream: Any = None
+        self.model = ""
+        self.finish = "unknown"
+        self.usage: Any = None
+        self.emitted: list[str] = []
 
 
 def _finish(reason: str | None) -> FinishReason:

@@ -1,21 +1,22 @@
-"""The models of one process, built lazily from the config, and the fallback walk.
+"""The models of one process, built from the config on first use (or at start-up by `load`), and the fallback walk.
 
 A model marked `available: false` is skipped for its `fallback`; a model
-that fails in a way another model could survive (timeouts, persistent 5xx,
-rate limits, missing key, a full local queue — `FALLBACK_ERRORS`) hands the
-call to its fallback, and so on down the chain. A request-specific refusal
-(`model_request_rejected`) is not retried elsewhere: it would fail the same.
-The last model's error is what the caller gets.
+that fails in a way another model could survive (timeouts, 5xx, rate limits,
+missing key, weights or engine, a full local queue — `FALLBACK_ERRORS`)
+hands the call to its fallback, and so on down the chain. A request-specific
+refusal (`model_request_rejected`) is not tried elsewhere: it would fail the
+same. The last model's error is what the caller gets; when it is retryable
+the runtime retries the step, which walks the chain again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 from opentelemetry import trace
 
@@ -23,11 +24,10 @@ from relaychain.agents.llm.base import (
     FALLBACK_ERRORS,
     ChatModel,
     Completion,
+    CompletionRequest,
     ModelUnavailable,
-    TokenCallback,
 )
 from relaychain.bus.errors import AgentError
-from relaychain.schemas import ChatMessage
 from relaychain.schemas.config import AppConfig, ModelConfig, Provider
 from relaychain.schemas.errors import ErrorCode
 
@@ -41,9 +41,10 @@ ModelFactory = Callable[[str, ModelConfig], ChatModel]
 def default_factories(
     data_dir: Path, env: Mapping[str, str] | None = None, on_progress: Callable[[str], None] | None = None
 ) -> dict[Provider, ModelFactory]:
-    """OpenAI SDK clients for remote models, transformers for local ones (keys read from `env`, the process's by default).
+    """OpenAI SDK clients for remote models, llama.cpp for GGUF weights, transformers for Hugging Face ones.
 
-    `on_progress` receives a local model's load messages (the first load converts weights and takes a while).
+    Keys are read from `env`, the process's by default. `on_progress` receives
+    a local model's load messages.
     """
     environ = os.environ if env is None else env
 
@@ -58,7 +59,18 @@ def default_factories(
 
         return TransformersChatModel(name, config, data_dir, on_progress=on_progress)
 
-    return {Provider.OPENAI: remote, Provider.OPENAI_COMPATIBLE: remote, Provider.TRANSFORMERS: local}
+    def llama(name: str, config: ModelConfig) -> ChatModel:
+        # Imported here: the llama.cpp binding is optional and remote-only workers never need it.
+        from relaychain.agents.llm.llama import LlamaChatModel
+
+        return LlamaChatModel(name, config, on_progress=on_progress)
+
+    return {
+        Provider.OPENAI: remote,
+        Provider.OPENAI_COMPATIBLE: remote,
+        Provider.TRANSFORMERS: local,
+        Provider.LLAMA_CPP: llama,
+    }
 
 
 class ModelPool:
@@ -83,6 +95,10 @@ class ModelPool:
             )
         return model
 
+    async def load(self, name: str) -> None:
+        """Build model `name`'s client and bring its weights into memory, so a worker warms up before its first request."""
+        await self.get(name).load()
+
     def model_config(self, name: str) -> ModelConfig:
         config = self.config.models.get(name)
         if config is None:
@@ -100,31 +116,17 @@ class ModelPool:
             candidate = self.model_config(candidate).fallback
         return [m for m in order if self.model_config(m).available]
 
-    async def complete_with_fallback(
-        self,
-        name: str,
-        messages: Sequence[ChatMessage],
-        *,
-        max_tokens: int,
-        temperature: float | None = None,
-        timeout_s: float | None = None,
-        json_schema: dict[str, Any] | None = None,
-        on_token: TokenCallback | None = None,
-    ) -> Completion:
+    async def complete_with_fallback(self, name: str, request: CompletionRequest) -> Completion:
         """The first model down `name`'s fallback chain that answers; `max_tokens` is capped per model."""
         candidates = self.chain(name)
         if not candidates:
             raise ModelUnavailable(name, "it and every fallback are marked unavailable")
         span = trace.get_current_span()
         for position, candidate in enumerate(candidates):
+            ceiling = self.model_config(candidate).max_output_tokens
             try:
                 return await self.get(candidate).complete(
-                    messages,
-                    max_tokens=min(max_tokens, self.model_config(candidate).max_output_tokens),
-                    temperature=temperature,
-                    timeout_s=timeout_s,
-                    json_schema=json_schema,
-                    on_token=on_token,
+                    dataclasses.replace(request, max_tokens=min(request.max_tokens, ceiling))
                 )
             except FALLBACK_ERRORS as exc:
                 # Text already streamed to the caller cannot be taken back, so another model would garble it.

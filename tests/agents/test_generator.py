@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from relaychain.agents.generator import GeneratorAgent
-from relaychain.agents.llm import Backoff, ModelPool, ModelServerError, OpenAIChatModel
+from relaychain.agents.llm import ModelPool, ModelServerError, OpenAIChatModel
 from relaychain.agents.prompts import PromptLibrary
 from relaychain.agents.stores.journal import SqliteJournal
 from relaychain.bus.errors import AgentError, RetryableError
@@ -34,7 +34,6 @@ def app_config(server: OpenAITestServer) -> AppConfig:
             "context_window": 16000,
             "max_output_tokens": 300,
             "price": {"input_per_million": price_in, "output_per_million": price_out, "currency": "USD"},
-            "max_retries": 0,
             **extra,
         }
 
@@ -89,7 +88,7 @@ def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
 @pytest.fixture
 async def pool(openai_server: OpenAITestServer, tmp_path: Path) -> AsyncIterator[ModelPool]:
     def remote(name: str, config: ModelConfig) -> OpenAIChatModel:
-        return OpenAIChatModel(name, config, api_key="sk-test", backoff=Backoff(0.001, 0.01))
+        return OpenAIChatModel(name, config, api_key="sk-test")
 
     models = ModelPool(app_config(openai_server), tmp_path, factories={Provider.OPENAI: remote})
     yield models

@@ -36,6 +36,8 @@ class Reply:
     finish_reason: str = "stop"
     response_model: str | None = None
     delay_s: float = 0.0
+    chunk_delay_s: float = 0.0
+    """Streaming only: the pause before each text chunk, as a model generating at a given speed."""
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,7 @@ def _handler_for(server: OpenAITestServer) -> type[BaseHTTPRequestHandler]:
             }
             pieces = _pieces(reply.text)
             for index, piece in enumerate(pieces):
+                time.sleep(reply.chunk_delay_s)
                 delta = {"role": "assistant", "content": piece} if index == 0 else {"content": piece}
                 self._event({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
             self._event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}]})

@@ -1,0 +1,109 @@
+"""What the local engines share: one worker thread per model with a bounded queue, and the bridge of one call to it.
+
+Inference blocks, so it runs on the model's own thread, never the event
+loop's. The thread side of a call sees a plain `threading.Event` for
+"stop now" (set from the request's `cancelled`, or when the awaiting task is
+itself cancelled) and an `emit` that hands text back to the loop, where one
+task awaits `on_delta` with each piece in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from relaychain.agents.llm.base import CompletionRequest, ModelBusy
+
+__all__ = ["CallSide", "ModelThread", "bridge"]
+
+
+class ModelThread:
+    """One model's worker thread. Past `max_queue` waiting or running calls, `submit` raises `ModelBusy` (back-pressure)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        max_queue: int,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+    ) -> None:
+        self.name = name
+        self._max_queue = max_queue
+        self._queued = 0
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"relaychain-model-{name}", initializer=initializer, initargs=initargs
+        )
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        with self._lock:
+            if self._queued >= self._max_queue:
+                raise ModelBusy(self.name, self._queued)
+            self._queued += 1
+        future = self._executor.submit(fn, *args)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, _: Future[Any]) -> None:
+        with self._lock:
+            self._queued -= 1
+
+
+@dataclass(frozen=True)
+class CallSide:
+    """One call as its model thread sees it."""
+
+    stop: threading.Event
+    emit: Callable[[str], None] | None
+
+
+@contextlib.asynccontextmanager
+async def bridge(request: CompletionRequest) -> AsyncIterator[CallSide]:
+    """The thread side of `request` for the duration of the block; every delta is delivered before it exits."""
+    loop = asyncio.get_running_loop()
+    stop = threading.Event()
+    helpers: list[asyncio.Task[None]] = []
+    if request.cancelled is not None:
+        cancelled = request.cancelled
+
+        async def watch() -> None:
+            await cancelled.wait()
+            stop.set()
+
+        helpers.append(asyncio.create_task(watch()))
+    emit: Callable[[str], None] | None = None
+    pump: asyncio.Task[None] | None = None
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+    if request.on_delta is not None:
+        on_delta = request.on_delta
+
+        async def deliver() -> None:
+            while (text := await queue.get()) is not None:
+                await on_delta(text)
+
+        pump = asyncio.create_task(deliver())
+
+        def emit(text: str) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, text)
+
+    try:
+        yield CallSide(stop, emit)
+        if pump is not None:
+            # The thread's last emits were queued on the loop before its result was: all are in the queue now.
+            queue.put_nowait(None)
+            await pump
+    except BaseException:
+        # Whoever awaited the call is gone (or it failed): the thread stops at its next token, not at the limit.
+        stop.set()
+        if pump is not None:
+            pump.cancel()
+        raise
+    finally:
+        for helper in helpers:
+            helper.cancel()
