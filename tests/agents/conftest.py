@@ -65,3 +65,21 @@ def smollm2(smollm2_data_dir: Path) -> LoadedModel:
     started = time.perf_counter()
     asyncio.run(model.load())
     return LoadedModel(model, progress, time.perf_counter() - started)
+
+
+# --- llama.cpp engine (issue 13) ---------------------------------------------
+
+SMOLLM2_LLAMA_CONFIG = {**SMOLLM2_CONFIG, "provider": "llama-cpp", "threads": 1}
+
+
+@pytest.fixture(scope="session")
+def smollm2_llama() -> Any:
+    """SmolLM2-135M's GGUF file in llama.cpp, loaded ONCE per session (a fraction of a second: no conversion)."""
+    import asyncio
+
+    from relaychain.agents.llm.llama import LlamaChatModel
+    from relaychain.schemas.config import ModelConfig
+
+    model = LlamaChatModel("smollm2-135m", ModelConfig.model_validate(SMOLLM2_LLAMA_CONFIG))
+    asyncio.run(model.load())
+    return model
