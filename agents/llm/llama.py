@@ -185,6 +185,9 @@ class _Engine:
         generated: list[int] = []
         pieces: list[str] = []
         finish: FinishReason = "length"
+        # No reuse of the previous call's cache: a prompt evaluated in one batch and one reusing cached rows give
+        # slightly different logits, and greedy decoding must give the same answer to the same prompt.
+        llama.reset()
         tokens = llama.generate(
             prompt_ids,
             temp=call.temperature if sampling else 0.0,
