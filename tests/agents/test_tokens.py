@@ -134,7 +134,7 @@ def test_counter_for_rejects_an_unknown_tokenizer_spec() -> None:
         max_output_tokens=10,
         price=Price(input_per_million="1", output_per_million="1"),
     )
-    with pytest.raises(ValueError, match="transformers only"):
+    with pytest.raises(ValueError, match="local models only"):
         counter_for(bad, "openai-with-hf-tokenizer")
 
 
