@@ -144,8 +144,10 @@ def raw_llama(llama: Any, token_lists: list[list[int]]) -> Run:
     return Run(tokens, time.perf_counter() - started, firsts)
 
 
-def raw_transformers(model: Any, tokenizer: Any, chats: list[list[dict[str, str]]]) -> Run:
+def raw_transformers(model: Any, tokenizer: Any, chats: list[list[dict[str, str]]], threads: int) -> Run:
     import torch
+
+    torch.set_num_threads(threads)  # per calling thread (OpenMP): match the engine's thread
 
     tokenizer.padding_side = "left"
     texts = [tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) for chat in chats]
@@ -266,7 +268,7 @@ async def main() -> None:
             ours, raw = await best_of(
                 args.rounds,
                 lambda n=level: through_relaychain(transformers_model, chats[:n]),
-                lambda n=level: raw_transformers(loaded.model, loaded.tokenizer, chats[:n]),
+                lambda n=level: raw_transformers(loaded.model, loaded.tokenizer, chats[:n], args.threads),
             )
             report("transformers", level, ours, raw)
 
