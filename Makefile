@@ -39,6 +39,7 @@ bench: install
 	$(BIN)/python bench/ledger.py
 	$(BIN)/python bench/moderation.py
 	$(BIN)/python bench/formatting.py
+	$(BIN)/python bench/generation.py
 
 clean:
 	rm -rf $(VENV) .ci-state

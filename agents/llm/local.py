@@ -201,11 +201,14 @@ class _Engine:
         self._loaded: _Loaded | None = None
 
     def submit(self, call: _Call) -> Future[_Result]:
-        """Queue `call`; one worker turn is queued with it, and whichever turn runs first takes a batch of the queue."""
+        """Queue `call`; one worker turn is queued with it, and whichever turn runs first takes a batch of the queue.
+
+        Runs on the event loop's thread (the turn starts after the loop's due callbacks: see `submit_soon`).
+        """
         with self._pending_lock:
             self._pending.append(call)
         try:
-            self.thread.submit(self._run_batch)
+            self.thread.submit_soon(self._run_batch)
         except ModelBusy:
             with self._pending_lock:
                 self._pending.remove(call)

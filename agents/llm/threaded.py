@@ -45,10 +45,25 @@ class ModelThread:
         )
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        self._reserve()
+        return self._start(fn, *args)
+
+    def submit_soon(self, fn: Callable[..., Any]) -> None:
+        """As `submit`, but the thread gets `fn` after the event loop's callbacks already due have run.
+
+        Callers woken together (a burst of requests) then have all queued their
+        work before the thread looks, so a batching engine sees them as one batch.
+        """
+        self._reserve()
+        asyncio.get_running_loop().call_soon(self._start, fn)
+
+    def _reserve(self) -> None:
         with self._lock:
             if self._queued >= self._max_queue:
                 raise ModelBusy(self.name, self._queued)
             self._queued += 1
+
+    def _start(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         future = self._executor.submit(fn, *args)
         future.add_done_callback(self._done)
         return future
