@@ -20,6 +20,7 @@ import asyncio
 import codecs
 import json
 import logging
+import os
 import threading
 import time
 from concurrent.futures import Future
@@ -58,7 +59,7 @@ class LlamaChatModel:
         threads: int | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> None:
-        """`threads`: llama.cpp's threads for this model, the config's or one by default (shared cores; see the config)."""
+        """`threads`: llama.cpp's threads for this model; the config's, else every core."""
         if config.provider is not Provider.LLAMA_CPP:
             raise ValueError(f"model {name!r} has provider {config.provider}, not llama-cpp")
         try:
@@ -67,7 +68,9 @@ class LlamaChatModel:
             raise EngineNotInstalled(name, LLAMA_CPP_PACKAGE) from None
         self.name = name
         self.config = config
-        self._engine = _engine_for(name, config, max_queue, threads or config.threads or 1, on_progress)
+        self._engine = _engine_for(
+            name, config, max_queue, threads or config.threads or os.cpu_count() or 1, on_progress
+        )
 
     def __repr__(self) -> str:
         return f"LlamaChatModel(name={self.name!r})"

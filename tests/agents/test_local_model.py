@@ -235,3 +235,23 @@ async def test_cancelling_stops_generation_and_bills_the_tokens_generated(smollm
     assert completion.finish_reason == "cancelled"
     assert 3 <= completion.output_tokens < 200
     assert completion.text.startswith("".join(pieces[:3]))
+
+
+async def test_a_burst_of_requests_at_an_idle_model_is_decoded_as_one_batch(smollm2: LoadedModel) -> None:
+    """Requests that arrive together do not wait for the first one's whole generation."""
+    engine = smollm2.model._engine
+    batches: list[int] = []
+    take = engine._take_batch
+
+    def recording_take() -> list[Any]:
+        batch = take()
+        if batch:
+            batches.append(len(batch))
+        return batch
+
+    engine._take_batch = recording_take  # type: ignore[method-assign]
+    try:
+        await asyncio.gather(*(smollm2.model.complete(ask(p, 4)) for p in PROMPTS[:3]))
+    finally:
+        del engine._take_batch
+    assert batches == [3]
