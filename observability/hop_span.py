@@ -23,9 +23,11 @@ from types import TracebackType
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes, _clean_attribute_value
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util import types
 
 __all__ = ["HopSpan", "HopTracer"]
@@ -33,6 +35,15 @@ __all__ = ["HopSpan", "HopTracer"]
 log = logging.getLogger(__name__)
 
 _PLAIN = frozenset({str, bool, int, float})
+_REMOTE_DEFAULTS = "remoteParentSampled:AlwaysOnSampler,remoteParentNotSampled:AlwaysOffSampler,"
+_FLAGS = {
+    (sampled, random_id): TraceFlags(
+        (TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT) | (TraceFlags.RANDOM_TRACE_ID if random_id else 0)
+    )
+    for sampled in (False, True)
+    for random_id in (False, True)
+}
+_NO_OP_STARTS = frozenset({SpanProcessor.on_start, SimpleSpanProcessor.on_start, BatchSpanProcessor.on_start})
 _ROOT = Context()
 """The context a hop without a `traceparent` is sampled in: no parent, whatever the current context holds."""
 
@@ -52,35 +63,57 @@ class HopTracer:
         self._processor = tracer.span_processor
         self._info = tracer.instrumentation_info
         self._scope = InstrumentationScope(name)
+        self._random_ids = self._ids.is_trace_id_random()
+        self._seen_processors: object = None
+        self._starts = True
+        self._follows_remote_parent = isinstance(self._sampler, ParentBased) and _REMOTE_DEFAULTS in (
+            self._sampler.get_description()
+        )
 
     def start(
         self, name: str, parent: SpanContext | None, kind: SpanKind, attributes: dict[str, types.AnyValue]
     ) -> trace_api.Span:
         """A recording `HopSpan` (or a non-recording span when not sampled), child of the remote `parent`."""
-        if parent is None:
-            parent_context = _ROOT
-            trace_id = self._ids.generate_trace_id()
-            random_trace_id = self._ids.is_trace_id_random()
+        parent_context: Context | None = None
+        if parent is not None and self._follows_remote_parent:
+            # What ParentBased decides for a remote parent with its default delegates, without asking it.
+            trace_id, sampled, trace_state = parent.trace_id, parent.trace_flags.sampled, parent.trace_state
+            recording = sampled
         else:
-            parent_context = trace_api.set_span_in_context(trace_api.NonRecordingSpan(parent), _ROOT)
-            trace_id = parent.trace_id
-            random_trace_id = parent.trace_flags.random_trace_id
-        sampled = self._sampler.should_sample(parent_context, trace_id, name, kind, attributes, ())
-        flags = TraceFlags.SAMPLED if sampled.decision.is_sampled() else TraceFlags.DEFAULT
-        if random_trace_id:
-            flags |= TraceFlags.RANDOM_TRACE_ID
+            parent_context = self._parent_context(parent)
+            trace_id = parent.trace_id if parent is not None else self._ids.generate_trace_id()
+            result = self._sampler.should_sample(parent_context, trace_id, name, kind, attributes, ())
+            sampled, recording = result.decision.is_sampled(), result.decision.is_recording()
+            trace_state = result.trace_state
+            attributes = dict(result.attributes)
+        random_trace_id = parent.trace_flags.random_trace_id if parent is not None else self._random_ids
         context = SpanContext(
             trace_id,
             self._ids.generate_span_id(),
             is_remote=False,
-            trace_flags=TraceFlags(flags),
-            trace_state=sampled.trace_state,
+            trace_flags=_FLAGS[sampled, random_trace_id],
+            trace_state=trace_state,
         )
-        if not sampled.decision.is_recording():
-            return trace_api.NonRecordingSpan(context)
-        span = HopSpan(self, name, context, parent, kind, dict(sampled.attributes))
-        self._processor.on_start(span, parent_context=parent_context)
+        if not recording:
+            return NonRecordingSpan(context)
+        span = HopSpan(self, name, context, parent, kind, attributes)
+        if self._any_on_start():
+            self._processor.on_start(span, parent_context=parent_context or self._parent_context(parent))
         return span
+
+    @staticmethod
+    def _parent_context(parent: SpanContext | None) -> Context:
+        return _ROOT if parent is None else trace_api.set_span_in_context(NonRecordingSpan(parent), _ROOT)
+
+    def _any_on_start(self) -> bool:
+        """Whether a registered processor does anything in `on_start` (the exporting ones do not)."""
+        processors = getattr(self._processor, "_span_processors", None)
+        if processors is None:
+            return True
+        if processors is not self._seen_processors:
+            self._seen_processors = processors
+            self._starts = any(type(p).on_start not in _NO_OP_STARTS for p in processors)
+        return self._starts
 
     def _ended(self, span: HopSpan) -> None:
         self._processor._on_ending(span)  # noqa: SLF001 - the SDK's own spans make the same call
@@ -106,8 +139,8 @@ class HopSpan(trace_api.Span, ReadableSpan):
             parent=parent,
             resource=tracer._resource,  # noqa: SLF001
             attributes=attributes,
-            events=[],
-            links=[],
+            events=(),
+            links=(),
             kind=kind,
             instrumentation_info=tracer._info,  # noqa: SLF001
             start_time=time.time_ns(),
@@ -135,11 +168,11 @@ class HopSpan(trace_api.Span, ReadableSpan):
     def add_event(self, name: str, attributes: types.Attributes = None, timestamp: int | None = None) -> None:
         if self._end_time is None:
             cleaned = BoundedAttributes(attributes=attributes, immutable=True)
-            self._events.append(Event(name, cleaned, timestamp))  # type: ignore[attr-defined]  # a list
+            self._events = (*self._events, Event(name, cleaned, timestamp))
 
     def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
         if self._end_time is None and context.is_valid:
-            self._links.append(Link(context, BoundedAttributes(attributes=attributes)))  # type: ignore[attr-defined]
+            self._links = (*self._links, Link(context, BoundedAttributes(attributes=attributes)))
 
     def update_name(self, name: str) -> None:
         if self._end_time is None:
