@@ -108,7 +108,11 @@ async def raw_aiokafka(
     await admin.start()
     await admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
     await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    from relaychain.bus.kafka import KafkaSettings
+
+    # The same produce and fetch timing as relaychain's defaults, so the ratio is about the framework.
+    defaults = KafkaSettings(bootstrap_servers=[bootstrap])
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=defaults.linger_ms)
     await producer.start()
     finished = asyncio.Event()
     received = 0
@@ -121,6 +125,7 @@ async def raw_aiokafka(
             group_id=f"{prefix}.raw{index}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=defaults.fetch_max_wait_ms,
         )
         await consumer.start()
         try:
