@@ -23,11 +23,20 @@ from types import TracebackType
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes, _clean_attribute_value
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, Tracer, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import (
+    INVALID_SPAN_CONTEXT,
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 from opentelemetry.util import types
 
 __all__ = ["HopSpan", "HopTracer"]
@@ -57,12 +66,16 @@ class HopTracer:
 
     def __init__(self, provider: TracerProvider, name: str = "relaychain") -> None:
         tracer = provider.get_tracer(name)
+        # OTEL_SDK_DISABLED=true makes the provider hand out no-op tracers: hops then get no spans either.
+        self._disabled = not isinstance(tracer, Tracer)
+        if not isinstance(tracer, Tracer):
+            return
         self._sampler = tracer.sampler
         self._ids = tracer.id_generator
-        self._resource = tracer.resource
+        self.resource = tracer.resource
         self._processor = tracer.span_processor
-        self._info = tracer.instrumentation_info
-        self._scope = InstrumentationScope(name)
+        self.instrumentation_info = tracer.instrumentation_info
+        self.instrumentation_scope = InstrumentationScope(name)
         self._random_ids = self._ids.is_trace_id_random()
         self._seen_processors: object = None
         self._starts = True
@@ -74,6 +87,8 @@ class HopTracer:
         self, name: str, parent: SpanContext | None, kind: SpanKind, attributes: dict[str, types.AnyValue]
     ) -> trace_api.Span:
         """A recording `HopSpan` (or a non-recording span when not sampled), child of the remote `parent`."""
+        if self._disabled:
+            return NonRecordingSpan(parent or INVALID_SPAN_CONTEXT)
         parent_context: Context | None = None
         if parent is not None and self._follows_remote_parent:
             # What ParentBased decides for a remote parent with its default delegates, without asking it.
@@ -115,8 +130,9 @@ class HopTracer:
             self._starts = any(type(p).on_start not in _NO_OP_STARTS for p in processors)
         return self._starts
 
-    def _ended(self, span: HopSpan) -> None:
-        self._processor._on_ending(span)  # noqa: SLF001 - the SDK's own spans make the same call
+    def ended(self, span: HopSpan) -> None:
+        """Hands an ended span to the processors, as the SDK's own spans do."""
+        self._processor._on_ending(span)
         self._processor.on_end(span)
 
 
@@ -137,14 +153,14 @@ class HopSpan(trace_api.Span, ReadableSpan):
             name=name,
             context=context,
             parent=parent,
-            resource=tracer._resource,  # noqa: SLF001
+            resource=tracer.resource,
             attributes=attributes,
             events=(),
             links=(),
             kind=kind,
-            instrumentation_info=tracer._info,  # noqa: SLF001
+            instrumentation_info=tracer.instrumentation_info,
             start_time=time.time_ns(),
-            instrumentation_scope=tracer._scope,  # noqa: SLF001
+            instrumentation_scope=tracer.instrumentation_scope,
         )
         self._tracer = tracer
 
@@ -211,7 +227,7 @@ class HopSpan(trace_api.Span, ReadableSpan):
             log.warning("Calling end() on an ended span.")
             return
         self._end_time = end_time if end_time is not None else time.time_ns()
-        self._tracer._ended(self)  # noqa: SLF001
+        self._tracer.ended(self)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc_val: BaseException | None, exc_tb: TracebackType | None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
@@ -95,3 +96,10 @@ def test_an_exception_inside_the_span_is_recorded() -> None:
     assert exported.status.status_code is StatusCode.ERROR
     (event,) = exported.events
     assert event.name == "exception" and event.attributes["exception.type"] == "TimeoutError"
+
+
+def test_a_disabled_sdk_records_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    span = HopTracer(TracerProvider()).start("a a", PARENT, SpanKind.CONSUMER, {})
+    assert not span.is_recording()
+    span.end()
