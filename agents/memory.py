@@ -28,7 +28,14 @@ from datetime import datetime
 
 from opentelemetry import trace
 
-from relaychain.agents.memory_policies import Recall, Summariser, SummaryResult, TextCounter, plan_recall
+from relaychain.agents.memory_policies import (
+    Recall,
+    Summariser,
+    SummaryResult,
+    TextCounter,
+    plan_recall,
+    turns_needed,
+)
 from relaychain.agents.stores.errors import database_errors
 from relaychain.agents.stores.history import ConversationStore, Summary, Turn
 from relaychain.agents.stores.journal import CompletionJournal
@@ -84,17 +91,18 @@ class MemoryAgent:
     async def _load(self, job: Job, policy: MemoryPolicy) -> Sequence[Event]:
         if job.conversation_id is None or policy.kind == "none":
             return [job.advance(self.name)]
-        with database_errors("memory"):
-            turns = await self._store.load(job.conversation_id)
-            summary = await self._store.get_summary(job.conversation_id) if policy.kind == "summary" else None
         counter = self._counter_for(job.model) if self._counter_for is not None else None
-        recall = plan_recall(policy, turns, summary=summary, counter=counter)
+        with database_errors("memory"):
+            summary = await self._store.get_summary(job.conversation_id) if policy.kind == "summary" else None
+            covered = summary.turns_covered if summary is not None else 0
+            turns = await self._store.load(job.conversation_id, newest=turns_needed(policy, counter), after=covered)
+        recall = plan_recall(policy, turns, summary=summary, counter=counter, first=covered)
         usage: tuple[StepUsage, ...] = ()
         paid_at = utc_now()
         if recall.overflow:
             recall, usage, paid_at = await self._fold(job.conversation_id, policy, recall)
         span = trace.get_current_span()
-        span.set_attribute("relaychain.memory.turns_stored", len(turns))
+        span.set_attribute("relaychain.memory.turns_loaded", len(turns))
         span.set_attribute("relaychain.memory.turns_recalled", len(recall.turns))
         span.set_attribute("relaychain.memory.summarised", recall.summary is not None)
         forwarded = job.advance(self.name, history=recall.messages(), usage=(*job.usage, *usage))

@@ -36,6 +36,7 @@ __all__ = [
     "bound_messages",
     "plan_recall",
     "turn_tokens",
+    "turns_needed",
 ]
 
 
@@ -75,13 +76,37 @@ def summary_message(text: str) -> ChatMessage:
     return ChatMessage(role="system", content=f"Summary of the earlier conversation:\n{text}")
 
 
+def turns_needed(policy: MemoryPolicy, counter: TextCounter | None = None) -> int | None:
+    """How many of the newest turns `plan_recall` can keep at most (None: any number), so a store loads no more.
+
+    Under `tokens` every turn costs at least what an empty one does (its chat
+    framing); two tokens of that are left as slack because a chat template's
+    tokenizer may merge a message's first or last character with the framing.
+    Under `summary` every turn the summary does not cover yet may be needed
+    (the overflow is folded in), so the bound there is the summary's `after`.
+    """
+    match policy.kind:
+        case "none":
+            return 0
+        case "window":
+            return policy.turns
+        case "tokens":
+            assert policy.max_tokens is not None
+            cheapest = turn_tokens(_need(counter, policy), Turn(user="", assistant="")) - 2
+            return policy.max_tokens // cheapest if cheapest > 0 else None
+        case _:
+            return None
+
+
 def plan_recall(
     policy: MemoryPolicy,
     turns: Sequence[Turn],
     *,
     summary: Summary | None = None,
     counter: TextCounter | None = None,
+    first: int = 0,
 ) -> Recall:
+    """`turns` are the conversation's turns from number `first` on (a store may skip the ones a summary covers)."""
     match policy.kind:
         case "none":
             return Recall(turns=())
@@ -96,7 +121,7 @@ def plan_recall(
         case "summary":
             assert policy.max_tokens is not None
             covered = summary.turns_covered if summary is not None else 0
-            fresh = turns[covered:]
+            fresh = turns[max(0, covered - first) :]
             kept = _newest_within(fresh, policy.max_tokens, _need(counter, policy))
             return Recall(turns=kept, summary=summary, overflow=tuple(fresh[: len(fresh) - len(kept)]))
 

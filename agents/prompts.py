@@ -8,12 +8,14 @@ request's declared variables plus these built-ins.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from jinja2 import (
+    Environment,
     FileSystemLoader,
     StrictUndefined,
     TemplateError,
@@ -31,12 +33,33 @@ BUILTIN_VARIABLES = frozenset({"input", "context", "outputs", "business", "model
 DEFAULT_TEMPLATE = "default"
 
 
+TEMPLATE_RECHECK_S = 1.0
+"""An edited template file is picked up within this long; Jinja would otherwise stat it on every render."""
+
+
+class _RecheckingLoader(FileSystemLoader):
+    """Jinja's file loader, asking the disk whether a template changed at most once per TEMPLATE_RECHECK_S."""
+
+    def get_source(self, environment: Environment, template: str) -> tuple[str, str, Callable[[], bool]]:
+        source, filename, uptodate = super().get_source(environment, template)
+        checked_at, fresh = time.monotonic(), True
+
+        def recheck() -> bool:
+            nonlocal checked_at, fresh
+            now = time.monotonic()
+            if now - checked_at >= TEMPLATE_RECHECK_S:
+                checked_at, fresh = now, uptodate()
+            return fresh
+
+        return source, filename, recheck
+
+
 class PromptLibrary:
     def __init__(self, config: AppConfig, base_dir: Path) -> None:
         self.config = config
         self.base_dir = base_dir
         self._env = SandboxedEnvironment(
-            loader=FileSystemLoader(str(base_dir)),
+            loader=_RecheckingLoader(str(base_dir)),
             undefined=StrictUndefined,
             autoescape=False,
             keep_trailing_newline=False,

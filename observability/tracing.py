@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from opentelemetry import context, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.util.types import AnyValue
 
 from relaychain.bus.base import Message
 from relaychain.bus.middleware import ConsumeNext, HandleContext, PublishNext
+from relaychain.observability import traceparent
+from relaychain.observability.hop_span import HopTracer
 
 _FAILED = frozenset({"error", "dead_lettered"})
 
@@ -15,26 +18,29 @@ _FAILED = frozenset({"error", "dead_lettered"})
 class TracingMiddleware:
     """Spans are named `<agent> <step>`; a consumed message's `traceparent` header is the parent.
 
-    Attributes are kept few on purpose: span creation is the largest per-hop
-    cost of the embedded pipeline (see bench/bus.py); `relaychain.outcome`
+    Span creation and trace propagation are the largest per-hop cost of the
+    embedded pipeline (see bench/bus.py), so the hop's span is a lean
+    `HopSpan` and the headers are read and written directly (see
+    `traceparent`). Attributes are kept few on purpose: `relaychain.outcome`
     is only recorded when it is not `ok`.
     """
 
     def __init__(self, tracer_provider: TracerProvider) -> None:
-        self._tracer = tracer_provider.get_tracer("relaychain")
-        self._propagator = TraceContextTextMapPropagator()
+        self._tracer = HopTracer(tracer_provider)
 
     async def consume(self, call_next: ConsumeNext, ctx: HandleContext) -> None:
-        parent = self._propagator.extract(ctx.message.headers)
+        message = ctx.message
         event = ctx.event
-        step = ctx.step or (event.type if event is not None else ctx.message.topic)
-        attributes: dict[str, str] = {"messaging.destination.name": ctx.message.topic}
+        attributes: dict[str, AnyValue] = {"messaging.destination.name": message.topic}
         if event is not None:
+            step = ctx.step or event.type
             attributes["relaychain.event.id"] = event.id
             attributes["relaychain.request.id"] = event.request_id
             attributes["relaychain.business"] = event.business
-        span = self._tracer.start_span(
-            f"{ctx.agent} {step}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+        else:
+            step = message.topic
+        span = self._tracer.start(
+            f"{ctx.agent} {step}", traceparent.parse(message.headers), SpanKind.CONSUMER, attributes
         )
         token = context.attach(trace.set_span_in_context(span))
         try:
@@ -51,6 +57,10 @@ class TracingMiddleware:
             span.end()
 
     async def publish(self, call_next: PublishNext, message: Message) -> None:
+        span_context = trace.get_current_span().get_span_context()
+        if not span_context.is_valid:
+            await call_next(message)
+            return
         headers = dict(message.headers)
-        self._propagator.inject(headers)
+        traceparent.inject(span_context, headers)
         await call_next(Message(message.topic, message.value, message.key, headers))

@@ -14,15 +14,12 @@ asyncpg pool serves several memory workers at once.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from relaychain.agents.stores.connections import PostgresPool, SqliteFile
 from relaychain.schemas import ChatMessage
-
-if TYPE_CHECKING:
-    pass
 
 
 class Turn(BaseModel):
@@ -47,8 +44,12 @@ class Summary(BaseModel):
 
 
 class ConversationStore(Protocol):
-    async def load(self, conversation_id: str) -> list[Turn]:
-        """All turns of the conversation, oldest first."""
+    async def load(self, conversation_id: str, *, newest: int | None = None, after: int = 0) -> list[Turn]:
+        """The conversation's turns oldest first: those after its first `after`, of those the `newest` last ones.
+
+        Both bounds are applied in the database, so a long conversation costs
+        what the memory policy keeps, not its length.
+        """
         ...
 
     async def append(self, conversation_id: str, turn: Turn, *, event_id: str) -> bool:
@@ -88,12 +89,18 @@ class SqliteConversationStore:
     def __init__(self, path: str | Path) -> None:
         self._file = SqliteFile(path, _SQLITE_SCHEMA)
 
-    async def load(self, conversation_id: str) -> list[Turn]:
+    async def load(self, conversation_id: str, *, newest: int | None = None, after: int = 0) -> list[Turn]:
         db = await self._file.connection()
+        # Newest first under the limits (LIMIT -1: none), put back in order here.
         async with db.execute(
-            "SELECT user_text, assistant_text FROM turns WHERE conversation_id = ? ORDER BY seq", (conversation_id,)
+            "SELECT user_text, assistant_text FROM ("
+            " SELECT seq, user_text, assistant_text FROM turns WHERE conversation_id = ?"
+            " ORDER BY seq LIMIT -1 OFFSET ?"
+            ") ORDER BY seq DESC LIMIT ?",
+            (conversation_id, after, -1 if newest is None else newest),
         ) as cursor:
-            return [Turn(user=user, assistant=assistant) async for user, assistant in cursor]
+            rows = await cursor.fetchall()
+        return [Turn(user=user, assistant=assistant) for user, assistant in reversed(rows)]
 
     async def append(self, conversation_id: str, turn: Turn, *, event_id: str) -> bool:
         db = await self._file.connection()
@@ -159,13 +166,19 @@ class PostgresConversationStore:
         """Apply the schema versions not yet applied; returns how many were. Safe to run concurrently."""
         return await self._postgres.migrate("conversation_store", POSTGRES_MIGRATIONS)
 
-    async def load(self, conversation_id: str) -> list[Turn]:
+    async def load(self, conversation_id: str, *, newest: int | None = None, after: int = 0) -> list[Turn]:
         pool = await self._postgres.pool()
+        # Newest first under the limits (LIMIT NULL: none), put back in order here.
         rows = await pool.fetch(
-            "SELECT user_text, assistant_text FROM relaychain_turns WHERE conversation_id = $1 ORDER BY seq",
+            "SELECT user_text, assistant_text FROM ("
+            " SELECT seq, user_text, assistant_text FROM relaychain_turns WHERE conversation_id = $1"
+            " ORDER BY seq OFFSET $2"
+            ") AS fresh ORDER BY seq DESC LIMIT $3",
             conversation_id,
+            after,
+            newest,
         )
-        return [Turn(user=row["user_text"], assistant=row["assistant_text"]) for row in rows]
+        return [Turn(user=row["user_text"], assistant=row["assistant_text"]) for row in reversed(rows)]
 
     async def append(self, conversation_id: str, turn: Turn, *, event_id: str) -> bool:
         pool = await self._postgres.pool()

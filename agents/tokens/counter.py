@@ -12,7 +12,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -63,15 +63,25 @@ class TokenCounter(Protocol):
         ...
 
 
+CACHED_TEXT_CHARS = 4096
+"""Counts of texts up to this long are remembered: prompts, history turns and roles recur on every request."""
+CACHED_TEXTS = 8192
+
+
 class TiktokenCounter:
     """Counts with a tiktoken encoding, the way OpenAI bills chat requests.
 
     On the offload thread it uses a private copy of the encoding (see
     `encodings.private_copy`), so neither thread runs tiktoken's slow path.
+    A request's texts are counted several times (the prompt alone, then with
+    more or less history, then again for the bill), so the counts of short
+    texts are kept in an LRU cache: at most CACHED_TEXTS entries of at most
+    CACHED_TEXT_CHARS characters each.
     """
 
     def __init__(self, encoding: tiktoken.Encoding) -> None:
         self.encoding = encoding
+        self._cached_count = lru_cache(maxsize=CACHED_TEXTS)(self._count_uncached)
 
     def _encoding_here(self) -> tiktoken.Encoding:
         return private_copy(self.encoding) if _on_offload_thread() else self.encoding
@@ -81,18 +91,27 @@ class TiktokenCounter:
         return self._encoding_here().encode_ordinary(text)
 
     def count(self, text: str) -> int:
+        if len(text) <= CACHED_TEXT_CHARS:
+            return self._cached_count(text)
+        return self._count_uncached(text)
+
+    def clear_cache(self) -> None:
+        """Forget remembered counts (benches measure tokenising, not the cache)."""
+        self._cached_count.cache_clear()
+
+    def _count_uncached(self, text: str) -> int:
         return len(self._encoding_here().encode_ordinary(text))
 
     def decode_bytes(self, ids: Sequence[int]) -> list[bytes]:
         return self.encoding.decode_tokens_bytes(list(ids))
 
     def count_messages(self, messages: Sequence[ChatMessage]) -> int:
-        encode = self._encoding_here().encode_ordinary
+        count = self.count
         total = REPLY_PRIMER
         for message in messages:
-            total += TOKENS_PER_MESSAGE + len(encode(message.role)) + len(encode(message.content))
+            total += TOKENS_PER_MESSAGE + count(message.role) + count(message.content)
             if message.name:
-                total += TOKENS_PER_NAME + len(encode(message.name))
+                total += TOKENS_PER_NAME + count(message.name)
         return total
 
 

@@ -37,6 +37,9 @@ class KafkaSettings(BaseModel):
     # Fixed: an output counts as delivered only once every in-sync replica has it,
     # because acknowledging the input commits its offset.
     acks: Literal["all"] = "all"
+    # Every hop awaits its output's acknowledgement, so the linger is paid per hop (a 5 ms produce ack against
+    # 0.5 ms without, one record at a time on Tansu); under load it batches. Measured no clear winner in
+    # bench/bus.py's throughput run, so it stays at 5.
     linger_ms: int = Field(default=5, ge=0)
     request_timeout_ms: int = Field(default=30_000, gt=0)
 
@@ -45,6 +48,12 @@ class KafkaSettings(BaseModel):
     heartbeat_interval_ms: int = Field(default=1_000, gt=0)
     max_poll_interval_ms: int = Field(default=300_000, gt=0)
     fetch_max_records: int = Field(default=500, gt=0)
+    fetch_max_wait_ms: int = Field(
+        default=20,
+        gt=0,
+        description="Longest a fetch waits for data. Some brokers (Tansu) hold a fetch this long even when data"
+        " arrives, which then is the latency of every hop; aiokafka's 500 ms default made it ~250 ms per hop.",
+    )
     join_timeout_s: float = Field(default=60.0, gt=0, description="How long subscribe waits for the first assignment.")
     revoke_timeout_s: float = Field(
         default=10.0, gt=0, description="How long a rebalance waits for in-flight handlers of revoked partitions."

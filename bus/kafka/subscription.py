@@ -62,6 +62,7 @@ class KafkaSubscription:
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             max_poll_interval_ms=settings.max_poll_interval_ms,
             rebalance_timeout_ms=settings.max_poll_interval_ms,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
         )
         self._offsets = OffsetTracker()
         self._committed: dict[TopicPartition, int] = {}

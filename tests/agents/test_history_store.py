@@ -111,3 +111,19 @@ async def test_migrate_is_repeatable(postgres_dsn: str) -> None:
         assert await store.migrate() == 0
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(
+    ("newest", "after", "expected"),
+    [(None, 0, range(10)), (3, 0, range(7, 10)), (None, 4, range(4, 10)), (3, 8, range(8, 10)), (20, 2, range(2, 10))],
+)
+async def test_loads_are_bounded_in_the_database(
+    open_store: StoreFactory, newest: int | None, after: int, expected: range
+) -> None:
+    store = await open_store()
+    cid, other = conversation(), conversation()
+    for n in range(10):
+        await store.append(cid, turn(n), event_id=f"{cid}-{n}")
+        await store.append(other, turn(100 + n), event_id=f"{other}-{n}")
+    assert await store.load(cid, newest=newest, after=after) == [turn(n) for n in expected]
+    assert await store.load(cid, newest=0) == []

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from relaychain.agents.memory import MemoryAgent
-from relaychain.agents.memory_policies import SummaryResult, plan_recall, turn_tokens
+from relaychain.agents.memory_policies import SummaryResult, plan_recall, turn_tokens, turns_needed
 from relaychain.agents.stores.history import SqliteConversationStore, Summary, Turn
 from relaychain.agents.tokens.counter import TiktokenCounter
 from relaychain.agents.tokens.encodings import load_encoding
@@ -226,11 +226,12 @@ async def test_summary_policy_summarises_overflow_prices_it_and_survives_a_resta
     await store.close()
 
     # A restarted worker reuses the stored summary: no model call for turns already folded in.
-    reopened = SqliteConversationStore(tmp_path / "m.db")
+    reopened = LoadRecorder(tmp_path / "m.db")
     restarted = MemoryAgent(app_config(policy), reopened, counter_for=lambda _: counter, summarise=summariser)
     again, *emitted_again = await restarted.handle(job("memory.load", "next"))
     assert emitted_again == [] and len(summariser.calls) == 1
     assert again.history == loaded.history
+    assert reopened.loads == [(None, 1)]  # the turn the summary covers is not read again
     await reopened.set_summary("c1", Summary(text="ignored", turns_covered=0))
     assert await reopened.get_summary("c1") == Summary(text="turn0", turns_covered=1)
 
@@ -280,4 +281,36 @@ async def test_a_summary_is_paid_once_when_its_job_is_redelivered(tmp_path: Path
     assert [type(e) for e in emitted] == [Usage] and loaded.usage == (emitted[0].usage,)
     assert await store.get_summary("c1") == Summary(text="turn0", turns_covered=1)
     await journal.close()
+    await store.close()
+
+
+@pytest.mark.parametrize("budget", [0, 9, 30, 120, 400])
+def test_a_bounded_load_recalls_what_a_full_load_does(budget: int) -> None:
+    counter = TiktokenCounter(load_encoding("cl100k_base"))
+    history = [Turn(user="q" * (n % 7), assistant=" a b" * (n % 5)) for n in range(120)]
+    policy = MemoryPolicy(kind="tokens", max_tokens=budget + 1)
+    newest = turns_needed(policy, counter)
+    assert newest is not None and newest < len(history)
+    everything = plan_recall(policy, history, counter=counter)
+    assert plan_recall(policy, history[-newest:], counter=counter) == everything
+    assert turns_needed(MemoryPolicy(kind="window", turns=4)) == 4
+    assert turns_needed(MemoryPolicy(kind="full")) is None
+
+
+class LoadRecorder(SqliteConversationStore):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.loads: list[tuple[int | None, int]] = []
+
+    async def load(self, conversation_id: str, *, newest: int | None = None, after: int = 0) -> list[Turn]:
+        self.loads.append((newest, after))
+        return await super().load(conversation_id, newest=newest, after=after)
+
+
+async def test_the_agent_loads_only_what_the_policy_can_keep(tmp_path: Path) -> None:
+    store = LoadRecorder(tmp_path / "m.db")
+    agent = MemoryAgent(app_config(MemoryPolicy(kind="window", turns=2)), store)
+    for n in range(4):
+        await converse(agent, f"hi {n}", {"reply": f"hello {n}"})
+    assert set(store.loads) == {(2, 0)}
     await store.close()

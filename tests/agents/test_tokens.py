@@ -120,6 +120,30 @@ def test_chat_counting_matches_the_cookbook(encoding: str, expected: int) -> Non
     assert TiktokenCounter(load_encoding(encoding)).count_messages(COOKBOOK_MESSAGES) == expected
 
 
+class RecordingEncoding:
+    def __init__(self, name: str) -> None:
+        self.encoding = load_encoding(name)
+        self.encoded: list[str] = []
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        self.encoded.append(text)
+        return self.encoding.encode_ordinary(text)
+
+
+def test_repeated_texts_are_tokenised_once() -> None:
+    recording = RecordingEncoding("cl100k_base")
+    counter = TiktokenCounter(recording)  # type: ignore[arg-type]
+    expected = TiktokenCounter(recording.encoding).count_messages(COOKBOOK_MESSAGES)
+    encoded = recording.encoded
+    assert [counter.count_messages(COOKBOOK_MESSAGES) for _ in range(3)] == [expected] * 3
+    distinct = {m.role for m in COOKBOOK_MESSAGES} | {m.content for m in COOKBOOK_MESSAGES}
+    distinct |= {m.name for m in COOKBOOK_MESSAGES if m.name}
+    assert sorted(encoded) == sorted(distinct)
+    long_text = "word " * 2000
+    assert counter.count(long_text) == counter.count(long_text) == len(recording.encoding.encode_ordinary(long_text))
+    assert encoded.count(long_text) == 2
+
+
 def test_counter_for_is_one_per_model() -> None:
     model = tiktoken_model("cl100k_base")
     assert counter_for(model, "test-gpt") is counter_for(model, "test-gpt")

@@ -1,0 +1,238 @@
+"""The span of one handled event: an SDK `ReadableSpan` without the SDK span's per-span machinery.
+
+The SDK's `Span` builds a lock, a `BoundedAttributes` (a lock of its own and
+a cleaning pass over every value), two `BoundedList`s and, when it ends, a
+second `ReadableSpan` copy, on every span. A hop's span is started, written
+and ended on the event loop's thread, then handed to the span processors
+as it is: `HopSpan` is that span, both the API's `Span` (what agents see
+through `trace.get_current_span()`) and the SDK's `ReadableSpan` (what
+processors and exporters read). The provider's sampler, id generator,
+resource and span processors are the ones used, so exporters, user
+callbacks and sampling behave as with any SDK span; only plain attribute
+values (str, bool, int, float) skip the cleaning pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Mapping
+from types import TracebackType
+
+from opentelemetry import trace as trace_api
+from opentelemetry.attributes import BoundedAttributes, _clean_attribute_value
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, Tracer, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBased
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import (
+    INVALID_SPAN_CONTEXT,
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
+from opentelemetry.util import types
+
+__all__ = ["HopSpan", "HopTracer"]
+
+log = logging.getLogger(__name__)
+
+_PLAIN = frozenset({str, bool, int, float})
+_REMOTE_DEFAULTS = "remoteParentSampled:AlwaysOnSampler,remoteParentNotSampled:AlwaysOffSampler,"
+_FLAGS = {
+    (sampled, random_id): TraceFlags(
+        (TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT) | (TraceFlags.RANDOM_TRACE_ID if random_id else 0)
+    )
+    for sampled in (False, True)
+    for random_id in (False, True)
+}
+_NO_OP_STARTS = frozenset({SpanProcessor.on_start, SimpleSpanProcessor.on_start, BatchSpanProcessor.on_start})
+_ROOT = Context()
+"""The context a hop without a `traceparent` is sampled in: no parent, whatever the current context holds."""
+
+
+def _clean(value: types.AnyValue) -> types.AnyValue:
+    return value if type(value) in _PLAIN else _clean_attribute_value(value, None)
+
+
+class HopTracer:
+    """Starts hop spans with an SDK provider's sampler, ids, resource and span processors."""
+
+    def __init__(self, provider: TracerProvider, name: str = "relaychain") -> None:
+        tracer = provider.get_tracer(name)
+        # OTEL_SDK_DISABLED=true makes the provider hand out no-op tracers: hops then get no spans either.
+        self._disabled = not isinstance(tracer, Tracer)
+        if not isinstance(tracer, Tracer):
+            return
+        self._sampler = tracer.sampler
+        self._ids = tracer.id_generator
+        self.resource = tracer.resource
+        self._processor = tracer.span_processor
+        self.instrumentation_info = tracer.instrumentation_info
+        self.instrumentation_scope = InstrumentationScope(name)
+        self._random_ids = self._ids.is_trace_id_random()
+        self._seen_processors: object = None
+        self._starts = True
+        self._follows_remote_parent = isinstance(self._sampler, ParentBased) and _REMOTE_DEFAULTS in (
+            self._sampler.get_description()
+        )
+
+    def start(
+        self, name: str, parent: SpanContext | None, kind: SpanKind, attributes: dict[str, types.AnyValue]
+    ) -> trace_api.Span:
+        """A recording `HopSpan` (or a non-recording span when not sampled), child of the remote `parent`."""
+        if self._disabled:
+            return NonRecordingSpan(parent or INVALID_SPAN_CONTEXT)
+        parent_context: Context | None = None
+        if parent is not None and self._follows_remote_parent:
+            # What ParentBased decides for a remote parent with its default delegates, without asking it.
+            trace_id, sampled, trace_state = parent.trace_id, parent.trace_flags.sampled, parent.trace_state
+            recording = sampled
+        else:
+            parent_context = self._parent_context(parent)
+            trace_id = parent.trace_id if parent is not None else self._ids.generate_trace_id()
+            result = self._sampler.should_sample(parent_context, trace_id, name, kind, attributes, ())
+            sampled, recording = result.decision.is_sampled(), result.decision.is_recording()
+            trace_state = result.trace_state
+            attributes = dict(result.attributes)
+        random_trace_id = parent.trace_flags.random_trace_id if parent is not None else self._random_ids
+        context = SpanContext(
+            trace_id,
+            self._ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=_FLAGS[sampled, random_trace_id],
+            trace_state=trace_state,
+        )
+        if not recording:
+            return NonRecordingSpan(context)
+        span = HopSpan(self, name, context, parent, kind, attributes)
+        if self._any_on_start():
+            self._processor.on_start(span, parent_context=parent_context or self._parent_context(parent))
+        return span
+
+    @staticmethod
+    def _parent_context(parent: SpanContext | None) -> Context:
+        return _ROOT if parent is None else trace_api.set_span_in_context(NonRecordingSpan(parent), _ROOT)
+
+    def _any_on_start(self) -> bool:
+        """Whether a registered processor does anything in `on_start` (the exporting ones do not)."""
+        processors = getattr(self._processor, "_span_processors", None)
+        if processors is None:
+            return True
+        if processors is not self._seen_processors:
+            self._seen_processors = processors
+            self._starts = any(type(p).on_start not in _NO_OP_STARTS for p in processors)
+        return self._starts
+
+    def ended(self, span: HopSpan) -> None:
+        """Hands an ended span to the processors, as the SDK's own spans do."""
+        self._processor._on_ending(span)
+        self._processor.on_end(span)
+
+
+class HopSpan(trace_api.Span, ReadableSpan):
+    """A recording span written from one thread (the event loop's) until `end()` hands it to the processors."""
+
+    def __init__(
+        self,
+        tracer: HopTracer,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: dict[str, types.AnyValue],
+    ) -> None:
+        ReadableSpan.__init__(
+            self,
+            name=name,
+            context=context,
+            parent=parent,
+            resource=tracer.resource,
+            attributes=attributes,
+            events=(),
+            links=(),
+            kind=kind,
+            instrumentation_info=tracer.instrumentation_info,
+            start_time=time.time_ns(),
+            instrumentation_scope=tracer.instrumentation_scope,
+        )
+        self._tracer = tracer
+
+    def __repr__(self) -> str:
+        return f'HopSpan(name="{self._name}", context={self._context})'
+
+    def get_span_context(self) -> SpanContext:
+        return self._context  # type: ignore[return-value]  # always set by HopTracer
+
+    def is_recording(self) -> bool:
+        return self._end_time is None
+
+    def set_attribute(self, key: str, value: types.AnyValue) -> None:
+        if self._end_time is None:
+            self._attributes[key] = _clean(value)  # type: ignore[index]  # a dict, see __init__
+
+    def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
+        for key, value in attributes.items():
+            self.set_attribute(key, value)
+
+    def add_event(self, name: str, attributes: types.Attributes = None, timestamp: int | None = None) -> None:
+        if self._end_time is None:
+            cleaned = BoundedAttributes(attributes=attributes, immutable=True)
+            self._events = (*self._events, Event(name, cleaned, timestamp))
+
+    def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
+        if self._end_time is None and context.is_valid:
+            self._links = (*self._links, Link(context, BoundedAttributes(attributes=attributes)))
+
+    def update_name(self, name: str) -> None:
+        if self._end_time is None:
+            self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        """As the SDK: OK is final, UNSET changes nothing."""
+        if self._end_time is not None or self._status.status_code is StatusCode.OK:
+            return
+        if isinstance(status, StatusCode):
+            status = Status(status, description)
+        if status.status_code is not StatusCode.UNSET:
+            self._status = status
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: types.Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        kind = type(exception)
+        qualname = (
+            kind.__qualname__ if kind.__module__ in ("builtins", "") else f"{kind.__module__}.{kind.__qualname__}"
+        )
+        details: dict[str, types.AnyValue] = {
+            "exception.type": qualname,
+            "exception.message": str(exception),
+            "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            "exception.escaped": str(escaped),
+        }
+        self.add_event("exception", {**details, **(attributes or {})}, timestamp)
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._end_time is not None:
+            log.warning("Calling end() on an ended span.")
+            return
+        self._end_time = end_time if end_time is not None else time.time_ns()
+        self._tracer.ended(self)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc_val: BaseException | None, exc_tb: TracebackType | None
+    ) -> None:
+        if exc_val is not None and self.is_recording():
+            self.record_exception(exc_val, escaped=True)
+            self.set_status(Status(StatusCode.ERROR, f"{type(exc_val).__name__}: {exc_val}"))
+        super().__exit__(exc_type, exc_val, exc_tb)

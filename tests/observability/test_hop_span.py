@@ -1,0 +1,105 @@
+"""Hop spans behave as SDK spans for everything that reads them: processors, exporters, samplers, agents."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags
+
+from relaychain.observability.hop_span import HopTracer
+
+PARENT = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+
+
+class Recorder(SpanProcessor):
+    def __init__(self) -> None:
+        self.started: list[tuple[str, Context | None]] = []
+        self.ended: list[ReadableSpan] = []
+
+    def on_start(self, span: trace.Span, parent_context: Context | None = None) -> None:
+        self.started.append((span.name, parent_context))  # type: ignore[attr-defined]
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended.append(span)
+
+
+def provider(sampler: ParentBased | None = None) -> tuple[TracerProvider, InMemorySpanExporter]:
+    tracer_provider = TracerProvider(resource=Resource.create({"service.name": "svc"}), sampler=sampler)
+    exporter = InMemorySpanExporter()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return tracer_provider, exporter
+
+
+def test_a_hop_span_exports_like_an_sdk_span() -> None:
+    tracer_provider, exporter = provider()
+    span = HopTracer(tracer_provider).start("memory memory.load", PARENT, SpanKind.CONSUMER, {"a": "b"})
+    span.set_attribute("relaychain.memory.turns", 3)
+    span.set_attribute("relaychain.tags", ["x", "y"])
+    span.add_event("first token", {"n": 1})
+    span.set_status(StatusCode.ERROR, "timeout")
+    span.end()
+    span.set_attribute("late", True)
+
+    (exported,) = exporter.get_finished_spans()
+    assert exported.name == "memory memory.load"
+    assert exported.parent == PARENT
+    assert exported.context.trace_id == PARENT.trace_id and exported.context.trace_flags.sampled
+    assert exported.kind is SpanKind.CONSUMER
+    assert dict(exported.attributes) == {"a": "b", "relaychain.memory.turns": 3, "relaychain.tags": ("x", "y")}
+    assert [(e.name, dict(e.attributes)) for e in exported.events] == [("first token", {"n": 1})]
+    assert exported.status.status_code is StatusCode.ERROR and exported.status.description == "timeout"
+    assert exported.resource.attributes["service.name"] == "svc"
+    assert exported.instrumentation_scope.name == "relaychain"
+    assert exported.start_time <= exported.end_time
+    assert not span.is_recording()
+
+
+def test_a_user_processor_sees_start_and_end_with_the_parent_context() -> None:
+    tracer_provider, _ = provider()
+    recorder = Recorder()
+    tracer_provider.add_span_processor(recorder)
+    span = HopTracer(tracer_provider).start("router route", PARENT, SpanKind.CONSUMER, {})
+    span.end()
+    ((name, parent_context),) = recorder.started
+    assert name == "router route"
+    assert trace.get_current_span(parent_context).get_span_context() == PARENT
+    assert recorder.ended == [span]
+
+
+def test_sampling_follows_the_parent_and_the_ratio_at_the_root() -> None:
+    tracer_provider, exporter = provider(ParentBased(TraceIdRatioBased(0.0)))
+    tracer = HopTracer(tracer_provider)
+    unsampled_parent = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(TraceFlags.DEFAULT))
+    for parent in (None, unsampled_parent):
+        span = tracer.start("a a", parent, SpanKind.CONSUMER, {})
+        assert not span.is_recording() and not span.get_span_context().trace_flags.sampled
+        span.end()
+    tracer.start("a a", PARENT, SpanKind.CONSUMER, {}).end()
+    assert [s.name for s in exporter.get_finished_spans()] == ["a a"]
+
+
+def test_an_exception_inside_the_span_is_recorded() -> None:
+    tracer_provider, exporter = provider()
+    try:
+        with HopTracer(tracer_provider).start("generator generate", None, SpanKind.CONSUMER, {}):
+            raise TimeoutError("model took too long")
+    except TimeoutError:
+        pass
+    (exported,) = exporter.get_finished_spans()
+    assert exported.parent is None
+    assert exported.status.status_code is StatusCode.ERROR
+    (event,) = exported.events
+    assert event.name == "exception" and event.attributes["exception.type"] == "TimeoutError"
+
+
+def test_a_disabled_sdk_records_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    span = HopTracer(TracerProvider()).start("a a", PARENT, SpanKind.CONSUMER, {})
+    assert not span.is_recording()
+    span.end()
