@@ -116,6 +116,8 @@ class GeneratorAgent:
             price_per_million=self._models.model_config(completion.model).price_on(paid_at.date()),
             input_tokens=completion.input_tokens,
             output_tokens=completion.output_tokens,
+            cached_input_tokens=completion.cached_input_tokens,
+            reasoning_tokens=completion.reasoning_tokens,
             latency_ms=completion.latency_ms,
         )
         self._annotate(event.model, max_tokens, messages, completion, usage)
@@ -174,6 +176,8 @@ class GeneratorAgent:
                 "gen_ai.response.finish_reasons": [completion.finish_reason],
                 "gen_ai.usage.input_tokens": completion.input_tokens,
                 "gen_ai.usage.output_tokens": completion.output_tokens,
+                "gen_ai.usage.cache_read.input_tokens": completion.cached_input_tokens,
+                "gen_ai.usage.reasoning.output_tokens": completion.reasoning_tokens,
                 "relaychain.model": completion.model,
                 "relaychain.cost": float(usage.cost),
                 "relaychain.cost.currency": usage.currency,

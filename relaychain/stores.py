@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from relaychain.agents.llm.ratelimit import PostgresRateStore
 from relaychain.agents.stores.history import (
     ConversationStore,
     PostgresConversationStore,
@@ -68,6 +69,7 @@ async def migrate(dsn: str) -> dict[str, int]:
         ("conversation store", PostgresConversationStore(dsn)),
         ("cost ledger", PostgresLedger(dsn)),
         ("completion journal", PostgresJournal(dsn)),
+        ("provider rate limits", PostgresRateStore(dsn)),
     )
     for name, store in stores:
         try:

@@ -19,6 +19,7 @@ from relaychain.agents.formatter import FormatterAgent
 from relaychain.agents.formatting.validate import SchemaRegistry
 from relaychain.agents.generator import GeneratorAgent
 from relaychain.agents.llm import CompletionRequest, ModelPool
+from relaychain.agents.llm.ratelimit import MemoryRateStore, ModelLimiter, PostgresRateStore, RateStore
 from relaychain.agents.memory import MemoryAgent
 from relaychain.agents.memory_policies import SummaryResult
 from relaychain.agents.moderation import WordLists
@@ -75,11 +76,28 @@ async def model_pool(components: Components) -> ModelPool:
             components.settings.data_dir,
             factories=components.model_factories,
             on_progress=_progress,
+            limiter=await _limiter(components),
         )
         components.on_close(pool.aclose)
         return pool
 
     return await components.once("models", build)
+
+
+async def _limiter(components: Components) -> ModelLimiter | None:
+    """Provider limits shared by every generator replica through PostgreSQL when configured, else in process."""
+    settings = components.settings
+    if all(model.limits is None for model in settings.app.models.values()):
+        return None
+    store: RateStore
+    if settings.postgres_dsn:
+        shared = PostgresRateStore(settings.postgres_dsn)
+        await shared.migrate()
+        store = shared
+    else:
+        store = MemoryRateStore()
+    components.on_close(store.close)
+    return ModelLimiter(store)
 
 
 async def schemas(components: Components) -> SchemaRegistry:
@@ -133,6 +151,8 @@ async def build_memory(components: Components) -> Agent:
             price_per_million=settings.app.models[completion.model].price_on(utc_now().date()),
             input_tokens=completion.input_tokens,
             output_tokens=completion.output_tokens,
+            cached_input_tokens=completion.cached_input_tokens,
+            reasoning_tokens=completion.reasoning_tokens,
             latency_ms=completion.latency_ms,
         )
         return SummaryResult(text=completion.text, usage=usage)

@@ -75,6 +75,8 @@ class Completion(BaseModel):
     output_tokens: int = Field(ge=0)
     finish_reason: FinishReason
     latency_ms: float = Field(ge=0)
+    cached_input_tokens: int = Field(default=0, ge=0, description="Prompt tokens the provider served from its cache.")
+    reasoning_tokens: int = Field(default=0, ge=0, description="Output tokens spent on reasoning (part of output).")
 
 
 class ChatModel(Protocol):

@@ -37,6 +37,9 @@ __all__ = ["OpenAIChatModel"]
 
 log = logging.getLogger(__name__)
 
+_Tokens = tuple[int, int, int, int]
+"""Prompt, completion, cached prompt and reasoning tokens of one call."""
+
 _FINISH_REASONS: frozenset[str] = frozenset({"stop", "length", "content_filter", "tool_calls"})
 
 
@@ -76,6 +79,8 @@ class OpenAIChatModel:
             provider=self.provider,
             input_tokens=usage[0],
             output_tokens=usage[1],
+            cached_input_tokens=usage[2],
+            reasoning_tokens=usage[3],
             finish_reason=finish,
             latency_ms=(time.perf_counter() - started) * 1000,
         )
@@ -112,7 +117,7 @@ class OpenAIChatModel:
 
     async def _once(
         self, client: openai.AsyncOpenAI, body: dict[str, Any], timeout: float
-    ) -> tuple[str, str, tuple[int, int], FinishReason]:
+    ) -> tuple[str, str, _Tokens, FinishReason]:
         try:
             response = await client.chat.completions.create(**body, timeout=timeout)
         except openai.OpenAIError as exc:
@@ -124,7 +129,7 @@ class OpenAIChatModel:
 
     async def _stream(
         self, client: openai.AsyncOpenAI, body: dict[str, Any], timeout: float, request: CompletionRequest
-    ) -> tuple[str, str, tuple[int, int], FinishReason]:
+    ) -> tuple[str, str, _Tokens, FinishReason]:
         state = _StreamState()
         reading = asyncio.ensure_future(self._read_stream(client, body, timeout, request, state))
         waiters: set[asyncio.Future[Any]] = {reading}
@@ -185,17 +190,24 @@ class OpenAIChatModel:
             return error
         return ModelServerError(self.name, f"stream broke after output was sent: {error.message}", streamed=True)
 
-    def _cancelled_usage(self, request: CompletionRequest, state: _StreamState) -> tuple[int, int]:
+    def _cancelled_usage(self, request: CompletionRequest, state: _StreamState) -> _Tokens:
         """What a cancelled stream is billed: the provider sends usage only at the end, so count it the way it bills."""
         if state.usage is not None:
             return self._usage(state.usage)
         counter = counter_for(self.config, self.name)
-        return counter.count_messages(request.messages), counter.count("".join(state.emitted))
+        return counter.count_messages(request.messages), counter.count("".join(state.emitted)), 0, 0
 
-    def _usage(self, usage: Any) -> tuple[int, int]:
+    def _usage(self, usage: Any) -> _Tokens:
+        """(prompt, completion, cached prompt, reasoning) tokens as the provider bills them."""
         if usage is None:
             raise ModelOutputInvalid(self.name, "the server reported no token usage")
-        return usage.prompt_tokens, usage.completion_tokens
+        prompt_details, completion_details = usage.prompt_tokens_details, usage.completion_tokens_details
+        return (
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            (prompt_details.cached_tokens or 0) if prompt_details is not None else 0,
+            (completion_details.reasoning_tokens or 0) if completion_details is not None else 0,
+        )
 
     def _classify(self, exc: openai.OpenAIError, timeout: float) -> AgentError:
         """The typed error for a failed call; the retryable ones carry the server's `Retry-After`."""

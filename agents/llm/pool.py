@@ -27,6 +27,7 @@ from relaychain.agents.llm.base import (
     CompletionRequest,
     ModelUnavailable,
 )
+from relaychain.agents.llm.ratelimit import ModelLimiter
 from relaychain.bus.errors import AgentError
 from relaychain.schemas.config import AppConfig, ModelConfig, Provider
 from relaychain.schemas.errors import ErrorCode
@@ -82,10 +83,13 @@ class ModelPool:
         factories: Mapping[Provider, ModelFactory] | None = None,
         env: Mapping[str, str] | None = None,
         on_progress: Callable[[str], None] | None = None,
+        limiter: ModelLimiter | None = None,
     ) -> None:
+        """`limiter` keeps each model under its configured `limits` (shared across replicas when it is PostgreSQL's)."""
         self.config = config
         self._factories = {**default_factories(data_dir, env, on_progress), **(factories or {})}
         self._models: dict[str, ChatModel] = {}
+        self._limiter = limiter
 
     def get(self, name: str) -> ChatModel:
         model = self._models.get(name)
@@ -123,11 +127,12 @@ class ModelPool:
             raise ModelUnavailable(name, "it and every fallback are marked unavailable")
         span = trace.get_current_span()
         for position, candidate in enumerate(candidates):
-            ceiling = self.model_config(candidate).max_output_tokens
+            config = self.model_config(candidate)
+            call = dataclasses.replace(request, max_tokens=min(request.max_tokens, config.max_output_tokens))
             try:
-                return await self.get(candidate).complete(
-                    dataclasses.replace(request, max_tokens=min(request.max_tokens, ceiling))
-                )
+                if self._limiter is not None:
+                    await self._limiter.admit(candidate, config.limits, tokens=expected_tokens(call))
+                return await self.get(candidate).complete(call)
             except FALLBACK_ERRORS as exc:
                 # Text already streamed to the caller cannot be taken back, so another model would garble it.
                 if position == len(candidates) - 1 or exc.details.get("streamed"):
@@ -142,3 +147,10 @@ class ModelPool:
     async def aclose(self) -> None:
         models, self._models = list(self._models.values()), {}
         await asyncio.gather(*(model.aclose() for model in models))
+
+
+def expected_tokens(request: CompletionRequest) -> int:
+    """What a call reserves against a tokens-per-minute limit before the provider counts it: the prompt, at
+    the ~4 characters per token of English BPE vocabularies (rounded up), plus every token it may generate."""
+    characters = sum(len(m.content) for m in request.messages)
+    return -(-characters // 4) + request.max_tokens

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+_OPEN_ATTEMPTS = 5
+
+
 class SqliteFile:
     """One SQLite connection in WAL mode (readers run while a writer commits).
 
@@ -56,6 +59,18 @@ class SqliteFile:
         return self._db
 
     async def _open(self) -> aiosqlite.Connection:
+        # Two processes creating one file can deadlock on its locks (one switching it to WAL, one migrating);
+        # SQLite then answers "locked" at once instead of waiting. A moment later the file is set up.
+        for attempt in range(_OPEN_ATTEMPTS):
+            try:
+                return await self._open_once()
+            except sqlite3.OperationalError as exc:
+                if attempt == _OPEN_ATTEMPTS - 1 or "locked" not in str(exc):
+                    raise
+                await asyncio.sleep(0.02 * 2**attempt)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    async def _open_once(self) -> aiosqlite.Connection:
         import aiosqlite
 
         self.path.parent.mkdir(parents=True, exist_ok=True)

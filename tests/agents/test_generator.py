@@ -170,6 +170,43 @@ async def test_generate_puts_text_usage_and_span_attributes(
     assert "gen_ai.input.messages" not in attributes and "gen_ai.output.messages" not in attributes
 
 
+async def test_cached_and_reasoning_tokens_from_the_provider_are_priced_and_on_the_span(
+    openai_server: OpenAITestServer,
+    tmp_path: Path,
+    templates: Path,
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    config = app_config(openai_server)
+    priced = config.models["gpt-4o"].model_copy(
+        update={"price": config.models["gpt-4o"].price.model_copy(update={"cached_input_per_million": Decimal("1.25")})}
+    )
+    config = config.model_copy(update={"models": {**config.models, "gpt-4o": priced}})
+    models = ModelPool(config, tmp_path, factories={Provider.OPENAI: lambda n, c: OpenAIChatModel(n, c, api_key="k")})
+    openai_server.script(
+        "gpt-4o",
+        Reply('{"title": "x"}', input_tokens=1_000, output_tokens=500, cached_tokens=800, reasoning_tokens=300),
+    )
+    provider, exporter = spans
+    try:
+        with provider.get_tracer("test").start_as_current_span("generator generate"):
+            _, usage_event = await generator(models, templates).handle(push_job())
+    finally:
+        await models.aclose()
+    usage = usage_event.usage
+    assert (usage.input_tokens, usage.cached_input_tokens, usage.output_tokens, usage.reasoning_tokens) == (
+        1000,
+        800,
+        500,
+        300,
+    )
+    # 200 at 2.50 + 800 cached at 1.25 per million; 500 output (300 of them reasoning) at 10.00 per million.
+    assert (usage.input_cost, usage.output_cost) == (Decimal("0.00150000"), Decimal("0.00500000"))
+    assert usage.price is not None and usage.price.cached_input_per_million == Decimal("1.25")
+    attributes = handled(exporter).attributes or {}
+    assert attributes["gen_ai.usage.cache_read.input_tokens"] == 800
+    assert attributes["gen_ai.usage.reasoning.output_tokens"] == 300
+
+
 async def test_content_is_on_the_span_only_when_opted_in(
     openai_server: OpenAITestServer,
     pool: ModelPool,

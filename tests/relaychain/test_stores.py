@@ -14,7 +14,7 @@ from relaychain.stores import JOURNAL_FILE, migrate, open_journal
 @pytest.mark.postgres
 async def test_migrate_creates_every_store_and_is_safe_to_run_again(postgres_dsn: str) -> None:
     first = await migrate(postgres_dsn)
-    assert set(first) == {"conversation store", "cost ledger", "completion journal"}
+    assert set(first) == {"conversation store", "cost ledger", "completion journal", "provider rate limits"}
     assert await migrate(postgres_dsn) == dict.fromkeys(first, 0)
 
 

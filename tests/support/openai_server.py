@@ -35,6 +35,8 @@ class Reply:
     output_tokens: int = 5
     finish_reason: str = "stop"
     response_model: str | None = None
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
     delay_s: float = 0.0
     chunk_delay_s: float = 0.0
     """Streaming only: the pause before each text chunk, as a model generating at a given speed."""
@@ -266,11 +268,13 @@ def _model(request: RecordedRequest, reply: Reply) -> str:
     return reply.response_model or request.model
 
 
-def _usage(reply: Reply) -> dict[str, int]:
+def _usage(reply: Reply) -> dict[str, Any]:
     return {
         "prompt_tokens": reply.input_tokens,
         "completion_tokens": reply.output_tokens,
         "total_tokens": reply.input_tokens + reply.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": reply.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": reply.reasoning_tokens},
     }
 
 
