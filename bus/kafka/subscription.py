@@ -16,6 +16,11 @@ Guarantees, in the order a message lives through them:
 - A failed commit (the group rebalanced behind our back, aiokafka#929) is
   logged and ignored: those messages will be redelivered, and consumers are
   idempotent on event ids.
+- A handler that raises gets its message again (`max_deliveries` times in
+  all). If every delivery raised, the member stops fetching and reports
+  `failure` (the worker's liveness turns false): the partition's commit point
+  stays before that message and nothing after it is fetched, so a restarted
+  member starts from it. Offsets never move past a message left behind.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import ConsumerStoppedError, IllegalStateError, KafkaError
 
 from relaychain.bus.base import Message, MessageHandler, StartAt, TopicPartition
-from relaychain.bus.dispatch import KeyedDispatcher, OffsetTracker
+from relaychain.bus.dispatch import KeyedDispatcher, OffsetTracker, Redelivery
 from relaychain.bus.kafka.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -67,7 +72,14 @@ class KafkaSubscription:
         self._offsets = OffsetTracker()
         self._committed: dict[TopicPartition, int] = {}
         self._assignment: frozenset[TopicPartition] = frozenset()
-        self._dispatcher = KeyedDispatcher(handler, max_in_flight=max_in_flight, on_done=self._acked)
+        self._dispatcher = KeyedDispatcher(
+            handler,
+            max_in_flight=max_in_flight,
+            on_done=self._acked,
+            on_failed=self._failed,
+            redelivery=Redelivery(max_deliveries=settings.max_deliveries),
+        )
+        self._failure: Exception | None = None
         # Bumped at every revoke so the fetch loop drops the rest of a batch fetched before it.
         self._generation = 0
         self._commit_lock = asyncio.Lock()
@@ -85,6 +97,10 @@ class KafkaSubscription:
     @property
     def in_flight(self) -> int:
         return self._dispatcher.in_flight
+
+    @property
+    def failure(self) -> Exception | None:
+        return self._failure
 
     async def start(self) -> None:
         """Join the group; return after the first assignment (which may be empty in a crowded group)."""
@@ -171,6 +187,22 @@ class KafkaSubscription:
         if point is None or offset < point:
             return
         self._offsets.acked(tp, offset)
+
+    def _failed(self, message: Message, exc: Exception) -> None:
+        if self._failure is None:
+            log.error(
+                "group %s: handler raised on all %d deliveries of %s[%s]@%s; the member stops consuming "
+                "and the partition is redelivered from its commit point after a restart: %r",
+                self.group,
+                message.delivery,
+                message.topic,
+                message.partition,
+                message.offset,
+                exc,
+            )
+            self._failure = exc
+        if self._fetch_task is not None:
+            self._fetch_task.cancel()
 
     # --- committing -------------------------------------------------------------
 
