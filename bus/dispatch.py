@@ -82,6 +82,9 @@ class Redelivery:
         return random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2**delivery))
 
 
+DEFAULT_REDELIVERY = Redelivery()
+
+
 class KeyedDispatcher:
     """Runs `handler` per message: sequential per key, concurrent across keys, bounded.
 
@@ -97,7 +100,7 @@ class KeyedDispatcher:
         max_in_flight: int,
         on_done: Callable[[Message], None],
         on_failed: Callable[[Message, Exception], None],
-        redelivery: Redelivery = Redelivery(),
+        redelivery: Redelivery = DEFAULT_REDELIVERY,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")

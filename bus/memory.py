@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Self
 
 from relaychain.bus.base import Message, MessageHandler, StartAt, TopicPartition, TopicSpec
-from relaychain.bus.dispatch import KeyedDispatcher, OffsetTracker, Redelivery
+from relaychain.bus.dispatch import DEFAULT_REDELIVERY, KeyedDispatcher, OffsetTracker, Redelivery
 
 _TRIM_EVERY = 256
 """A group tries to trim a partition each time its commit point has moved this far: often enough to bound
@@ -88,7 +88,7 @@ class MemoryBus:
     """In-process implementation of `relaychain.bus.base.Bus`."""
 
     def __init__(
-        self, *, default_partitions: int = 4, retention: int = 100_000, redelivery: Redelivery = Redelivery()
+        self, *, default_partitions: int = 4, retention: int = 100_000, redelivery: Redelivery = DEFAULT_REDELIVERY
     ) -> None:
         self.default_partitions = default_partitions
         self.retention = retention

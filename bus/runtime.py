@@ -167,12 +167,12 @@ class AgentRuntime:
 
     @property
     def ready(self) -> bool:
-        """Connected, warmed up, and owning at least one partition per subscription (the readiness rule)."""
-        return (
-            self.bus.connected
-            and bool(self._subscriptions)
-            and all(s.assignment and s.failure is None for s in self._subscriptions)
-        )
+        """Broker reachable, every agent warmed up and a running member of its group (the readiness rule).
+
+        A member with no partitions (more replicas than partitions) is ready too: it is up and takes
+        partitions over the moment another member leaves, and the startup probe must not restart it.
+        """
+        return self.bus.connected and bool(self._subscriptions) and self.live
 
     @property
     def live(self) -> bool:

@@ -23,7 +23,9 @@ async def test_drop_keeps_running_heads_and_drops_everything_not_started() -> No
         started.append(m.offset or 0)
         await release.wait()
 
-    dispatcher = KeyedDispatcher(handler, max_in_flight=10, on_done=lambda m: done.append(m.offset or 0), on_failed=_unexpected)
+    dispatcher = KeyedDispatcher(
+        handler, max_in_flight=10, on_done=lambda m: done.append(m.offset or 0), on_failed=_unexpected
+    )
     await dispatcher.submit(message(0, 0, "a"))
     await dispatcher.submit(message(0, 1, "a"))
     await asyncio.sleep(0)  # lane "a" starts offset 0
@@ -46,7 +48,9 @@ async def test_wait_for_partitions_gives_up_after_timeout_without_cancelling() -
     async def handler(m: Message) -> None:
         await release.wait()
 
-    dispatcher = KeyedDispatcher(handler, max_in_flight=2, on_done=lambda m: done.append(m.offset or 0), on_failed=_unexpected)
+    dispatcher = KeyedDispatcher(
+        handler, max_in_flight=2, on_done=lambda m: done.append(m.offset or 0), on_failed=_unexpected
+    )
     await dispatcher.submit(message(0, 0, "a"))
     await asyncio.sleep(0)
     assert not await dispatcher.wait_for_partitions([P0], timeout=0.05)
