@@ -68,18 +68,20 @@ def test_a_server_retry_after_hint_is_honoured_up_to_the_cap() -> None:
 
 async def test_the_client_sets_the_deadline_from_its_timeout_or_the_request_options() -> None:
     async with MemoryBus() as bus:
-        codec = EventCodec([Ping, Pong])
+        codec = EventCodec([Ping, Pong, Request])
         client = Client(bus, codec, requests_topic="requests", answers_topic="answers")
         await client.start()
         before = utc_now()
-        await client.submit(Ping(), timeout=30)
+        ping = Ping()
+        await client.submit(ping, timeout=30)
         sent = codec.decode(bus.messages("requests")[0].value)
+        assert sent.request_id == ping.request_id
         assert sent.deadline is not None
         assert before + timedelta(seconds=29) < sent.deadline <= utc_now() + timedelta(seconds=30)
         assert sent.reply(Error, code="x", message="y", agent="z").deadline == sent.deadline
         own = Request(business="b", input="hi", options=RequestOptions(timeout_s=5))
         await client.submit(own, timeout=600)
-        decoded = [EventCodec([Request]).decode(m.value) for m in bus.messages("requests")]
+        decoded = [codec.decode(m.value) for m in bus.messages("requests")]
         entered = next(e for e in decoded if e.request_id == own.request_id)
         assert entered.deadline is not None and entered.deadline <= utc_now() + timedelta(seconds=5)
         await client.stop()
