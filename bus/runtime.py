@@ -319,11 +319,7 @@ class AgentRuntime:
         pending = list(messages)
         attempt = 0
         while pending:
-            results = await asyncio.gather(*(self._publish(m) for m in pending), return_exceptions=True)
-            failed = [(m, r) for m, r in zip(pending, results, strict=True) if isinstance(r, BaseException)]
-            for _, error in failed:
-                if not isinstance(error, Exception):
-                    raise error
+            failed = await self._publish_each(pending)
             if not failed:
                 return
             first = failed[0][1]
@@ -336,6 +332,23 @@ class AgentRuntime:
             await asyncio.sleep(policy.delay(attempt))
             attempt += 1
             pending = [m for m, _ in failed]
+
+    async def _publish_each(self, messages: Sequence[Message]) -> list[tuple[Message, Exception]]:
+        """Publish all, concurrently when there are several; return the ones that failed with why."""
+        if len(messages) == 1:
+            try:
+                await self._publish(messages[0])
+            except Exception as exc:
+                return [(messages[0], exc)]
+            return []
+        results = await asyncio.gather(*(self._publish(m) for m in messages), return_exceptions=True)
+        failed = []
+        for message, result in zip(messages, results, strict=True):
+            if isinstance(result, Exception):
+                failed.append((message, result))
+            elif isinstance(result, BaseException):
+                raise result
+        return failed
 
     async def _fail(self, agent: Agent, event: Event, ctx: HandleContext, failure: _Failure) -> None:
         """Answer the caller with a typed `Error` (not for side channels) and dead-letter the input."""
@@ -400,11 +413,7 @@ class AgentRuntime:
         attempt = 0
         pending = messages
         while True:
-            results = await asyncio.gather(*(self._publish(m) for m in pending), return_exceptions=True)
-            failed = [(m, r) for m, r in zip(pending, results, strict=True) if isinstance(r, BaseException)]
-            for _, error in failed:
-                if not isinstance(error, Exception):
-                    raise error
+            failed = await self._publish_each(pending)
             if not failed:
                 return
             delay = self.retry.delay(min(attempt, 16))
