@@ -57,10 +57,12 @@ class BusError(Exception):
 
     `retryable` says whether the same operation may succeed later (a timeout,
     a leader election, a broker that is briefly unreachable) or never will
-    (a message larger than the broker accepts, a denied topic).
+    (a message larger than the broker accepts, a denied topic). A broker's
+    trouble is transient until shown otherwise; backends say `retryable=False`
+    when they know better, and retries are bounded either way.
     """
 
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
         super().__init__(message)
         self.retryable = retryable
 

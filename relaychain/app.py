@@ -96,6 +96,8 @@ def make_runtime(bus: Bus, settings: Settings, telemetry: Telemetry, *, raise_er
     if telemetry.metrics_enabled:
         # Recording into a meter nobody reads still costs a tenth of each hop.
         middlewares.append(MetricsMiddleware(telemetry.meter_provider))
+    # Innermost: the user's hooks see what the agent emits before tracing and metrics do.
+    middlewares += [_construct(path) for path in runtime_settings.middlewares]
     side_channel_retry = RetryPolicy(
         max_attempts=runtime_settings.side_channel_retry_attempts,
         base_delay_s=runtime_settings.side_channel_retry_base_delay_s,
@@ -128,12 +130,17 @@ async def host_agents(runtime: AgentRuntime, components: Components, names: list
         )
 
 
+def _construct(path: str) -> Any:
+    """An instance of the class named `module:Class`, built without arguments."""
+    module_name, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)()
+
+
 async def host_custom_agent(
     runtime: AgentRuntime, settings: Settings, path: str, inboxes: list[str], group: str | None
 ) -> str:
     """Host a user's agent class given as `module:Class` (constructed without arguments)."""
-    module_name, _, attribute = path.partition(":")
-    agent = getattr(importlib.import_module(module_name), attribute)()
+    agent = _construct(path)
     await runtime.add(
         agent, inboxes, group=group or topology.group_of(agent.name), max_in_flight=settings.runtime.max_in_flight
     )

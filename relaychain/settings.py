@@ -53,6 +53,12 @@ class RuntimeSettings(BaseModel):
     failure_publish_timeout_s: float = Field(
         default=60.0, gt=0, description="How long an Error answer and dead letter are retried before redelivery."
     )
+    broker_grace_s: float = Field(
+        default=10.0, gt=0, description="Readiness turns false once the broker has not answered for this long."
+    )
+    middlewares: list[str] = Field(
+        default_factory=list, description="Your own bus middlewares as `module:Class` (built without arguments)."
+    )
     loop_lag_threshold_s: float = Field(
         default=5.0, gt=0, description="Liveness fails while the event loop is this late (blocked)."
     )

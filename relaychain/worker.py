@@ -39,7 +39,8 @@ async def run_worker(
     label = "+".join(a.rpartition(":")[2].lower() for a in agents)
     observability = settings.observability.model_copy(update={"service_name": f"{service}-{label}"})
     telemetry = setup_telemetry(observability, jsonl_default=settings.data_dir / "traces.jsonl")
-    bus = make_bus(settings.bus, kafka_options=settings.kafka)
+    kafka_options = {"connection_grace_s": settings.runtime.broker_grace_s, **settings.kafka}
+    bus = make_bus(settings.bus, kafka_options=kafka_options)
     components = Components(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -99,4 +99,4 @@ class TopicAdmin:
                 else:
                     failures.append(f"{name}: {for_code(code).__name__} {topic_error[-1] or ''}".strip())
             if failures:
-                raise BusError("creating topics failed: " + "; ".join(failures))
+                raise BusError("creating topics failed: " + "; ".join(failures), retryable=False)

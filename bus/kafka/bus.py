@@ -64,7 +64,9 @@ class KafkaBus:
         except KafkaError as exc:
             await producer.stop()
             await admin.close()
-            raise BusError(f"cannot reach Kafka at {','.join(self.settings.bootstrap_servers)}: {exc!r}") from exc
+            raise BusError(
+                f"cannot reach Kafka at {','.join(self.settings.bootstrap_servers)}: {exc!r}", retryable=_transient(exc)
+            ) from exc
         self._producer, self._admin = producer, admin
         self._last_round_trip = time.monotonic()
         self._probe_task = asyncio.create_task(self._probe_loop(), name="kafka-probe")
@@ -144,7 +146,9 @@ class KafkaBus:
         try:
             await subscription.start()
         except KafkaError as exc:
-            raise BusError(f"joining group {group} on {list(topics)} failed: {exc!r}") from exc
+            raise BusError(
+                f"joining group {group} on {list(topics)} failed: {exc!r}", retryable=_transient(exc)
+            ) from exc
         except TimeoutError as exc:
             raise BusError(f"group {group} gave no assignment within {self.settings.join_timeout_s}s") from exc
         self._subscriptions.append(subscription)

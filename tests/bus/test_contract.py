@@ -389,7 +389,7 @@ async def test_a_transient_publish_failure_is_retried_and_emits_once(
     bus_factory: BusFactory, names: Callable[[str], str]
 ) -> None:
     bus = await bus_factory()
-    refuse = FailingPublish(names("out"), 2, BusError("UnknownError", retryable=True))
+    refuse = FailingPublish(names("out"), 2, BusError("UnknownError"))
     runtime = runtime_on(bus, names, middlewares=[refuse])
     answers, dlq, out = await answers_and_letters(bus, runtime, names)
     await runtime.add(Echo(), [names("in")], group=names("echo"))
@@ -404,7 +404,7 @@ async def test_a_publish_the_broker_refuses_for_good_answers_and_dead_letters(
     bus_factory: BusFactory, names: Callable[[str], str]
 ) -> None:
     bus = await bus_factory()
-    refuse = FailingPublish(names("out"), 100, BusError("MessageSizeTooLargeError"))
+    refuse = FailingPublish(names("out"), 100, BusError("MessageSizeTooLargeError", retryable=False))
     runtime = runtime_on(bus, names, middlewares=[refuse])
     answers, dlq, _ = await answers_and_letters(bus, runtime, names)
     await runtime.add(Echo(), [names("in")], group=names("echo"))
