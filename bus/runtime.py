@@ -240,17 +240,29 @@ class AgentRuntime:
     async def _process(self, agent: Agent, event: Event, ctx: HandleContext) -> None:
         side = event.type in self.routes.side_channels
         policy = self.side_channel_retry if side else self.retry
+        result = await self._call_with_retries(agent, event, ctx, policy, side=side)
+        if isinstance(result, _Failure):
+            await self._fail(agent, event, ctx, result)
+            return
+        ids = [derived_id(event.id, f"{agent.name}/{index}") for index in range(len(result))]
+        outputs: list[Message] = []
+        failure: _Failure | None = None
+        for output, output_id in zip(result, ids, strict=True):
+            try:
+                outputs.append(self._output(output, output_id))
+            except _Unpublishable as exc:
+                failure = failure or exc.failure
+        if failure is not None:
+            # What was paid for is still billed: side-channel outputs go; the rest is answered as failed.
+            outputs = [m for m in outputs if m.headers[EVENT_TYPE_HEADER] in self.routes.side_channels]
+        ctx.emitted = [e for e in result if failure is None or e.type in self.routes.side_channels]
         try:
-            result = await self._call_with_retries(agent, event, ctx, policy, side=side)
-            if isinstance(result, _Failure):
-                await self._fail(agent, event, ctx, result)
-                return
-            ctx.emitted = list(result)
-            ids = [derived_id(event.id, f"{agent.name}/{index}") for index in range(len(result))]
-            messages = [self._output(e, i) for e, i in zip(result, ids, strict=True)]
-            await self._publish_with_retries(messages, policy, ctx)
+            await self._publish_with_retries(outputs, policy, ctx)
         except _Unpublishable as exc:
-            await self._fail(agent, event, ctx, exc.failure)
+            failure = failure or exc.failure
+            ctx.emitted = []
+        if failure is not None:
+            await self._fail(agent, event, ctx, failure)
 
     async def _call_with_retries(
         self, agent: Agent, event: Event, ctx: HandleContext, policy: RetryPolicy, *, side: bool
@@ -363,7 +375,7 @@ class AgentRuntime:
                 )
             )
         events.append(self._dead_letter(agent, ctx.message, failure.reason, failure.detail))
-        ctx.emitted = events
+        ctx.emitted = [*ctx.emitted, *events]
         ids = [derived_id(event.id, f"{agent.name}/failed/{index}") for index in range(len(events))]
         await self._publish_failure(events, ids)
         if side:

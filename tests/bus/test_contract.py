@@ -24,6 +24,7 @@ from tests.support.waiting import eventually
 class Ping(Event):
     type: Literal["ping"] = "ping"
     n: int = 0
+    vars_blob: str = ""
 
 
 class Pong(Event):
@@ -566,4 +567,27 @@ async def test_an_agent_is_warmed_up_before_it_joins_and_readiness_waits(
     await runtime.add(Heavy(), [names("in")], group=names("heavy"))
     assert loaded.is_set() and seen_ready == [False]
     await eventually(lambda: runtime.ready)
+    await runtime.stop()
+
+
+async def test_side_channel_outputs_still_go_when_another_output_is_too_large(
+    bus_factory: BusFactory, names: Callable[[str], str]
+) -> None:
+    """A model call that was paid for is billed even when its answer cannot be published."""
+    bus = await bus_factory()
+    runtime = runtime_on(bus, names, side_channels=frozenset({"pong"}), max_event_bytes=4096)
+
+    class PaidButBloated:
+        name = "paid"
+
+        async def handle(self, event: Event) -> Sequence[Event]:
+            usage = event.reply(Pong, n=1)
+            return [usage, event.reply(Ping, n=2, slip=("next",), vars_blob="x" * 10_000)]
+
+    answers, dlq, out = await answers_and_letters(bus, runtime, names)
+    await runtime.add(PaidButBloated(), [names("in")], group=names("paid"))
+    await bus.publish(names("in"), runtime.codec.encode(Ping(n=1)), key="k")
+    await eventually(lambda: len(answers.messages) == 1 and len(dlq.messages) == 1 and len(out.messages) == 1)
+    answer = runtime.codec.decode(answers.messages[0].value)
+    assert isinstance(answer, Error) and answer.code == "event_too_large"
     await runtime.stop()
