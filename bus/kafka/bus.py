@@ -142,7 +142,9 @@ class KafkaBus:
     ) -> KafkaSubscription:
         """Join `group`; return once the member has its first assignment."""
         await self._started_admin().ensure(topics)
-        subscription = KafkaSubscription(self.settings, tuple(topics), group, handler, max_in_flight, start_at)
+        subscription = KafkaSubscription(
+            self.settings, tuple(topics), group, handler, max_in_flight, start_at, connected=lambda: self.connected
+        )
         try:
             await subscription.start()
         except KafkaError as exc:
@@ -157,18 +159,30 @@ class KafkaBus:
     async def _probe_loop(self) -> None:
         """Ask the broker for its topics every `probe_interval_s`: proof of a round trip, and lost topics back."""
         interval = self.settings.probe_interval_s
+        # After an outage, members compare their positions with the broker's offsets for a while (rejoining
+        # the group takes a few round trips): a broker that restarted empty would otherwise be read from
+        # positions its new logs never reached.
+        resync_until = float("-inf")
+        unreachable = False
         while True:
             await asyncio.sleep(interval)
             admin = self._started_admin()
             try:
                 async with asyncio.timeout(max(interval, 1.0) * 2):
                     lost = await admin.missing()
+                    if unreachable or any(s.commits_held for s in self._subscriptions):
+                        unreachable = False
+                        resync_until = time.monotonic() + self.settings.connection_grace_s
                     self._last_round_trip = time.monotonic()
                     if lost:
                         log.warning("the broker lost topics %s; creating them again", lost)
                         admin.forget(lost)
                         await admin.ensure(lost)
+                        resync_until = time.monotonic() + self.settings.connection_grace_s
+                    if time.monotonic() < resync_until:
+                        await asyncio.gather(*(s.resync_after_outage() for s in self._subscriptions))
             except (KafkaError, BusError, TimeoutError, OSError) as exc:
+                unreachable = True
                 log.debug("broker probe failed: %r", exc)
 
     def _started_admin(self) -> TopicAdmin:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka import TopicPartition as KafkaTopicPartition
@@ -52,10 +52,13 @@ class KafkaSubscription:
         handler: MessageHandler,
         max_in_flight: int,
         start_at: StartAt = "earliest",
+        connected: Callable[[], bool] = lambda: True,
     ) -> None:
         self.group = group
+        self._connected = connected
         self.topics = topics
         self._settings = settings
+        self._start_at = start_at
         self._consumer = AIOKafkaConsumer(
             **settings.client_options(),
             group_id=group,
@@ -88,6 +91,9 @@ class KafkaSubscription:
         self._commit_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._stopped = asyncio.Event()
+        # Set while the broker is unreachable: a commit point from before an outage must not land in a broker
+        # that restarted empty (it would skip the new logs' first records); released by resync_after_outage.
+        self._commits_held = False
 
     @property
     def assignment(self) -> frozenset[TopicPartition]:
@@ -204,6 +210,43 @@ class KafkaSubscription:
         if self._fetch_task is not None:
             self._fetch_task.cancel()
 
+    @property
+    def commits_held(self) -> bool:
+        return self._commits_held
+
+    async def resync_after_outage(self) -> None:
+        """Positions from before a broker outage mean nothing if the broker forgot this group (an in-memory
+        broker restarted with empty logs): partitions whose offsets the broker no longer has are read again
+        from the beginning, and what was tracked for them is dropped, never committed. A broker that kept
+        its state still has the offsets, and nothing moves. Commits stay held until this has run once
+        on the broker that answers now."""
+        assigned = self._consumer.assignment()
+        forgotten: list[KafkaTopicPartition] = []
+        stale: list[KafkaTopicPartition] = []
+        try:
+            for ktp in assigned:
+                if await self._consumer.committed(ktp) is not None:
+                    continue
+                forgotten.append(ktp)
+                if self._start_at == "earliest" and await self._consumer.position(ktp) > 0:
+                    stale.append(ktp)
+        except (KafkaError, IllegalStateError) as exc:
+            log.debug("group %s: cannot compare positions after the outage yet: %r", self.group, exc)
+            return
+        if stale:
+            log.warning("group %s: the broker forgot offsets of %s; reading them from the beginning", self.group, stale)
+            # Records fetched before the seek belong to the old logs: the fetch loop drops the rest of its batch.
+            self._generation += 1
+        for ktp in forgotten:
+            tp = TopicPartition(ktp.topic, ktp.partition)
+            if ktp in stale:
+                self._dispatcher.drop_partitions([tp])
+            self._offsets.forget(tp)
+            self._committed.pop(tp, None)
+        if stale:
+            await self._consumer.seek_to_beginning(*stale)
+        self._commits_held = False
+
     # --- committing -------------------------------------------------------------
 
     async def _commit_loop(self) -> None:
@@ -212,6 +255,10 @@ class KafkaSubscription:
             await self._commit(self._offsets.commit_points())
 
     async def _commit(self, partitions: Iterable[TopicPartition]) -> None:
+        if not self._connected():
+            self._commits_held = True
+        if self._commits_held:
+            return
         async with self._commit_lock:
             offsets: dict[KafkaTopicPartition, int] = {}
             for tp in partitions:

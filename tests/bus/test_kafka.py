@@ -329,3 +329,27 @@ async def test_readiness_follows_the_broker_and_consuming_resumes_after_it_retur
         await runtime.stop(drain_timeout=2)
         await bus.stop()
         broker.stop()
+
+
+@pytest.mark.kafka
+async def test_a_member_stops_before_committing_past_a_message_that_failed_every_delivery(
+    kafka_bus: KafkaFactory, kafka_bootstrap: str, unique: Callable[[str], str]
+) -> None:
+    bus = await kafka_bus(max_deliveries=2)
+    topic, group = unique("poison"), unique("g")
+    await bus.create_topics([TopicSpec(topic, partitions=1)])
+    deliveries: list[tuple[int | None, int]] = []
+
+    async def handler(message: Message) -> None:
+        deliveries.append((message.offset, message.delivery))
+        if message.value == b"poison":
+            raise RuntimeError("cannot handle this")
+
+    subscription = await bus.subscribe([topic], group=group, handler=handler)
+    await bus.publish(topic, b"fine", key="a")
+    await bus.publish(topic, b"poison", key="b")
+    await eventually(lambda: subscription.failure is not None)
+    assert sorted(deliveries) == [(0, 1), (1, 1), (1, 2)]
+    await subscription.stop(drain_timeout=1)
+    committed = await committed_offsets(kafka_bootstrap, group, topic, 1)
+    assert committed == {TopicPartition(topic, 0): 1}, "committed up to the poison message, never past it"
