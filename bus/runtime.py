@@ -37,6 +37,7 @@ from relaychain.bus.codec import CONTENT_TYPE, EventCodec, UndecodableMessage, l
 from relaychain.bus.errors import AgentError
 from relaychain.bus.middleware import HandleContext, Middleware, chain_consume, chain_publish
 from relaychain.schemas.envelope import DeadLetter, Error, Event, derived_id, utc_now
+from relaychain.schemas.errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ class _Failure:
     detail: str
     retryable: bool = False
     details: dict[str, Any] = field(default_factory=dict)
+    cause: Exception | None = None
 
 
 class _Unpublishable(Exception):
@@ -232,14 +234,18 @@ class AgentRuntime:
             else:
                 log.error("a consume middleware failed before %s handled event %s: %r", agent.name, event.id, exc)
                 failure = _Failure(
-                    "internal_error", f"{type(exc).__name__} around {agent.name}", "middleware_failed", repr(exc)
+                    ErrorCode.INTERNAL_ERROR,
+                    f"{type(exc).__name__} around {agent.name}",
+                    ErrorCode.MIDDLEWARE_FAILED,
+                    repr(exc),
                 )
                 await self._fail(agent, event, ctx, failure)
         seen.add(event.id)
 
     async def _process(self, agent: Agent, event: Event, ctx: HandleContext) -> None:
         side = event.type in self.routes.side_channels
-        policy = self.side_channel_retry if side else self.retry
+        # An agent may bring its own policy (`relaychain.Agent.retry`); the runtime's applies otherwise.
+        policy = self.side_channel_retry if side else (getattr(agent, "retry", None) or self.retry)
         result = await self._call_with_retries(agent, event, ctx, policy, side=side)
         if isinstance(result, _Failure):
             await self._fail(agent, event, ctx, result)
@@ -271,9 +277,9 @@ class AgentRuntime:
         while True:
             if not side and event.deadline is not None and utc_now() >= event.deadline:
                 ctx.outcome = "error"
-                ctx.error_code = "deadline_exceeded"
+                ctx.error_code = ErrorCode.DEADLINE_EXCEEDED
                 message = f"the request's deadline {event.deadline.isoformat()} passed before {agent.name} ran"
-                return [self._error(agent, event, "deadline_exceeded", message, retryable=False)]
+                return [self._error(agent, event, ErrorCode.DEADLINE_EXCEEDED, message, retryable=False)]
             ctx.attempts = attempt + 1
             try:
                 return await agent.handle(event)
@@ -291,7 +297,7 @@ class AgentRuntime:
                 return _Failure(
                     exc.code,
                     exc.message,
-                    "retries_exhausted",
+                    ErrorCode.RETRIES_EXHAUSTED,
                     f"{exc.code}: {exc.message}",
                     retryable=True,
                     details=exc.details,
@@ -301,29 +307,40 @@ class AgentRuntime:
                     raise
                 # A crash is treated as a redelivery would treat it: tried again, then answered and dead-lettered.
                 log.warning("%s raised on %s event %s (attempt %d): %r", agent.name, event.type, event.id, attempt, exc)
-                ctx.error_code = "internal_error"
+                ctx.error_code = ErrorCode.INTERNAL_ERROR
                 if attempt + 1 < policy.max_attempts:
                     ctx.outcome = "retried"
                     await asyncio.sleep(policy.delay(attempt))
                     attempt += 1
                     continue
-                return _Failure("internal_error", f"{type(exc).__name__} in {agent.name}", "handler_crashed", repr(exc))
+                return _Failure(
+                    ErrorCode.INTERNAL_ERROR,
+                    f"{type(exc).__name__} in {agent.name}",
+                    ErrorCode.HANDLER_CRASHED,
+                    repr(exc),
+                )
 
     def _output(self, event: Event, event_id: str) -> Message:
         """The message for one output; a failure here is final (retrying cannot make it routable or smaller)."""
         try:
             message = self._message(event, event_id)
         except LookupError as exc:
-            raise _Unpublishable(_Failure("unroutable", str(exc), "unroutable", str(exc))) from None
+            if self.raise_errors:
+                raise  # in tests an output with nowhere to go is a bug to see, not an answer
+            failure = _Failure(ErrorCode.UNROUTABLE, str(exc), ErrorCode.UNROUTABLE, str(exc), cause=exc)
+            raise _Unpublishable(failure) from None
         except (TypeError, ValueError) as exc:
+            if self.raise_errors:
+                raise
             detail = f"{event.type} event could not be encoded: {exc}"
-            raise _Unpublishable(_Failure("encoding_failed", detail, "encoding_failed", detail)) from None
+            failure = _Failure(ErrorCode.ENCODING_FAILED, detail, ErrorCode.ENCODING_FAILED, detail, cause=exc)
+            raise _Unpublishable(failure) from None
         if len(message.value) > self.max_event_bytes:
             detail = (
                 f"{event.type} event for {message.topic} is {len(message.value)} bytes, "
                 f"over the {self.max_event_bytes}-byte limit"
             )
-            raise _Unpublishable(_Failure("event_too_large", detail, "event_too_large", detail))
+            raise _Unpublishable(_Failure(ErrorCode.EVENT_TOO_LARGE, detail, ErrorCode.EVENT_TOO_LARGE, detail))
         return message
 
     async def _publish_with_retries(self, messages: Sequence[Message], policy: RetryPolicy, ctx: HandleContext) -> None:
@@ -338,9 +355,11 @@ class AgentRuntime:
             transient = all(isinstance(e, BusError) and e.retryable for _, e in failed)
             if not transient or attempt + 1 >= policy.max_attempts:
                 detail = f"publishing to {failed[0][0].topic} failed after {attempt + 1} attempts: {first}"
-                raise _Unpublishable(_Failure("publish_failed", detail, "publish_failed", detail, retryable=transient))
+                raise _Unpublishable(
+                    _Failure(ErrorCode.PUBLISH_FAILED, detail, ErrorCode.PUBLISH_FAILED, detail, retryable=transient)
+                )
             ctx.outcome = "retried"
-            ctx.error_code = "publish_failed"
+            ctx.error_code = ErrorCode.PUBLISH_FAILED
             await asyncio.sleep(policy.delay(attempt))
             attempt += 1
             pending = [m for m, _ in failed]
@@ -367,6 +386,7 @@ class AgentRuntime:
         side = event.type in self.routes.side_channels
         ctx.outcome = "dead_lettered"
         ctx.error_code = failure.code
+        ctx.error = failure.cause
         events: list[Event] = []
         if not side:
             events.append(
