@@ -157,32 +157,24 @@ class KafkaBus:
         return subscription
 
     async def _probe_loop(self) -> None:
-        """Ask the broker for its topics every `probe_interval_s`: proof of a round trip, and lost topics back."""
+        """Ask the broker for its topics every `probe_interval_s`: proof of a round trip, and lost topics back.
+
+        Members that held their commits while the broker was unreachable compare their positions with the
+        broker's offsets once it answers again (a broker that restarted empty forgot them)."""
         interval = self.settings.probe_interval_s
-        # After an outage, members compare their positions with the broker's offsets for a while (rejoining
-        # the group takes a few round trips): a broker that restarted empty would otherwise be read from
-        # positions its new logs never reached.
-        resync_until = float("-inf")
-        unreachable = False
         while True:
             await asyncio.sleep(interval)
             admin = self._started_admin()
             try:
                 async with asyncio.timeout(max(interval, 1.0) * 2):
                     lost = await admin.missing()
-                    if unreachable or any(s.commits_held for s in self._subscriptions):
-                        unreachable = False
-                        resync_until = time.monotonic() + self.settings.connection_grace_s
                     self._last_round_trip = time.monotonic()
                     if lost:
                         log.warning("the broker lost topics %s; creating them again", lost)
                         admin.forget(lost)
                         await admin.ensure(lost)
-                        resync_until = time.monotonic() + self.settings.connection_grace_s
-                    if time.monotonic() < resync_until:
-                        await asyncio.gather(*(s.resync_after_outage() for s in self._subscriptions))
+                    await asyncio.gather(*(s.resync_after_outage() for s in self._subscriptions if s.commits_held))
             except (KafkaError, BusError, TimeoutError, OSError) as exc:
-                unreachable = True
                 log.debug("broker probe failed: %r", exc)
 
     def _started_admin(self) -> TopicAdmin:

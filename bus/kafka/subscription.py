@@ -85,6 +85,8 @@ class KafkaSubscription:
         self._failure: Exception | None = None
         # Bumped at every revoke so the fetch loop drops the rest of a batch fetched before it.
         self._generation = 0
+        # Bumped per partition when resync_after_outage rewinds it: records fetched before the seek are dropped.
+        self._rewinds: dict[TopicPartition, int] = {}
         self._commit_lock = asyncio.Lock()
         self._joined = asyncio.Event()
         self._fetch_task: asyncio.Task[None] | None = None
@@ -153,21 +155,28 @@ class KafkaSubscription:
                 # getmany returns nothing while a rebalance is in progress, and nothing has run since it
                 # returned: these records belong to the current generation.
                 generation = self._generation
+                rewinds = dict(self._rewinds)
                 for ktp, records in batches.items():
-                    await self._submit_batch(TopicPartition(ktp.topic, ktp.partition), records, generation)
+                    tp = TopicPartition(ktp.topic, ktp.partition)
+                    await self._submit_batch(tp, records, generation, rewinds.get(tp, 0))
         except ConsumerStoppedError:
             return
         except asyncio.CancelledError:
             raise
-        except Exception:
-            # Fetching stopped for good (e.g. authorisation); stop the member rather than hang silently.
+        except Exception as exc:
+            # Fetching stopped for good (e.g. authorisation): the member reports it (liveness fails, the pod
+            # restarts and reads on from the commit point) rather than hang silently.
             log.exception("group %s: fetching failed; the member stops consuming", self.group)
+            self._failure = exc
             raise
 
     async def _submit_batch(
-        self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]], generation: int
+        self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]], generation: int, rewind: int = 0
     ) -> None:
         for record in records:
+            if self._rewinds.get(tp, 0) != rewind:
+                # Rewound since this batch was fetched: the partition is read again from the beginning.
+                return
             if self._generation != generation:
                 # Revoked since this batch was fetched: the next owner reads these from the committed offset.
                 return
@@ -235,11 +244,11 @@ class KafkaSubscription:
             return
         if stale:
             log.warning("group %s: the broker forgot offsets of %s; reading them from the beginning", self.group, stale)
-            # Records fetched before the seek belong to the old logs: the fetch loop drops the rest of its batch.
-            self._generation += 1
         for ktp in forgotten:
             tp = TopicPartition(ktp.topic, ktp.partition)
             if ktp in stale:
+                # Only this partition's queued records go (they are read again); other partitions go on.
+                self._rewinds[tp] = self._rewinds.get(tp, 0) + 1
                 self._dispatcher.drop_partitions([tp])
             self._offsets.forget(tp)
             self._committed.pop(tp, None)
