@@ -9,11 +9,12 @@ from relaychain.bus.base import (
     TopicPartition,
     TopicSpec,
 )
-from relaychain.bus.memory import MemoryBus
+from relaychain.bus.memory import HandlerFailed, MemoryBus
 
 __all__ = [
     "Bus",
     "BusError",
+    "HandlerFailed",
     "MemoryBus",
     "Message",
     "MessageHandler",

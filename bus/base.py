@@ -28,6 +28,8 @@ class Message:
     headers: Mapping[str, str] = field(default_factory=dict)
     partition: int | None = None
     offset: int | None = None
+    delivery: int = 1
+    """How many times this member has handed the message to a handler (a redelivery after a raise counts)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +53,18 @@ StartAt = Literal["earliest", "latest"]
 
 
 class BusError(Exception):
-    """The broker could not be reached or refused an operation."""
+    """The broker could not be reached or refused an operation.
+
+    `retryable` says whether the same operation may succeed later (a timeout,
+    a leader election, a broker that is briefly unreachable) or never will
+    (a message larger than the broker accepts, a denied topic). A broker's
+    trouble is transient until shown otherwise; backends say `retryable=False`
+    when they know better, and retries are bounded either way.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 @runtime_checkable
@@ -66,6 +79,11 @@ class Subscription(Protocol):
 
     @property
     def in_flight(self) -> int: ...
+
+    @property
+    def failure(self) -> Exception | None:
+        """Why this member stopped consuming (a message failed every delivery), or None while it is healthy."""
+        ...
 
     async def stop(self, drain_timeout: float = 30.0) -> None:
         """Stop fetching, let in-flight handlers finish (cancelled after `drain_timeout`),

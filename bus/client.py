@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 
 from relaychain.bus.base import Bus, Message, Subscription
 from relaychain.bus.codec import CONTENT_TYPE, EventCodec, UndecodableMessage
 from relaychain.bus.middleware import Middleware, chain_publish
 from relaychain.bus.runtime import EVENT_TYPE_HEADER
-from relaychain.schemas.envelope import Event
+from relaychain.schemas.envelope import Event, utc_now
 
 
 class AnswerTimeout(Exception):
@@ -57,8 +58,14 @@ class Client:
         if self._subscription is not None:
             await self._subscription.stop(drain_timeout=1.0)
 
-    async def submit(self, event: Event) -> asyncio.Future[Event]:
-        """Publish `event`; the returned future resolves with its answer."""
+    async def submit(self, event: Event, *, timeout: float | None = None) -> asyncio.Future[Event]:
+        """Publish `event`; the returned future resolves with its answer.
+
+        The event's deadline is set here, where work enters the bus: from its own
+        `options.timeout_s` when it has one, else from `timeout` (how long the
+        caller waits). Agents answer `deadline_exceeded` to work that arrives later.
+        """
+        event = _with_deadline(event, timeout)
         future = self._waiting.get(event.request_id)
         if future is None:
             future = self._waiting[event.request_id] = asyncio.get_running_loop().create_future()
@@ -74,7 +81,7 @@ class Client:
         return future
 
     async def ask(self, event: Event, *, timeout: float) -> Event:
-        future = await self.submit(event)
+        future = await self.submit(event, timeout=timeout)
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
@@ -91,3 +98,14 @@ class Client:
 
     async def _send(self, message: Message) -> None:
         await self.bus.publish(message.topic, message.value, key=message.key, headers=message.headers)
+
+
+def _with_deadline(event: Event, timeout: float | None) -> Event:
+    if event.deadline is not None:
+        return event
+    options = getattr(event, "options", None)
+    own = getattr(options, "timeout_s", None)
+    seconds = own if isinstance(own, int | float) else timeout
+    if seconds is None:
+        return event
+    return event.model_copy(update={"deadline": utc_now() + timedelta(seconds=seconds)})

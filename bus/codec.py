@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
@@ -62,6 +63,32 @@ class EventCodec:
             return adapter.validate_python(raw)
         except ValidationError as exc:
             raise UndecodableMessage(ErrorCode.INVALID_EVENT, str(exc), raw) from None
+
+
+_CORRELATION_FIELDS = ("type", "request_id", "conversation_id", "business")
+
+
+def lenient_fields(value: bytes) -> dict[str, str]:
+    """The correlation fields of bytes orjson refused (invalid UTF-8, a lone surrogate), read leniently.
+
+    Only clean strings come back, so the answer built from them encodes; the
+    rest of the message stays unread (it goes whole to the dead-letter topic).
+    """
+    try:
+        raw = json.loads(value.decode("utf-8", errors="replace"))
+    except ValueError:
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    return {name: raw[name] for name in _CORRELATION_FIELDS if isinstance(raw.get(name), str) and _clean(raw[name])}
+
+
+def _clean(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\ufffd" not in text
 
 
 def _plain(value: Any) -> Any:

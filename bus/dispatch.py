@@ -4,14 +4,22 @@
 and therefore how far it is safe to commit. `KeyedDispatcher` runs handlers
 concurrently across keys, one at a time per key in arrival order, and blocks
 `submit` while `max_in_flight` messages are unfinished (backpressure).
+
+A handler that raises gets its message again (same lane, so later messages of
+the key wait behind it), after a jittered backoff, up to
+`Redelivery.max_deliveries` times; then the backend's `on_failed` decides
+what happens, so no failure ends as a log line with the message left behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import random
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from relaychain.bus.base import Message, MessageHandler, TopicPartition
 
@@ -62,8 +70,28 @@ class OffsetTracker:
         return dict(self._commit_point)
 
 
+@dataclass(frozen=True)
+class Redelivery:
+    """How often a message whose handler raised is handed over again, and how long to wait in between."""
+
+    max_deliveries: int = 3
+    base_delay_s: float = 0.05
+    max_delay_s: float = 5.0
+
+    def delay(self, delivery: int) -> float:
+        return random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2**delivery))
+
+
+DEFAULT_REDELIVERY = Redelivery()
+
+
 class KeyedDispatcher:
-    """Runs `handler` per message: sequential per key, concurrent across keys, bounded."""
+    """Runs `handler` per message: sequential per key, concurrent across keys, bounded.
+
+    `on_done` acknowledges a handled message; `on_failed` receives one whose
+    every delivery raised (the backend records it and acknowledges it, or
+    stops consuming so the partition is redelivered from its commit point).
+    """
 
     def __init__(
         self,
@@ -71,13 +99,15 @@ class KeyedDispatcher:
         *,
         max_in_flight: int,
         on_done: Callable[[Message], None],
-        on_error: Callable[[Message, BaseException], None] | None = None,
+        on_failed: Callable[[Message, Exception], None],
+        redelivery: Redelivery = DEFAULT_REDELIVERY,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         self._handler = handler
         self._on_done = on_done
-        self._on_error = on_error
+        self._on_failed = on_failed
+        self._redelivery = redelivery
         self._slots = asyncio.Semaphore(max_in_flight)
         self._lanes: dict[str | None, deque[Message]] = {}
         # Lanes whose head message is inside the handler right now; other heads have not started.
@@ -112,15 +142,7 @@ class KeyedDispatcher:
                 message = lane[0]
                 self._running.add(lane_key)
                 try:
-                    await self._handler(message)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - the message stays unacknowledged and is redelivered
-                    log.exception("handler failed on %s[%s]@%s", message.topic, message.partition, message.offset)
-                    if self._on_error is not None:
-                        self._on_error(message, exc)
-                else:
-                    self._on_done(message)
+                    await self._deliver(message)
                 finally:
                     self._running.discard(lane_key)
                 lane.popleft()
@@ -132,6 +154,30 @@ class KeyedDispatcher:
             for _ in lane:
                 self._release()
             lane.clear()
+
+    async def _deliver(self, message: Message) -> None:
+        while True:
+            try:
+                await self._handler(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if message.delivery >= self._redelivery.max_deliveries:
+                    self._on_failed(message, exc)
+                    return
+                log.warning(
+                    "handler raised on %s[%s]@%s (delivery %d), redelivering: %r",
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    message.delivery,
+                    exc,
+                )
+                await asyncio.sleep(self._redelivery.delay(message.delivery))
+                message = dataclasses.replace(message, delivery=message.delivery + 1)
+            else:
+                self._on_done(message)
+                return
 
     def _release(self) -> None:
         self._in_flight -= 1

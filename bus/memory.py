@@ -6,7 +6,9 @@ exactly one member, and partitions are reassigned when members join or
 leave. Offsets are committed per group as handlers acknowledge, so a member
 that stops without finishing its messages leaves them to the next owner.
 `run_until_idle()` makes tests deterministic: it returns when every group
-has acknowledged everything published to the topics it reads.
+has acknowledged everything published to the topics it reads, and raises
+what a handler raised on every delivery of a message (such a message is then
+acknowledged, so the group moves on, as after a dead letter).
 """
 
 from __future__ import annotations
@@ -20,10 +22,15 @@ from types import TracebackType
 from typing import Self
 
 from relaychain.bus.base import Message, MessageHandler, StartAt, TopicPartition, TopicSpec
-from relaychain.bus.dispatch import KeyedDispatcher, OffsetTracker
+from relaychain.bus.dispatch import DEFAULT_REDELIVERY, KeyedDispatcher, OffsetTracker, Redelivery
 
 _TRIM_EVERY = 256
-"""Trim a partition every this many committed offsets: often enough to bound memory, rarely enough to cost nothing."""
+"""A group tries to trim a partition each time its commit point has moved this far: often enough to bound
+memory (a partition keeps at most this much behind its slowest group), rarely enough to cost nothing."""
+
+
+class HandlerFailed(Exception):
+    """A handler raised on every delivery of a message; `run_until_idle` raises it with the last error as cause."""
 
 
 class _PartitionLog:
@@ -80,11 +87,15 @@ class _Group:
 class MemoryBus:
     """In-process implementation of `relaychain.bus.base.Bus`."""
 
-    def __init__(self, *, default_partitions: int = 4, retention: int = 100_000) -> None:
+    def __init__(
+        self, *, default_partitions: int = 4, retention: int = 100_000, redelivery: Redelivery = DEFAULT_REDELIVERY
+    ) -> None:
         self.default_partitions = default_partitions
         self.retention = retention
+        self.redelivery = redelivery
         self._topics: dict[str, _Topic] = {}
         self._groups: dict[str, _Group] = {}
+        self._failures: list[HandlerFailed] = []
         self._started = False
 
     @property
@@ -158,10 +169,33 @@ class MemoryBus:
         return member
 
     async def run_until_idle(self, timeout: float = 30.0) -> None:
-        """Wait until every group has acknowledged every message on the topics it reads."""
+        """Wait until every group has acknowledged every message on the topics it reads.
+
+        Raises `HandlerFailed` as soon as a message has failed on every delivery.
+        """
         async with asyncio.timeout(timeout):
             while not self._idle():
+                self._raise_failure()
                 await asyncio.sleep(0.001)
+        self._raise_failure()
+
+    def retained(self) -> int:
+        """Messages held in memory over all topics (retention is bounded, whatever the keys)."""
+        return sum(len(log.records) for topic in self._topics.values() for log in topic.logs)
+
+    def _raise_failure(self) -> None:
+        if self._failures:
+            failure = self._failures.pop(0)
+            self._failures.clear()
+            raise failure
+
+    def _failed(self, group: str, message: Message, exc: Exception) -> None:
+        failure = HandlerFailed(
+            f"group {group}: handler raised on all {message.delivery} deliveries of "
+            f"{message.topic}[{message.partition}]@{message.offset}: {exc!r}"
+        )
+        failure.__cause__ = exc
+        self._failures.append(failure)
 
     def _idle(self) -> bool:
         for group in self._groups.values():
@@ -235,7 +269,14 @@ class MemorySubscription:
         self._offsets = OffsetTracker()
         self._positions: dict[TopicPartition, int] = {}
         self._assignment: frozenset[TopicPartition] = frozenset()
-        self._dispatcher = KeyedDispatcher(handler, max_in_flight=max_in_flight, on_done=self._acked)
+        self._dispatcher = KeyedDispatcher(
+            handler,
+            max_in_flight=max_in_flight,
+            on_done=self._acked,
+            on_failed=self._failed,
+            redelivery=bus.redelivery,
+        )
+        self._trim_at: dict[TopicPartition, int] = {}
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -247,6 +288,11 @@ class MemorySubscription:
     @property
     def in_flight(self) -> int:
         return self._dispatcher.in_flight
+
+    @property
+    def failure(self) -> Exception | None:
+        """Always None: a message that failed every delivery is reported by `run_until_idle`, then acknowledged."""
+        return None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._fetch_loop(), name=f"memory-bus:{self.group}")
@@ -261,6 +307,7 @@ class MemorySubscription:
         for tp in revoked:
             self._offsets.forget(tp)
             self._positions.pop(tp, None)
+            self._trim_at.pop(tp, None)
         for tp in partitions - self._assignment:
             # Without a commit the group starts where `start_at` says, as Kafka's auto.offset.reset.
             log = self._bus._topics[tp.topic].logs[tp.partition]  # noqa: SLF001
@@ -268,6 +315,7 @@ class MemorySubscription:
             position = max(self.group_state.committed.get(tp, fresh), log.base)
             self._positions[tp] = position
             self._offsets.start(tp, position)
+            self._trim_at[tp] = position + _TRIM_EVERY
         self._assignment = partitions
         self.wake()
 
@@ -289,8 +337,14 @@ class MemorySubscription:
         point = self._offsets.commit_point(tp)
         if point is not None and point > self.group_state.committed.get(tp, 0):
             self.group_state.committed[tp] = point
-            if point % _TRIM_EVERY == 0:
+            # A threshold, not `point % N == 0`: acknowledgements out of order make the point jump over multiples.
+            if point >= self._trim_at.get(tp, 0):
+                self._trim_at[tp] = point + _TRIM_EVERY
                 self._bus._trim(tp)  # noqa: SLF001
+
+    def _failed(self, message: Message, exc: Exception) -> None:
+        self._bus._failed(self.group, message, exc)  # noqa: SLF001
+        self._acked(message)
 
     async def _fetch_loop(self) -> None:
         while True:

@@ -21,6 +21,8 @@ class HandleContext:
     outcome: str = "ok"
     attempts: int = 0
     error_code: str | None = None
+    error: Exception | None = None
+    """The exception behind `error_code` when there is one (a test harness raises it in the test)."""
     emitted: list[Event] = field(default_factory=list)
 
     @property

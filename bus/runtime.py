@@ -1,31 +1,42 @@
 """The agent runtime: hosts agents on a bus and does everything that is not their job.
 
 For each message an agent's group receives, the runtime decodes it (an
-undecodable one goes to the dead-letter topic with the reason), skips event
-ids it has already handled, calls the agent with retries and exponential
-backoff on retryable errors, turns failures into typed `Error` answers (and
-dead-letters the original once retries are exhausted), gives every emitted
-event an id derived from the input's (so a re-run after a crash emits the
-same ids and downstream consumers drop the copies), publishes it to the
-topic its type or its slip names, and only then returns, which acknowledges
-the input to the bus.
+undecodable one goes to the dead-letter topic with the reason, and its caller
+gets an `Error` when the bytes name a request), skips event ids it has
+already handled, answers expired work with `deadline_exceeded`, calls the
+agent with retries and jittered exponential backoff on retryable errors,
+gives every emitted event an id derived from the input's (so a re-run after a
+crash emits the same ids and downstream consumers drop the copies), checks
+each output's size, publishes it to the topic its type or its slip names
+(retrying transient broker errors), and only then returns, which
+acknowledges the input to the bus.
+
+Whatever fails on the way -- the agent, routing, encoding, a size limit,
+publishing, a middleware -- ends the same way: the caller gets a typed
+`Error` and the input goes to the dead-letter topic with the reason, then the
+input is acknowledged. Side-channel events (usage) never answer the caller:
+they are retried longer, then dead-lettered and reported to
+`on_side_channel_loss`. Publishing that failure is itself retried for
+`failure_publish_timeout_s`; only if the broker refuses it that long does the
+runtime raise, and the bus redelivers the input.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-from relaychain.bus.base import Bus, Message, Subscription
-from relaychain.bus.codec import CONTENT_TYPE, EventCodec, UndecodableMessage
+from relaychain.bus.base import Bus, BusError, Message, Subscription
+from relaychain.bus.codec import CONTENT_TYPE, EventCodec, UndecodableMessage, lenient_fields
 from relaychain.bus.errors import AgentError
 from relaychain.bus.middleware import HandleContext, Middleware, chain_consume, chain_publish
-from relaychain.schemas.envelope import DeadLetter, Error, Event, derived_id
+from relaychain.schemas.envelope import DeadLetter, Error, Event, derived_id, utc_now
 from relaychain.schemas.errors import ErrorCode
 
 log = logging.getLogger(__name__)
@@ -33,7 +44,14 @@ log = logging.getLogger(__name__)
 EVENT_TYPE_HEADER = "event-type"
 
 
+DEFAULT_MAX_EVENT_BYTES = 900 * 1024
+"""Below Kafka's default `message.max.bytes` (1 MB) with room for the record's headers and framing."""
+
+
 class Agent(Protocol):
+    """`handle` is the agent's job. An agent may also define `async def warm_up()` (load models and
+    indexes): the runtime awaits it before the agent joins its group, so readiness waits for it."""
+
     name: str
 
     async def handle(self, event: Event) -> Sequence[Event]: ...
@@ -41,14 +59,24 @@ class Agent(Protocol):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Attempts include the first call; delays grow as base * 2^n with full jitter, capped."""
+    """Attempts include the first call; delays grow as base * 2^n, capped, with equal jitter
+    (between half and all of the step), so a run of retries lasts at least half its nominal time.
+    A server's `retry_after_s` hint is honoured, up to the cap."""
 
     max_attempts: int = 4
     base_delay_s: float = 0.2
     max_delay_s: float = 10.0
 
-    def delay(self, attempt: int) -> float:
-        return random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2**attempt))
+    def delay(self, attempt: int, retry_after_s: float | None = None) -> float:
+        step = min(self.max_delay_s, self.base_delay_s * 2**attempt)
+        jittered = random.uniform(step / 2, step)
+        if retry_after_s is None:
+            return jittered
+        return max(jittered, min(retry_after_s, self.max_delay_s))
+
+
+SIDE_CHANNEL_RETRY = RetryPolicy(max_attempts=8, base_delay_s=0.5, max_delay_s=15.0)
+"""Long enough to ride out a database locked for several seconds (the delays add up to 23-46 s)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +88,8 @@ class Routes:
     deadletter: str
     overrides: Mapping[str, str] = field(default_factory=dict)
     """Event type or step name -> topic; wins over the rules above (custom agents and steps)."""
+    side_channels: frozenset[str] = frozenset()
+    """Event types off the caller's path (usage): their failures never answer the caller."""
 
     def topic_for(self, event: Event) -> str:
         topic = self.overrides.get(event.type) or self.type_topics.get(event.type)
@@ -87,8 +117,28 @@ class SeenIds:
             self._ids.popitem(last=False)
 
 
+@dataclass(frozen=True)
+class _Failure:
+    """Why an input could not be handled: `code` for the caller's `Error`, `reason` for the dead letter."""
+
+    code: str
+    message: str
+    reason: str
+    detail: str
+    retryable: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+    cause: Exception | None = None
+
+
+class _Unpublishable(Exception):
+    def __init__(self, failure: _Failure) -> None:
+        super().__init__(failure.detail)
+        self.failure = failure
+
+
 class AgentRuntime:
-    """Runs agents on one bus. `raise_errors=True` (tests) re-raises unexpected handler exceptions."""
+    """Runs agents on one bus. `raise_errors=True` (tests) re-raises unexpected exceptions to the bus,
+    which redelivers the message and, on the memory bus, makes `run_until_idle` raise."""
 
     def __init__(
         self,
@@ -98,23 +148,44 @@ class AgentRuntime:
         *,
         middlewares: Sequence[Middleware] = (),
         retry: RetryPolicy = RetryPolicy(),
+        side_channel_retry: RetryPolicy = SIDE_CHANNEL_RETRY,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        failure_publish_timeout_s: float = 60.0,
+        on_side_channel_loss: Callable[[Event, str], None] | None = None,
         raise_errors: bool = False,
     ) -> None:
         self.bus = bus
         self.codec = codec
         self.routes = routes
         self.retry = retry
+        self.side_channel_retry = side_channel_retry
+        self.max_event_bytes = max_event_bytes
+        self.failure_publish_timeout_s = failure_publish_timeout_s
         self.raise_errors = raise_errors
+        self._on_side_channel_loss = on_side_channel_loss
         self._middlewares = tuple(middlewares)
         self._publish = chain_publish(self._middlewares, self._publish_to_bus)
         self._subscriptions: list[Subscription] = []
 
     @property
     def ready(self) -> bool:
-        """Connected and owning at least one partition per subscription (the Kubernetes readiness rule)."""
-        return self.bus.connected and all(s.assignment for s in self._subscriptions) and bool(self._subscriptions)
+        """Broker reachable, every agent warmed up and a running member of its group (the readiness rule).
+
+        A member with no partitions (more replicas than partitions) is ready too: it is up and takes
+        partitions over the moment another member leaves, and the startup probe must not restart it.
+        """
+        return self.bus.connected and bool(self._subscriptions) and self.live
+
+    @property
+    def live(self) -> bool:
+        """False once a member stopped consuming because a message failed every delivery."""
+        return all(s.failure is None for s in self._subscriptions)
 
     async def add(self, agent: Agent, topics: Sequence[str], *, group: str, max_in_flight: int = 64) -> Subscription:
+        """Warm the agent up (models, indexes), then join `group`: no message waits on a first-use load."""
+        warm_up = getattr(agent, "warm_up", None)
+        if warm_up is not None and inspect.iscoroutinefunction(warm_up):
+            await warm_up()
         seen = SeenIds()
 
         async def handle(message: Message) -> None:
@@ -146,61 +217,210 @@ class AgentRuntime:
         if event.id in seen:
             return
         ctx.event = event
-        await chain_consume(self._middlewares, ctx, lambda: self._process(agent, event, ctx))()
+        finished: list[bool] = []
+
+        async def process() -> None:
+            await self._process(agent, event, ctx)
+            finished.append(True)
+
+        try:
+            await chain_consume(self._middlewares, ctx, process)()
+        except Exception as exc:
+            if finished:
+                # The outputs (or the failure answer) are on the broker; only a hook after them failed.
+                log.error("a consume middleware failed after %s handled event %s: %r", agent.name, event.id, exc)
+            elif self.raise_errors or isinstance(exc, BusError):
+                raise
+            else:
+                log.error("a consume middleware failed before %s handled event %s: %r", agent.name, event.id, exc)
+                failure = _Failure(
+                    ErrorCode.INTERNAL_ERROR,
+                    f"{type(exc).__name__} around {agent.name}",
+                    ErrorCode.MIDDLEWARE_FAILED,
+                    repr(exc),
+                )
+                await self._fail(agent, event, ctx, failure)
         seen.add(event.id)
 
     async def _process(self, agent: Agent, event: Event, ctx: HandleContext) -> None:
-        outputs = list(await self._call_with_retries(agent, event, ctx))
-        ctx.emitted = outputs
-        ids = [derived_id(event.id, f"{agent.name}/{index}") for index in range(len(outputs))]
-        await self._publish_all(outputs, ids)
-
-    async def _call_with_retries(self, agent: Agent, event: Event, ctx: HandleContext) -> Sequence[Event]:
+        side = event.type in self.routes.side_channels
         # An agent may bring its own policy (`relaychain.Agent.retry`); the runtime's applies otherwise.
-        retry: RetryPolicy = getattr(agent, "retry", None) or self.retry
+        policy = self.side_channel_retry if side else (getattr(agent, "retry", None) or self.retry)
+        result = await self._call_with_retries(agent, event, ctx, policy, side=side)
+        if isinstance(result, _Failure):
+            await self._fail(agent, event, ctx, result)
+            return
+        ids = [derived_id(event.id, f"{agent.name}/{index}") for index in range(len(result))]
+        outputs: list[Message] = []
+        failure: _Failure | None = None
+        for output, output_id in zip(result, ids, strict=True):
+            try:
+                outputs.append(self._output(output, output_id))
+            except _Unpublishable as exc:
+                failure = failure or exc.failure
+        if failure is not None:
+            # What was paid for is still billed: side-channel outputs go; the rest is answered as failed.
+            outputs = [m for m in outputs if m.headers[EVENT_TYPE_HEADER] in self.routes.side_channels]
+        ctx.emitted = [e for e in result if failure is None or e.type in self.routes.side_channels]
+        try:
+            await self._publish_with_retries(outputs, policy, ctx)
+        except _Unpublishable as exc:
+            failure = failure or exc.failure
+            ctx.emitted = []
+        if failure is not None:
+            await self._fail(agent, event, ctx, failure)
+
+    async def _call_with_retries(
+        self, agent: Agent, event: Event, ctx: HandleContext, policy: RetryPolicy, *, side: bool
+    ) -> Sequence[Event] | _Failure:
         attempt = 0
         while True:
+            if not side and event.deadline is not None and utc_now() >= event.deadline:
+                ctx.outcome = "error"
+                ctx.error_code = ErrorCode.DEADLINE_EXCEEDED
+                message = f"the request's deadline {event.deadline.isoformat()} passed before {agent.name} ran"
+                return [self._error(agent, event, ErrorCode.DEADLINE_EXCEEDED, message, retryable=False)]
             ctx.attempts = attempt + 1
             try:
                 return await agent.handle(event)
             except AgentError as exc:
                 ctx.error_code = exc.code
-                if exc.retryable and attempt + 1 < retry.max_attempts:
+                retryable = exc.retryable or side
+                if retryable and attempt + 1 < policy.max_attempts:
                     ctx.outcome = "retried"
-                    await asyncio.sleep(retry.delay(attempt))
+                    await asyncio.sleep(policy.delay(attempt, getattr(exc, "retry_after_s", None)))
                     attempt += 1
                     continue
-                ctx.outcome = "dead_lettered" if exc.retryable else "error"
-                answer = self._error(agent, event, exc.code, exc.message, retryable=exc.retryable, details=exc.details)
-                if not exc.retryable:
-                    return [answer]
-                return [
-                    answer,
-                    self._dead_letter(agent, ctx.message, ErrorCode.RETRIES_EXHAUSTED, f"{exc.code}: {exc.message}"),
-                ]
+                if not retryable:
+                    ctx.outcome = "error"
+                    return [self._error(agent, event, exc.code, exc.message, retryable=False, details=exc.details)]
+                return _Failure(
+                    exc.code,
+                    exc.message,
+                    ErrorCode.RETRIES_EXHAUSTED,
+                    f"{exc.code}: {exc.message}",
+                    retryable=True,
+                    details=exc.details,
+                )
             except Exception as exc:
                 if self.raise_errors:
                     raise
-                log.exception("agent %s crashed on %s event %s", agent.name, event.type, event.id)
-                ctx.outcome = "dead_lettered"
+                # A crash is treated as a redelivery would treat it: tried again, then answered and dead-lettered.
+                log.warning("%s raised on %s event %s (attempt %d): %r", agent.name, event.type, event.id, attempt, exc)
                 ctx.error_code = ErrorCode.INTERNAL_ERROR
-                return [
-                    self._error(
-                        agent, event, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__} in {agent.name}", retryable=False
-                    ),
-                    self._dead_letter(agent, ctx.message, ErrorCode.HANDLER_CRASHED, repr(exc)),
-                ]
+                if attempt + 1 < policy.max_attempts:
+                    ctx.outcome = "retried"
+                    await asyncio.sleep(policy.delay(attempt))
+                    attempt += 1
+                    continue
+                return _Failure(
+                    ErrorCode.INTERNAL_ERROR,
+                    f"{type(exc).__name__} in {agent.name}",
+                    ErrorCode.HANDLER_CRASHED,
+                    repr(exc),
+                )
+
+    def _output(self, event: Event, event_id: str) -> Message:
+        """The message for one output; a failure here is final (retrying cannot make it routable or smaller)."""
+        try:
+            message = self._message(event, event_id)
+        except LookupError as exc:
+            if self.raise_errors:
+                raise  # in tests an output with nowhere to go is a bug to see, not an answer
+            failure = _Failure(ErrorCode.UNROUTABLE, str(exc), ErrorCode.UNROUTABLE, str(exc), cause=exc)
+            raise _Unpublishable(failure) from None
+        except (TypeError, ValueError) as exc:
+            if self.raise_errors:
+                raise
+            detail = f"{event.type} event could not be encoded: {exc}"
+            failure = _Failure(ErrorCode.ENCODING_FAILED, detail, ErrorCode.ENCODING_FAILED, detail, cause=exc)
+            raise _Unpublishable(failure) from None
+        if len(message.value) > self.max_event_bytes:
+            detail = (
+                f"{event.type} event for {message.topic} is {len(message.value)} bytes, "
+                f"over the {self.max_event_bytes}-byte limit"
+            )
+            raise _Unpublishable(_Failure(ErrorCode.EVENT_TOO_LARGE, detail, ErrorCode.EVENT_TOO_LARGE, detail))
+        return message
+
+    async def _publish_with_retries(self, messages: Sequence[Message], policy: RetryPolicy, ctx: HandleContext) -> None:
+        """Publish concurrently (a broker acknowledges them together); retry only what failed transiently."""
+        pending = list(messages)
+        attempt = 0
+        while pending:
+            failed = await self._publish_each(pending)
+            if not failed:
+                return
+            first = failed[0][1]
+            transient = all(isinstance(e, BusError) and e.retryable for _, e in failed)
+            if not transient or attempt + 1 >= policy.max_attempts:
+                detail = f"publishing to {failed[0][0].topic} failed after {attempt + 1} attempts: {first}"
+                raise _Unpublishable(
+                    _Failure(ErrorCode.PUBLISH_FAILED, detail, ErrorCode.PUBLISH_FAILED, detail, retryable=transient)
+                )
+            ctx.outcome = "retried"
+            ctx.error_code = ErrorCode.PUBLISH_FAILED
+            await asyncio.sleep(policy.delay(attempt))
+            attempt += 1
+            pending = [m for m, _ in failed]
+
+    async def _publish_each(self, messages: Sequence[Message]) -> list[tuple[Message, Exception]]:
+        """Publish all, concurrently when there are several; return the ones that failed with why."""
+        if len(messages) == 1:
+            try:
+                await self._publish(messages[0])
+            except Exception as exc:
+                return [(messages[0], exc)]
+            return []
+        results = await asyncio.gather(*(self._publish(m) for m in messages), return_exceptions=True)
+        failed = []
+        for message, result in zip(messages, results, strict=True):
+            if isinstance(result, Exception):
+                failed.append((message, result))
+            elif isinstance(result, BaseException):
+                raise result
+        return failed
+
+    async def _fail(self, agent: Agent, event: Event, ctx: HandleContext, failure: _Failure) -> None:
+        """Answer the caller with a typed `Error` (not for side channels) and dead-letter the input."""
+        side = event.type in self.routes.side_channels
+        ctx.outcome = "dead_lettered"
+        ctx.error_code = failure.code
+        ctx.error = failure.cause
+        events: list[Event] = []
+        if not side:
+            events.append(
+                self._error(
+                    agent, event, failure.code, failure.message, retryable=failure.retryable, details=failure.details
+                )
+            )
+        events.append(self._dead_letter(agent, ctx.message, failure.reason, failure.detail))
+        ctx.emitted = [*ctx.emitted, *events]
+        ids = [derived_id(event.id, f"{agent.name}/failed/{index}") for index in range(len(events))]
+        await self._publish_failure(events, ids)
+        if side:
+            log.error(
+                "%s event %s could not be handled by %s and was dead-lettered (%s): %s",
+                event.type,
+                event.id,
+                agent.name,
+                failure.reason,
+                failure.detail,
+            )
+            if self._on_side_channel_loss is not None:
+                self._on_side_channel_loss(event, failure.reason)
 
     async def _reject(self, agent: Agent, message: Message, exc: UndecodableMessage) -> None:
         """Dead-letter what cannot be read; answer the caller too when the message names its request."""
         log.warning("dead-lettering message on %s: %s", message.topic, exc)
         letter = self._dead_letter(agent, message, exc.reason, exc.detail)
-        raw = exc.raw or {}
+        raw = exc.raw if exc.raw is not None else lenient_fields(message.value)
         identity = self._message_identity(message)
         events: list[Event] = [letter]
         ids = [derived_id(identity, agent.name)]
         request_id = raw.get("request_id")
-        if isinstance(request_id, str) and raw.get("type") not in ("error", "dead_letter"):
+        side = raw.get("type") in self.routes.side_channels
+        if isinstance(request_id, str) and raw.get("type") not in ("error", "dead_letter") and not side:
             answer = Error(
                 request_id=request_id,
                 conversation_id=raw.get("conversation_id") if isinstance(raw.get("conversation_id"), str) else None,
@@ -211,7 +431,34 @@ class AgentRuntime:
             )
             events.append(answer)
             ids.append(derived_id(identity, "answer"))
-        await self._publish_all(events, ids)
+        await self._publish_failure(events, ids)
+
+    async def _publish_failure(self, events: Sequence[Event], ids: Sequence[str]) -> None:
+        """Publish the answer and dead letter of a failure, retrying whatever goes wrong for a bounded time.
+
+        Raising from here leaves the input unacknowledged: the bus redelivers it,
+        and a Kafka member that cannot get rid of it stops rather than commit past it.
+        """
+        messages = [self._message(e, i) for e, i in zip(events, ids, strict=True)]
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self.failure_publish_timeout_s
+        attempt = 0
+        pending = messages
+        while True:
+            failed = await self._publish_each(pending)
+            if not failed:
+                return
+            delay = self.retry.delay(min(attempt, 16))
+            if loop.time() + delay > give_up_at:
+                raise BusError(
+                    f"could not publish a failure answer to {failed[0][0].topic} "
+                    f"for {self.failure_publish_timeout_s:g}s: {failed[0][1]!r}",
+                    retryable=True,
+                )
+            log.warning("publishing a failure answer to %s failed, retrying: %r", failed[0][0].topic, failed[0][1])
+            await asyncio.sleep(delay)
+            attempt += 1
+            pending = [m for m, _ in failed]
 
     @staticmethod
     def _message_identity(message: Message) -> str:
@@ -223,7 +470,7 @@ class AgentRuntime:
         return event.reply(
             Error,
             code=code,
-            message=message,
+            message=message[:2000],
             agent=agent.name,
             step=event.current_step,
             retryable=retryable,
@@ -232,14 +479,26 @@ class AgentRuntime:
         )
 
     def _dead_letter(self, agent: Agent, message: Message, reason: str, error: str) -> DeadLetter:
+        """The input kept whole, unless that would outgrow the event size limit: then its head is kept."""
+        original = message.value.decode("utf-8", errors="replace")
+        letter = self._letter(agent, message, reason, error, original)
+        # JSON escaping can grow text up to six times; halve until the letter fits.
+        while len(self.codec.encode(letter)) > self.max_event_bytes and original:
+            original = original[: len(original) // 2]
+            note = f"{error} (original truncated from {len(message.value)} bytes)"
+            letter = self._letter(agent, message, reason, note, original)
+        return letter
+
+    @staticmethod
+    def _letter(agent: Agent, message: Message, reason: str, error: str, original: str) -> DeadLetter:
         return DeadLetter(
             reason=reason,
-            error=error,
+            error=error[:10_000],
             agent=agent.name,
             source_topic=message.topic,
             source_partition=message.partition,
             source_offset=message.offset,
-            original=message.value.decode("utf-8", errors="replace"),
+            original=original,
             original_headers=dict(message.headers),
         )
 
@@ -247,13 +506,6 @@ class AgentRuntime:
         topic = self.routes.deadletter if isinstance(event, DeadLetter) else self.routes.topic_for(event)
         headers = {EVENT_TYPE_HEADER: event.type, "content-type": CONTENT_TYPE}
         return Message(topic=topic, value=self.codec.encode(event, event_id=event_id), key=event.key, headers=headers)
-
-    async def _publish_all(self, events: Sequence[Event], ids: Sequence[str]) -> None:
-        """Publish each event under its derived id; concurrently, so a broker acknowledges them together."""
-        if len(events) == 1:
-            await self._publish(self._message(events[0], ids[0]))
-        elif events:
-            await asyncio.gather(*(self._publish(self._message(e, i)) for e, i in zip(events, ids, strict=True)))
 
     async def _publish_to_bus(self, message: Message) -> None:
         await self.bus.publish(message.topic, message.value, key=message.key, headers=message.headers)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from relaychain.schemas.config import Provider
 
 ANSWER_TYPES = ("response", "error", "blocked")
+SIDE_CHANNELS = frozenset({"usage"})
 
 
 def make_codec() -> EventCodec:
@@ -42,6 +43,7 @@ def make_routes(overrides: dict[str, str] | None = None) -> Routes:
         step_topic=topology.step_topic,
         deadletter=topology.DEADLETTER,
         overrides=overrides or {},
+        side_channels=SIDE_CHANNELS,
     )
 
 
@@ -94,8 +96,29 @@ def make_runtime(bus: Bus, settings: Settings, telemetry: Telemetry, *, raise_er
     if telemetry.metrics_enabled:
         # Recording into a meter nobody reads still costs a tenth of each hop.
         middlewares.append(MetricsMiddleware(telemetry.meter_provider))
+    # Innermost: the user's hooks see what the agent emits before tracing and metrics do.
+    middlewares += [_construct(path) for path in runtime_settings.middlewares]
+    side_channel_retry = RetryPolicy(
+        max_attempts=runtime_settings.side_channel_retry_attempts,
+        base_delay_s=runtime_settings.side_channel_retry_base_delay_s,
+        max_delay_s=runtime_settings.side_channel_retry_max_delay_s,
+    )
+    lost = telemetry.meter_provider.get_meter("relaychain").create_counter(
+        "relaychain.side_channel.dead_lettered", description="Side-channel events (usage) dead-lettered, unbilled"
+    )
     routes = make_routes(runtime_settings.routes)
-    return AgentRuntime(bus, make_codec(), routes, middlewares=middlewares, retry=retry, raise_errors=raise_errors)
+    return AgentRuntime(
+        bus,
+        make_codec(),
+        routes,
+        middlewares=middlewares,
+        retry=retry,
+        side_channel_retry=side_channel_retry,
+        max_event_bytes=runtime_settings.max_event_bytes,
+        failure_publish_timeout_s=runtime_settings.failure_publish_timeout_s,
+        on_side_channel_loss=lambda event, reason: lost.add(1, {"type": event.type, "reason": reason}),
+        raise_errors=raise_errors,
+    )
 
 
 async def host_agents(runtime: AgentRuntime, components: Components, names: list[str]) -> None:
@@ -107,12 +130,17 @@ async def host_agents(runtime: AgentRuntime, components: Components, names: list
         )
 
 
+def _construct(path: str) -> Any:
+    """An instance of the class named `module:Class`, built without arguments."""
+    module_name, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)()
+
+
 async def host_custom_agent(
     runtime: AgentRuntime, settings: Settings, path: str, inboxes: list[str], group: str | None
 ) -> str:
     """Host a user's agent class given as `module:Class` (constructed without arguments)."""
-    module_name, _, attribute = path.partition(":")
-    agent = getattr(importlib.import_module(module_name), attribute)()
+    agent = _construct(path)
     await runtime.add(
         agent, inboxes, group=group or topology.group_of(agent.name), max_in_flight=settings.runtime.max_in_flight
     )

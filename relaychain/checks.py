@@ -1,4 +1,4 @@
-"""Start-up checks that need files, not just field types: templates, schemas, word lists."""
+"""Start-up checks beyond field types: templates, schemas, word lists, and that every slip step has a handler."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from jinja2 import TemplateSyntaxError
 
+from relaychain import topology
 from relaychain.agents.prompts import BUILTIN_VARIABLES, DEFAULT_TEMPLATE, PromptLibrary
 
 if TYPE_CHECKING:
@@ -19,6 +20,7 @@ def check_app_config(settings: Settings) -> list[str]:
     problems: list[str] = []
     for name, business in app.businesses.items():
         where = f"businesses.{name}"
+        problems += _unhandled_steps(settings, name, business.steps)
         declared = BUILTIN_VARIABLES | set(business.variables)
         files = {f"templates.{key}": path for key, path in business.templates.items()}
         files |= {f"chain.{step.name}": step.template for step in business.chain}
@@ -45,3 +47,14 @@ def check_app_config(settings: Settings) -> list[str]:
         if not settings.resolve(path).is_file():
             problems.append(f"moderation.lists: file {path} not found")
     return problems
+
+
+def _unhandled_steps(settings: Settings, business: str, steps: tuple[str, ...]) -> list[str]:
+    """A step no agent reads and no route sends anywhere would strand every request of the business."""
+    routes = settings.runtime.routes
+    return [
+        f"businesses.{business}.steps: no agent or route handles step {step!r} "
+        f"(agents handle {', '.join(sorted(topology.STEP_AGENTS))}; add a runtime.routes entry for your own)"
+        for step in steps
+        if step not in routes and step.split(".", 1)[0] not in topology.STEP_AGENTS
+    ]

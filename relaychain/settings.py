@@ -42,6 +42,26 @@ class RuntimeSettings(BaseModel):
     retry_attempts: int = Field(default=4, gt=0)
     retry_base_delay_s: float = Field(default=0.2, ge=0)
     retry_max_delay_s: float = Field(default=10.0, ge=0)
+    side_channel_retry_attempts: int = Field(
+        default=8, gt=0, description="Attempts for usage (side-channel) events; with the delays below, 23-46 s."
+    )
+    side_channel_retry_base_delay_s: float = Field(default=0.5, ge=0)
+    side_channel_retry_max_delay_s: float = Field(default=15.0, ge=0)
+    max_event_bytes: int = Field(
+        default=900 * 1024, gt=0, description="Largest encoded event; below Kafka's 1 MB message.max.bytes."
+    )
+    failure_publish_timeout_s: float = Field(
+        default=60.0, gt=0, description="How long an Error answer and dead letter are retried before redelivery."
+    )
+    broker_grace_s: float = Field(
+        default=10.0, gt=0, description="Readiness turns false once the broker has not answered for this long."
+    )
+    middlewares: list[str] = Field(
+        default_factory=list, description="Your own bus middlewares as `module:Class` (built without arguments)."
+    )
+    loop_lag_threshold_s: float = Field(
+        default=5.0, gt=0, description="Liveness fails while the event loop is this late (blocked)."
+    )
     health_host: str = "0.0.0.0"
     health_port: int = Field(default=8080, ge=0, lt=65536)
     answer_timeout_s: float = Field(default=600.0, gt=0)

@@ -68,6 +68,10 @@ class Event(BaseModel):
     attempt: int = Field(default=0, ge=0, description="Delivery attempts already made for this event.")
     slip: tuple[str, ...] = Field(default=(), description="Steps still to run, the current one first.")
     results: tuple[StepRecord, ...] = Field(default=(), description="Steps already run, oldest first.")
+    deadline: datetime | None = Field(
+        default=None,
+        description="When the caller stops waiting; an agent receiving the event later answers deadline_exceeded.",
+    )
 
     @property
     def key(self) -> str:
@@ -104,6 +108,7 @@ class Event(BaseModel):
             request_id=self.request_id,
             conversation_id=self.conversation_id,
             business=self.business,
+            deadline=self.deadline,
             **fields,
         )
 
@@ -141,7 +146,10 @@ class DeadLetter(Event):
 
     type: Literal["dead_letter"] = "dead_letter"
     reason: str = Field(
-        description="Stable code: undecodable, unknown_type, schema_too_new, retries_exhausted, handler_crashed."
+        description=(
+            "Stable code: undecodable, unknown_type, schema_too_new, retries_exhausted, handler_crashed, "
+            "unroutable, encoding_failed, event_too_large, publish_failed, middleware_failed."
+        )
     )
     error: str
     agent: str

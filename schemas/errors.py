@@ -55,3 +55,10 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "internal_error"
     RETRIES_EXHAUSTED = "retries_exhausted"
     HANDLER_CRASHED = "handler_crashed"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    # Failures after the agent returned: its outputs could not be routed, encoded, sized or published.
+    UNROUTABLE = "unroutable"
+    ENCODING_FAILED = "encoding_failed"
+    EVENT_TOO_LARGE = "event_too_large"
+    PUBLISH_FAILED = "publish_failed"
+    MIDDLEWARE_FAILED = "middleware_failed"

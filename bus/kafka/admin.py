@@ -1,4 +1,9 @@
-"""Topic creation: missing topics are created with their partition count and config; existing ones are left alone."""
+"""Topic creation: missing topics are created with their partition count and config; existing ones are left alone.
+
+The admin remembers what it created or found, and with which spec, so a
+broker that lost its topics (Tansu in memory after a restart) gets them back
+as they were: `missing()` asks the broker, `forget()` lets `ensure` re-create.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ class TopicAdmin:
         self._settings = settings
         self._client = AIOKafkaAdminClient(**settings.client_options())
         self._known: set[str] = set()
+        self._specs: dict[str, TopicSpec] = {}
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
@@ -41,12 +47,21 @@ class TopicAdmin:
     def knows(self, topic: str) -> bool:
         return topic in self._known
 
+    def forget(self, topics: Sequence[str]) -> None:
+        self._known.difference_update(topics)
+
+    async def missing(self) -> list[str]:
+        """Topics this admin made sure of that the broker no longer lists (one metadata round trip)."""
+        listed = set(await self._client.list_topics())
+        return sorted(self._known - listed)
+
     async def ensure(self, topics: Sequence[str]) -> None:
-        """Create any of `topics` not known yet with the default partition count."""
+        """Create any of `topics` not known yet, as first specified, else with the default partition count."""
         missing = [t for t in dict.fromkeys(topics) if t not in self._known]
         if missing:
             specs = [
-                TopicSpec(t, self._settings.default_partitions, self._settings.default_replication_factor)
+                self._specs.get(t)
+                or TopicSpec(t, self._settings.default_partitions, self._settings.default_replication_factor)
                 for t in missing
             ]
             await self.create(specs, tolerate_denied=True)
@@ -57,6 +72,8 @@ class TopicAdmin:
         to the publish or subscribe then says whether the topic exists."""
         # One creation at a time: concurrent first publishes to one topic then make one request, not many.
         async with self._lock:
+            for spec in specs:
+                self._specs.setdefault(spec.name, spec)
             wanted = [s for s in specs if s.name not in self._known]
             if not wanted:
                 return
@@ -82,4 +99,4 @@ class TopicAdmin:
                 else:
                     failures.append(f"{name}: {for_code(code).__name__} {topic_error[-1] or ''}".strip())
             if failures:
-                raise BusError("creating topics failed: " + "; ".join(failures))
+                raise BusError("creating topics failed: " + "; ".join(failures), retryable=False)

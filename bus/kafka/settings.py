@@ -59,6 +59,16 @@ class KafkaSettings(BaseModel):
         default=10.0, gt=0, description="How long a rebalance waits for in-flight handlers of revoked partitions."
     )
 
+    max_deliveries: int = Field(
+        default=5,
+        ge=1,
+        description="Deliveries of a message whose handler raises; after the last the member stops consuming.",
+    )
+    connection_grace_s: float = Field(
+        default=10.0, gt=0, description="How long without a broker round trip before `connected` turns false."
+    )
+    probe_interval_s: float = Field(default=2.0, gt=0, description="How often the broker is asked for metadata.")
+
     default_partitions: int = Field(default=4, ge=1, description="Partitions of topics created on first use.")
     default_replication_factor: int = Field(default=1, ge=1)
 

@@ -16,13 +16,18 @@ Guarantees, in the order a message lives through them:
 - A failed commit (the group rebalanced behind our back, aiokafka#929) is
   logged and ignored: those messages will be redelivered, and consumers are
   idempotent on event ids.
+- A handler that raises gets its message again (`max_deliveries` times in
+  all). If every delivery raised, the member stops fetching and reports
+  `failure` (the worker's liveness turns false): the partition's commit point
+  stays before that message and nothing after it is fetched, so a restarted
+  member starts from it. Offsets never move past a message left behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka import TopicPartition as KafkaTopicPartition
@@ -30,7 +35,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import ConsumerStoppedError, IllegalStateError, KafkaError
 
 from relaychain.bus.base import Message, MessageHandler, StartAt, TopicPartition
-from relaychain.bus.dispatch import KeyedDispatcher, OffsetTracker
+from relaychain.bus.dispatch import KeyedDispatcher, OffsetTracker, Redelivery
 from relaychain.bus.kafka.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -47,10 +52,13 @@ class KafkaSubscription:
         handler: MessageHandler,
         max_in_flight: int,
         start_at: StartAt = "earliest",
+        connected: Callable[[], bool] = lambda: True,
     ) -> None:
         self.group = group
+        self._connected = connected
         self.topics = topics
         self._settings = settings
+        self._start_at = start_at
         self._consumer = AIOKafkaConsumer(
             **settings.client_options(),
             group_id=group,
@@ -67,15 +75,27 @@ class KafkaSubscription:
         self._offsets = OffsetTracker()
         self._committed: dict[TopicPartition, int] = {}
         self._assignment: frozenset[TopicPartition] = frozenset()
-        self._dispatcher = KeyedDispatcher(handler, max_in_flight=max_in_flight, on_done=self._acked)
+        self._dispatcher = KeyedDispatcher(
+            handler,
+            max_in_flight=max_in_flight,
+            on_done=self._acked,
+            on_failed=self._failed,
+            redelivery=Redelivery(max_deliveries=settings.max_deliveries),
+        )
+        self._failure: Exception | None = None
         # Bumped at every revoke so the fetch loop drops the rest of a batch fetched before it.
         self._generation = 0
+        # Bumped per partition when resync_after_outage rewinds it: records fetched before the seek are dropped.
+        self._rewinds: dict[TopicPartition, int] = {}
         self._commit_lock = asyncio.Lock()
         self._joined = asyncio.Event()
         self._fetch_task: asyncio.Task[None] | None = None
         self._commit_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._stopped = asyncio.Event()
+        # Set while the broker is unreachable: a commit point from before an outage must not land in a broker
+        # that restarted empty (it would skip the new logs' first records); released by resync_after_outage.
+        self._commits_held = False
 
     @property
     def assignment(self) -> frozenset[TopicPartition]:
@@ -85,6 +105,10 @@ class KafkaSubscription:
     @property
     def in_flight(self) -> int:
         return self._dispatcher.in_flight
+
+    @property
+    def failure(self) -> Exception | None:
+        return self._failure
 
     async def start(self) -> None:
         """Join the group; return after the first assignment (which may be empty in a crowded group)."""
@@ -131,21 +155,28 @@ class KafkaSubscription:
                 # getmany returns nothing while a rebalance is in progress, and nothing has run since it
                 # returned: these records belong to the current generation.
                 generation = self._generation
+                rewinds = dict(self._rewinds)
                 for ktp, records in batches.items():
-                    await self._submit_batch(TopicPartition(ktp.topic, ktp.partition), records, generation)
+                    tp = TopicPartition(ktp.topic, ktp.partition)
+                    await self._submit_batch(tp, records, generation, rewinds.get(tp, 0))
         except ConsumerStoppedError:
             return
         except asyncio.CancelledError:
             raise
-        except Exception:
-            # Fetching stopped for good (e.g. authorisation); stop the member rather than hang silently.
+        except Exception as exc:
+            # Fetching stopped for good (e.g. authorisation): the member reports it (liveness fails, the pod
+            # restarts and reads on from the commit point) rather than hang silently.
             log.exception("group %s: fetching failed; the member stops consuming", self.group)
+            self._failure = exc
             raise
 
     async def _submit_batch(
-        self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]], generation: int
+        self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]], generation: int, rewind: int = 0
     ) -> None:
         for record in records:
+            if self._rewinds.get(tp, 0) != rewind:
+                # Rewound since this batch was fetched: the partition is read again from the beginning.
+                return
             if self._generation != generation:
                 # Revoked since this batch was fetched: the next owner reads these from the committed offset.
                 return
@@ -172,6 +203,59 @@ class KafkaSubscription:
             return
         self._offsets.acked(tp, offset)
 
+    def _failed(self, message: Message, exc: Exception) -> None:
+        if self._failure is None:
+            log.error(
+                "group %s: handler raised on all %d deliveries of %s[%s]@%s; the member stops consuming "
+                "and the partition is redelivered from its commit point after a restart: %r",
+                self.group,
+                message.delivery,
+                message.topic,
+                message.partition,
+                message.offset,
+                exc,
+            )
+            self._failure = exc
+        if self._fetch_task is not None:
+            self._fetch_task.cancel()
+
+    @property
+    def commits_held(self) -> bool:
+        return self._commits_held
+
+    async def resync_after_outage(self) -> None:
+        """Positions from before a broker outage mean nothing if the broker forgot this group (an in-memory
+        broker restarted with empty logs): partitions whose offsets the broker no longer has are read again
+        from the beginning, and what was tracked for them is dropped, never committed. A broker that kept
+        its state still has the offsets, and nothing moves. Commits stay held until this has run once
+        on the broker that answers now."""
+        assigned = self._consumer.assignment()
+        forgotten: list[KafkaTopicPartition] = []
+        stale: list[KafkaTopicPartition] = []
+        try:
+            for ktp in assigned:
+                if await self._consumer.committed(ktp) is not None:
+                    continue
+                forgotten.append(ktp)
+                if self._start_at == "earliest" and await self._consumer.position(ktp) > 0:
+                    stale.append(ktp)
+        except (KafkaError, IllegalStateError) as exc:
+            log.debug("group %s: cannot compare positions after the outage yet: %r", self.group, exc)
+            return
+        if stale:
+            log.warning("group %s: the broker forgot offsets of %s; reading them from the beginning", self.group, stale)
+        for ktp in forgotten:
+            tp = TopicPartition(ktp.topic, ktp.partition)
+            if ktp in stale:
+                # Only this partition's queued records go (they are read again); other partitions go on.
+                self._rewinds[tp] = self._rewinds.get(tp, 0) + 1
+                self._dispatcher.drop_partitions([tp])
+            self._offsets.forget(tp)
+            self._committed.pop(tp, None)
+        if stale:
+            await self._consumer.seek_to_beginning(*stale)
+        self._commits_held = False
+
     # --- committing -------------------------------------------------------------
 
     async def _commit_loop(self) -> None:
@@ -180,6 +264,10 @@ class KafkaSubscription:
             await self._commit(self._offsets.commit_points())
 
     async def _commit(self, partitions: Iterable[TopicPartition]) -> None:
+        if not self._connected():
+            self._commits_held = True
+        if self._commits_held:
+            return
         async with self._commit_lock:
             offsets: dict[KafkaTopicPartition, int] = {}
             for tp in partitions:

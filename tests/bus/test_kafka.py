@@ -17,7 +17,7 @@ from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
-from relaychain.bus import Bus, Message, Subscription, TopicPartition, TopicSpec
+from relaychain.bus import Bus, BusError, Message, Subscription, TopicPartition, TopicSpec
 from relaychain.bus.kafka import KafkaBus, KafkaSettings, SecurityProtocol
 from tests.support.tansu import fast_group_timing
 from tests.support.waiting import eventually
@@ -265,3 +265,91 @@ async def test_unacknowledged_messages_are_not_committed_on_stop(
     await bus.subscribe([topic], group=group, handler=again)
     await eventually(lambda: len(again.done) == 3)
     assert sorted(m.value for m in again.done) == [b"3", b"4", b"5"]
+
+
+@pytest.mark.kafka
+async def test_readiness_follows_the_broker_and_consuming_resumes_after_it_returns(
+    unique: Callable[[str], str],
+) -> None:
+    """A broker down past the grace turns readiness false; back up (an in-memory Tansu that forgot every
+    topic and group), the bus re-creates its topics and the same runtime answers again, no restart."""
+    from relaychain.bus.codec import EventCodec
+    from relaychain.bus.runtime import AgentRuntime, RetryPolicy, Routes
+    from relaychain.schemas import Event
+    from tests.bus.test_contract import Echo, Ping, Pong
+    from tests.support import tansu
+
+    broker = tansu.start()
+    settings = KafkaSettings(
+        bootstrap_servers=broker.bootstrap,
+        commit_interval_s=0.1,
+        connection_grace_s=1.5,
+        probe_interval_s=0.3,
+        request_timeout_ms=3_000,
+        **fast_group_timing(),
+    )
+    bus = KafkaBus(settings)
+    await bus.start()
+    inbox, outbox = unique("in"), unique("out")
+    routes = Routes(type_topics={"pong": outbox}, step_topic=unique, deadletter=unique("dlq"))
+    runtime = AgentRuntime(
+        bus,
+        EventCodec([Ping, Pong]),
+        routes,
+        retry=RetryPolicy(max_attempts=30, base_delay_s=0.2, max_delay_s=1.0),
+    )
+    answers: list[Event] = []
+
+    async def collect(message: Message) -> None:
+        answers.append(runtime.codec.decode(message.value))
+
+    try:
+        await bus.subscribe([outbox], group=unique("reader"), handler=collect)
+        await runtime.add(Echo(), [inbox], group=unique("echo"))
+        await bus.publish(inbox, runtime.codec.encode(Ping(n=1)), key="a")
+        await eventually(lambda: len(answers) == 1, timeout=30)
+        assert runtime.ready
+
+        broker.stop()
+        await eventually(lambda: not runtime.ready, timeout=10)
+
+        broker = tansu.start(broker.port)
+        await eventually(lambda: runtime.ready, timeout=30)
+        for _ in range(60):
+            try:
+                await bus.publish(inbox, runtime.codec.encode(Ping(n=2)), key="b")
+                break
+            except BusError as exc:
+                assert exc.retryable, exc
+                await asyncio.sleep(0.5)
+        else:
+            raise AssertionError("publishing never succeeded in 30 s")
+        await eventually(lambda: any(isinstance(a, Pong) and a.n == 2 for a in answers), timeout=60)
+    finally:
+        await runtime.stop(drain_timeout=2)
+        await bus.stop()
+        broker.stop()
+
+
+@pytest.mark.kafka
+async def test_a_member_stops_before_committing_past_a_message_that_failed_every_delivery(
+    kafka_bus: KafkaFactory, kafka_bootstrap: str, unique: Callable[[str], str]
+) -> None:
+    bus = await kafka_bus(max_deliveries=2)
+    topic, group = unique("poison"), unique("g")
+    await bus.create_topics([TopicSpec(topic, partitions=1)])
+    deliveries: list[tuple[int | None, int]] = []
+
+    async def handler(message: Message) -> None:
+        deliveries.append((message.offset, message.delivery))
+        if message.value == b"poison":
+            raise RuntimeError("cannot handle this")
+
+    subscription = await bus.subscribe([topic], group=group, handler=handler)
+    await bus.publish(topic, b"fine", key="a")
+    await bus.publish(topic, b"poison", key="b")
+    await eventually(lambda: subscription.failure is not None)
+    assert sorted(deliveries) == [(0, 1), (1, 1), (1, 2)]
+    await subscription.stop(drain_timeout=1)
+    committed = await committed_offsets(kafka_bootstrap, group, topic, 1)
+    assert committed == {TopicPartition(topic, 0): 1}, "committed up to the poison message, never past it"

@@ -240,7 +240,7 @@ def test_each_agent_runs_one_image_with_probes_and_drain(docs: list[dict]) -> No
         assert container["image"].rsplit(":", 1)[0].endswith("/relaychain")
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert ports["health"] == 8080
-        for probe, path in (("livenessProbe", "/livez"), ("readinessProbe", "/readyz"), ("startupProbe", "/livez")):
+        for probe, path in (("livenessProbe", "/livez"), ("readinessProbe", "/readyz"), ("startupProbe", "/readyz")):
             assert container[probe]["httpGet"] == {"path": path, "port": "health"}, (agent, probe)
         env = {e["name"]: e.get("value") for e in container["env"]}
         drain = int(env.get(DRAIN_ENV, DEFAULT_DRAIN_S))
