@@ -309,7 +309,7 @@ class Rig:
             await consumer.seek_to_beginning(*partitions)
             ends = await consumer.end_offsets(partitions)
             events: list[object] = []
-            while any(await consumer.position(tp) < ends[tp] for tp in partitions):
+            while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
                 batches = await consumer.getmany(timeout_ms=500)
                 events.extend(CODEC.decode(r.value) for records in batches.values() for r in records if r.value)
             return events
