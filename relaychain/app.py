@@ -54,10 +54,18 @@ def topic_specs(partitions: int = 8) -> list[TopicSpec]:
 class Components:
     """Shared dependencies of the agents in one process, built on first use and closed together."""
 
-    def __init__(self, settings: Settings, *, model_factories: Mapping[Provider, ModelFactory] | None = None) -> None:
-        """`model_factories` replace the default model clients per provider (an instant model in a benchmark)."""
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        model_factories: Mapping[Provider, ModelFactory] | None = None,
+        telemetry: Telemetry | None = None,
+    ) -> None:
+        """`model_factories` replace the default model clients per provider (an instant model in a benchmark);
+        `telemetry` is where model calls' GenAI spans and metrics go (nowhere when unset)."""
         self.settings = settings
         self.model_factories = dict(model_factories or {})
+        self.telemetry = telemetry
         self._exit = AsyncExitStack()
         self._cache: dict[str, Any] = {}
 

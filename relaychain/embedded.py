@@ -35,7 +35,7 @@ class EmbeddedApp:
         self.telemetry = telemetry or setup_telemetry(
             settings.observability, jsonl_default=settings.data_dir / "traces.jsonl"
         )
-        self.components = components or Components(settings)
+        self.components = components or Components(settings, telemetry=self.telemetry)
         self.bus = MemoryBus()
         self.runtime = make_runtime(self.bus, settings, self.telemetry, raise_errors=raise_errors)
         self.client = Client(

@@ -20,6 +20,7 @@ from relaychain.agents.formatting.validate import SchemaRegistry
 from relaychain.agents.generator import GeneratorAgent
 from relaychain.agents.llm import CompletionRequest, ModelPool
 from relaychain.agents.llm.ratelimit import MemoryRateStore, ModelLimiter, PostgresRateStore, RateStore
+from relaychain.agents.llm.telemetry import ModelCallTelemetry
 from relaychain.agents.memory import MemoryAgent
 from relaychain.agents.memory_policies import SummaryResult
 from relaychain.agents.moderation import WordLists
@@ -77,11 +78,22 @@ async def model_pool(components: Components) -> ModelPool:
             factories=components.model_factories,
             on_progress=_progress,
             limiter=await _limiter(components),
+            telemetry=_model_telemetry(components),
         )
         components.on_close(pool.aclose)
         return pool
 
     return await components.once("models", build)
+
+
+def _model_telemetry(components: Components) -> ModelCallTelemetry:
+    telemetry = components.telemetry
+    if telemetry is None:
+        return ModelCallTelemetry()
+    # A meter nobody reads still costs time per call: metrics only when an exporter reads them.
+    return ModelCallTelemetry(
+        telemetry.tracer_provider, telemetry.meter_provider if telemetry.metrics_enabled else None
+    )
 
 
 async def _limiter(components: Components) -> ModelLimiter | None:

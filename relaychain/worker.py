@@ -41,7 +41,7 @@ async def run_worker(
     telemetry = setup_telemetry(observability, jsonl_default=settings.data_dir / "traces.jsonl")
     kafka_options = {"connection_grace_s": settings.runtime.broker_grace_s, **settings.kafka}
     bus = make_bus(settings.bus, kafka_options=kafka_options)
-    components = Components(settings)
+    components = Components(settings, telemetry=telemetry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -28,6 +28,7 @@ from relaychain.agents.llm.base import (
     ModelUnavailable,
 )
 from relaychain.agents.llm.ratelimit import ModelLimiter
+from relaychain.agents.llm.telemetry import ModelCallTelemetry
 from relaychain.bus.errors import AgentError
 from relaychain.schemas.config import AppConfig, ModelConfig, Provider
 from relaychain.schemas.errors import ErrorCode
@@ -84,12 +85,15 @@ class ModelPool:
         env: Mapping[str, str] | None = None,
         on_progress: Callable[[str], None] | None = None,
         limiter: ModelLimiter | None = None,
+        telemetry: ModelCallTelemetry | None = None,
     ) -> None:
-        """`limiter` keeps each model under its configured `limits` (shared across replicas when it is PostgreSQL's)."""
+        """`limiter` keeps each model under its configured `limits` (shared across replicas when it is PostgreSQL's);
+        `telemetry` makes each call a GenAI CLIENT span with the GenAI client metrics."""
         self.config = config
         self._factories = {**default_factories(data_dir, env, on_progress), **(factories or {})}
         self._models: dict[str, ChatModel] = {}
         self._limiter = limiter
+        self._telemetry = telemetry or ModelCallTelemetry()
 
     def get(self, name: str) -> ChatModel:
         model = self._models.get(name)
@@ -132,7 +136,8 @@ class ModelPool:
             try:
                 if self._limiter is not None:
                     await self._limiter.admit(candidate, config.limits, tokens=expected_tokens(call))
-                return await self.get(candidate).complete(call)
+                async with self._telemetry.call(candidate, config, call) as observed:
+                    return observed.done(await self.get(candidate).complete(call))
             except FALLBACK_ERRORS as exc:
                 # Text already streamed to the caller cannot be taken back, so another model would garble it.
                 if position == len(candidates) - 1 or exc.details.get("streamed"):
