@@ -16,6 +16,8 @@ and the model server's count:
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import os
 import signal
 import sqlite3
@@ -315,6 +317,25 @@ class Rig:
             return events
         finally:
             await consumer.stop()
+
+    def repaid_after(self, kills: Sequence[float]) -> list[float]:
+        """For each prompt the provider answered more than once: seconds from its first answer to the next kill.
+
+        A job re-paid after a SIGKILL had its first answer delivered and not yet journalled when the worker
+        died; that gap is the window the journal cannot close. `inf` marks a re-payment with no kill after it.
+        """
+        first: dict[str, float] = {}
+        count: Counter[str] = Counter()
+        for at, request in self.server.served_log():
+            prompt = json.dumps(request.body.get("messages"), sort_keys=True)
+            first.setdefault(prompt, at)
+            count[prompt] += 1
+        gaps = []
+        for prompt, times in count.items():
+            if times > 1:
+                after = [k - first[prompt] for k in kills if k >= first[prompt]]
+                gaps.append(min(after) if after else math.inf)
+        return sorted(gaps)
 
     # --- faults ----------------------------------------------------------------------
 

@@ -69,6 +69,7 @@ class OpenAITestServer:
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
         self._served: dict[str, int] = {}
+        self._served_log: list[tuple[float, RecordedRequest]] = []
         self._limits: dict[str, _Bucket] = {}
         self._rejected: dict[str, int] = {}
         self._scripts: dict[str, deque[Step]] = {}
@@ -119,9 +120,15 @@ class OpenAITestServer:
         with self._lock:
             return self._served.get(model, 0)
 
-    def _count_served(self, model: str) -> None:
+    def served_log(self) -> list[tuple[float, RecordedRequest]]:
+        """Every answer delivered, with the `time.monotonic()` it was written at, oldest first."""
         with self._lock:
-            self._served[model] = self._served.get(model, 0) + 1
+            return list(self._served_log)
+
+    def _count_served(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self._served[request.model] = self._served.get(request.model, 0) + 1
+            self._served_log.append((time.monotonic(), request))
 
     def start(self) -> OpenAITestServer:
         self._thread.start()
@@ -176,10 +183,10 @@ def _handler_for(server: OpenAITestServer) -> type[BaseHTTPRequestHandler]:
                     self._json(step.status, {"error": {"message": step.message, "type": "scripted"}}, headers)
                 elif recorded.stream:
                     self._sse(recorded, step)
-                    server._count_served(recorded.model)
+                    server._count_served(recorded)
                 else:
                     self._json(200, _completion(recorded, step))
-                    server._count_served(recorded.model)
+                    server._count_served(recorded)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # The client gave up (a timeout test); nothing is listening any more.
 
