@@ -25,8 +25,8 @@ CARS = Path(__file__).parents[2] / "examples" / "cars" / "specs"
 
 
 class WordTokenizer:
-    def encode(self, text: str) -> list[int]:
-        return [hash(word) % 1000 for word in text.split()]
+    def count(self, text: str) -> int:
+        return len(text.split())
 
 
 class CountingEmbedder:
