@@ -10,7 +10,7 @@ from relaychain.agents.documents.embeddings import Embedder, TransformerEmbedder
 from relaychain.agents.documents.remote_embeddings import OpenAIEmbedder
 from relaychain.schemas.config import AppConfig
 
-__all__ = ["DEFAULT_EMBEDDER", "embedder_name", "open_embedder"]
+__all__ = ["DEFAULT_EMBEDDER", "close_embedder", "configured_or_encoder", "embedder_name", "open_embedder"]
 
 DEFAULT_EMBEDDER = "all-minilm-l6-v2"
 """The name an index's embedder goes by when its retrieval config names none."""
@@ -47,3 +47,18 @@ async def open_embedder(name: str, config: AppConfig, data_dir: Path) -> Embedde
             return await OpenAIEmbedder.load(name, embedder)
         case "multilingual-e5":
             return await E5Embedder.load(batch_size=embedder.batch_size)
+
+
+async def configured_or_encoder(config: AppConfig, index: str, data_dir: Path, encoder: Path | None) -> Embedder:
+    """The embedder `index` is configured with, unless a local encoder directory is given explicitly."""
+    if encoder is not None:
+        return await TransformerEmbedder.load(encoder)
+    return await open_embedder(embedder_name(config, index), config, data_dir)
+
+
+async def close_embedder(embedder: Embedder) -> None:
+    """Release an embedder's worker thread or HTTP client."""
+    if isinstance(embedder, OpenAIEmbedder):
+        await embedder.aclose()
+    elif isinstance(embedder, TransformerEmbedder | E5Embedder | CausalLMEmbedder):
+        embedder.close()
