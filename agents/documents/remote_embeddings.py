@@ -93,10 +93,10 @@ class OpenAIEmbedder:
         return (np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32)), usage
 
     async def _call(self, texts: list[str]) -> tuple[np.ndarray, int]:
-        extra = {"dimensions": self._config.dimensions} if self._config.dimensions else {}
+        dimensions = self._config.dimensions or openai.omit
         try:
             response = await self._client.embeddings.create(
-                model=self.model, input=texts, timeout=self._config.timeout_s, **extra
+                model=self.model, input=texts, dimensions=dimensions, timeout=self._config.timeout_s
             )
         except (
             openai.APITimeoutError,

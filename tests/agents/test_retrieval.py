@@ -14,7 +14,7 @@ import pytest
 
 from relaychain.agents.documents.causal_embeddings import CausalLMEmbedder
 from relaychain.agents.documents.chunking import chunk_sections
-from relaychain.agents.documents.embedders import open_embedder
+from relaychain.agents.documents.embedders import close_embedder, open_embedder
 from relaychain.agents.documents.embeddings import TransformerEmbedder
 from relaychain.agents.documents.indexer import DocumentIndexer
 from relaychain.agents.documents.loaders import LoaderError, Section, load_file, load_markdown
@@ -415,7 +415,7 @@ async def test_openai_embeddings_are_searched_and_billed_as_an_embed_step(
     assert (usage.usage.step, usage.usage.model, usage.usage.input_tokens) == ("embed", "api", tokens)
     assert usage.usage.input_cost == Decimal("0.02") * tokens / 1_000_000
     assert usage.usage.currency == "USD" and usage.usage.output_cost == 0
-    await embedder.aclose()
+    await close_embedder(embedder)
 
 
 async def test_an_embeddings_api_failure_is_a_typed_error(
@@ -441,7 +441,7 @@ async def test_an_embeddings_api_failure_is_a_typed_error(
         await agent.handle(retrieve_job("car_blog", car="range"))
     assert (busy.value.code, rejected.value.code) == ("embedder_unavailable", "embedder_rejected")
     assert not rejected.value.retryable
-    await embedder.aclose()
+    await close_embedder(embedder)
 
 
 async def test_lexical_search_needs_no_embedding(tmp_path: Path) -> None:
@@ -454,9 +454,11 @@ async def test_lexical_search_needs_no_embedding(tmp_path: Path) -> None:
     (job,) = await agent.handle(retrieve_job("car_blog", car="轻羽mini慢充充满需要几个小时？"))
     indexed = len(embedder.embedded)
     assert indexed > 0, "the first job waited for the sources to be indexed"
-    assert job.context[0].source == "xinghe-qingyu-mini.md"
+    assert isinstance(job, Job) and job.context[0].source == "xinghe-qingyu-mini.md"
     (job,) = await agent.handle(retrieve_job("car_blog", car="Jinlong Taihang X towing"))
-    assert job.context[0].source == "jinlong-taihang-x.txt" and len(embedder.embedded) == indexed
+    assert (
+        isinstance(job, Job) and job.context[0].source == "jinlong-taihang-x.txt" and len(embedder.embedded) == indexed
+    )
 
 
 # --- the labelled Chinese/English set, real models ---------------------------
