@@ -314,16 +314,19 @@ async def test_what_is_not_a_regular_file_is_skipped(tmp_path: Path) -> None:
 
 
 async def test_the_retrievers_sources_are_walked_by_the_same_rules(tmp_path: Path) -> None:
-    from relaychain.wiring import _index_sources
-
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "car.txt").write_text("Aurora X7\n")
     (docs / "x.txt").symlink_to("/etc/passwd")
     (docs / "big.txt").write_text("y" * 64)
     index = NumpyVectorIndex(tmp_path / "index")
+    raw = retrieval_config().model_dump(mode="json")
+    raw["businesses"]["car_blog"]["retrieval"]["max_file_bytes"] = 32
+    agent = RetrieverAgent(
+        AppConfig.model_validate(raw), {"cars": index}, {"cars": CountingEmbedder()}, sources={"cars": docs}
+    )
 
-    await _index_sources(index, CountingEmbedder(), docs, "cars", 32)  # type: ignore[arg-type]
+    await agent.warm_up()
 
     assert list(await index.sources()) == ["car.txt"]
 
