@@ -13,7 +13,9 @@ scores and sources, where prompt templates can cite them.
 
 An embedder that bills per token (a hosted API) prices the query's tokens:
 the job carries the usage line and a `Usage` event (step `embed`) goes to the
-cost ledger.
+cost ledger. With a completion journal, the paid query vector is recorded
+under the job's id before anything is emitted, so a redelivered job reuses
+it: paid once, billed once.
 
 Each index has its own embedder (vectors of two models do not compare). The
 composition root opens indexes and embedders; `warm_up` indexes the
@@ -25,21 +27,27 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 from opentelemetry import trace
+from pydantic import BaseModel
 
 from relaychain.agents.documents.embeddings import Embedder, MeteredEmbedder, QueryEmbedder
 from relaychain.agents.documents.indexer import DocumentIndexer
 from relaychain.agents.documents.ranking import fuse, group_by_source
+from relaychain.agents.documents.remote_embeddings import EMBED_STEP
+from relaychain.agents.stores.journal import CompletionJournal
 from relaychain.agents.stores.lexical import terms
 from relaychain.agents.stores.vectors import Hit, VectorIndex
 from relaychain.bus.errors import AgentError
 from relaychain.schemas import Event, Job, RetrievedChunk, StepUsage, Usage
 from relaychain.schemas.config import AppConfig, RetrievalConfig
+from relaychain.schemas.envelope import utc_now
 from relaychain.schemas.errors import ErrorCode
 
-__all__ = ["RetrieverAgent"]
+__all__ = ["PaidEmbedding", "RetrieverAgent"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +65,7 @@ class RetrieverAgent:
         embedders: Mapping[str, Embedder],
         *,
         sources: Mapping[str, Path] | None = None,
+        journal: CompletionJournal | None = None,
     ) -> None:
         """`indexes` and `embedders` by index name (from `retrieval.index`); a missing one fails at start-up.
 
@@ -70,6 +79,7 @@ class RetrieverAgent:
         self._indexes = indexes
         self._embedders = embedders
         self._sources = dict(sources or {})
+        self._journal = journal
         self._warm = False
         self._warming = asyncio.Lock()
 
@@ -124,7 +134,7 @@ class RetrieverAgent:
         retrieval = business.retrieval
         if not self._warm:
             await self.warm_up()
-        hits, usage = await self.search(retrieval, _query(event, retrieval))
+        hits, usage = await self.search(retrieval, _query(event, retrieval), job_id=event.id)
         context = tuple(
             RetrievedChunk(text=hit.chunk.text, source=hit.chunk.source, location=hit.chunk.location, score=hit.score)
             for hit in hits
@@ -137,12 +147,17 @@ class RetrieverAgent:
         if usage is None:
             return [event.advance(self.name, context=(*event.context, *context))]
         return [
-            event.advance(self.name, context=(*event.context, *context), usage=(*event.usage, usage)),
-            event.reply(Usage, usage=usage),
+            event.advance(self.name, context=(*event.context, *context), usage=(*event.usage, usage.usage)),
+            event.reply(Usage, usage=usage.usage, created_at=usage.paid_at),
         ]
 
-    async def search(self, retrieval: RetrievalConfig, query: str) -> tuple[list[Hit], StepUsage | None]:
-        """The grouped hits for `query` under `retrieval`'s settings, and what embedding it cost (if billed)."""
+    async def search(
+        self, retrieval: RetrievalConfig, query: str, *, job_id: str | None = None
+    ) -> tuple[list[Hit], PaidEmbedding | None]:
+        """The grouped hits for `query` under `retrieval`'s settings, and what embedding it cost (if billed).
+
+        `job_id`: the job the query belongs to, the journal key of a paid embedding.
+        """
         index = self._indexes[retrieval.index]
         candidates = max(CANDIDATES, retrieval.top_k * retrieval.chunks_per_source * 4)
         rankings: list[list[Hit]] = []
@@ -150,7 +165,8 @@ class RetrieverAgent:
         if retrieval.search != "lexical":
             embedder = self._embedders[retrieval.index]
             if isinstance(embedder, MeteredEmbedder):
-                vectors, usage = await embedder.embed_with_usage([query])
+                usage = await self._paid_embedding(embedder, query, job_id)
+                vectors = np.asarray([usage.vector], dtype=np.float32)
             elif isinstance(embedder, QueryEmbedder):
                 vectors = await embedder.embed_queries([query])
             else:
@@ -160,6 +176,28 @@ class RetrieverAgent:
             rankings.append(await index.search_lexical(terms(query), candidates))
         ranked = rankings[0] if len(rankings) == 1 else fuse(rankings)
         return group_by_source(ranked, retrieval.top_k, retrieval.chunks_per_source), usage
+
+    async def _paid_embedding(self, embedder: MeteredEmbedder, query: str, job_id: str | None) -> PaidEmbedding:
+        """The query's vector and usage, from the journal when this job already paid for them."""
+        if self._journal is None or job_id is None:
+            vectors, usage = await embedder.embed_with_usage([query])
+            return PaidEmbedding(vector=vectors[0].tolist(), usage=usage, paid_at=utc_now())
+        key = f"{job_id}/{EMBED_STEP}"
+        entry = await self._journal.get(key)
+        trace.get_current_span().set_attribute("relaychain.journal.replayed", entry is not None)
+        if entry is None:
+            vectors, usage = await embedder.embed_with_usage([query])
+            payload = PaidEmbedding(vector=vectors[0].tolist(), usage=usage, paid_at=utc_now()).model_dump_json()
+            entry = await self._journal.record(key, payload)
+        return PaidEmbedding.model_validate_json(entry.payload)
+
+
+class PaidEmbedding(BaseModel):
+    """A query embedding that was paid for: journalled, and re-used when its job is redelivered."""
+
+    vector: list[float]
+    usage: StepUsage
+    paid_at: datetime
 
 
 def _query(job: Job, retrieval: RetrievalConfig) -> str:

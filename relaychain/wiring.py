@@ -199,7 +199,12 @@ async def build_retriever(components: Components) -> Agent:
         indexes[retrieval.index], embedders[retrieval.index] = index, embedder
         if retrieval.sources is not None:
             sources[retrieval.index] = settings.resolve(retrieval.sources)
-    return RetrieverAgent(settings.app, indexes, embedders, sources=sources)
+    # Only a hosted embeddings API is paid per call: its query vectors are journalled like completions.
+    configured = [settings.app.embedders.get(embedder_name(settings.app, index)) for index in indexes]
+    paid = any(embedder is not None and embedder.kind == "openai" for embedder in configured)
+    return RetrieverAgent(
+        settings.app, indexes, embedders, sources=sources, journal=await journal(components) if paid else None
+    )
 
 
 async def build_tokenizer(components: Components) -> Agent:

@@ -21,6 +21,7 @@ from relaychain.agents.documents.loaders import LoaderError, Section, load_file,
 from relaychain.agents.documents.ranking import fuse, group_by_source
 from relaychain.agents.documents.remote_embeddings import OpenAIEmbedder
 from relaychain.agents.retriever import RetrieverAgent
+from relaychain.agents.stores.journal import SqliteJournal
 from relaychain.agents.stores.vectors import Hit, IndexedChunk, NumpyVectorIndex, PgVectorIndex, VectorIndex
 from relaychain.bus.errors import AgentError, RetryableError
 from relaychain.schemas import Job, Request, Usage
@@ -418,6 +419,40 @@ async def test_openai_embeddings_are_searched_and_billed_as_an_embed_step(
     assert (usage.usage.step, usage.usage.model, usage.usage.input_tokens) == ("embed", "api", tokens)
     assert usage.usage.input_cost == Decimal("0.02") * tokens / 1_000_000
     assert usage.usage.currency == "USD" and usage.usage.output_cost == 0
+    await close_embedder(embedder)
+
+
+async def test_a_redelivered_job_reuses_its_paid_query_embedding(
+    openai_server: OpenAITestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_EMBEDDINGS_KEY", "sk-test")
+    config = embedder_config(
+        api={
+            "kind": "openai",
+            "api_key_env": "TEST_EMBEDDINGS_KEY",
+            "model": "emb",
+            "base_url": openai_server.base_url,
+            "dimensions": 64,
+            "price": {"input_per_million": "0.02", "output_per_million": "0"},
+        }
+    )
+    embedder = await open_embedder("api", config, tmp_path)
+    journal = SqliteJournal(tmp_path / "journal.sqlite3")
+    index = NumpyVectorIndex(tmp_path / "cars")
+    agent = RetrieverAgent(config, {"cars": index}, {"cars": embedder}, sources={"cars": CARS}, journal=journal)
+    await agent.warm_up()
+    job = retrieve_job("car_blog", car="Which hatchback is made in Valencia?")
+    paid_before = openai_server.attempts("emb")
+
+    first = await agent.handle(job)
+    again = await RetrieverAgent(config, {"cars": index}, {"cars": embedder}, journal=journal).handle(job)
+
+    assert openai_server.attempts("emb") == paid_before + 1, "the redelivered job called the API again"
+    assert first[0] == again[0], "the same context and usage line on the job"
+    paid, replayed = first[1], again[1]
+    assert isinstance(paid, Usage) and isinstance(replayed, Usage)
+    assert (replayed.usage, replayed.created_at) == (paid.usage, paid.created_at), "billed as of the one payment"
+    await journal.close()
     await close_embedder(embedder)
 
 
