@@ -49,7 +49,7 @@ class CausalLMEmbedder:
     @classmethod
     async def load(cls, name: str, config: ModelConfig, data_dir: Path, **options: Any) -> CausalLMEmbedder:
         embedder = cls(name, config, data_dir, **options)
-        embedder._loaded = await asyncio.wrap_future(embedder._engine.submit(embedder._engine.ensure_loaded))
+        embedder._loaded = await asyncio.wrap_future(embedder._engine.thread.submit(embedder._engine.ensure_loaded))
         embedder.tokenizer = PlainTokenizer(embedder._loaded.tokenizer)
         return embedder
 
@@ -58,7 +58,7 @@ class CausalLMEmbedder:
         return int(self._loaded.model.config.hidden_size)
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
-        return await asyncio.wrap_future(self._engine.submit(self.embed_blocking, list(texts)))
+        return await asyncio.wrap_future(self._engine.thread.submit(self.embed_blocking, list(texts)))
 
     def embed_blocking(self, texts: Sequence[str]) -> np.ndarray:
         """On the engine's thread (or a bench's): batches of similar lengths."""
