@@ -1,4 +1,12 @@
-"""Moderation cost per KB of text as the word list grows: Aho-Corasick vs a loop over the words.
+"""Moderation quality on the labelled evasion set, and cost per KB as the word list grows.
+
+Quality: precision and recall of the shipped global list over the labelled
+set in `tests/support/moderation_set.py` (traditional characters, look-alike
+letters, diacritics, symbols and invisible characters slipped inside terms;
+near misses that must pass), against a baseline that matches the same list
+over case-folded text only.
+
+Cost: Aho-Corasick vs a loop over the words.
 
 A mixed Chinese/English list (10,000 terms, half each) over 1 MB of mixed
 text. The relaychain matcher (normalisation with the offset map, one
@@ -15,10 +23,17 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from relaychain.agents.moderation import Matcher, normalise
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from relaychain.agents.moderation import Matcher, normalise, read_word_list  # noqa: E402
+from tests.support.moderation_set import ALLOWLIST, EVASIONS, NEAR_MISSES  # noqa: E402
+
+GLOBAL_LIST = Path(__file__).resolve().parents[1] / "relaychain" / "defaults" / "wordlists" / "global.txt"
 
 _COMMON_HANZI = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点从业本去把性好应开它合还因由其些然前外天政四日那社义事平形相全表间样与关各重新线内数正心反你明看原又么利比或但质气第向道命此变条只没结解问意建月公无系军很情者最立代想已通并提直题党程展五果料象员革位入常文总次品式活设及管特件长求老头基资边流路级少图山统接知较将组见计别她手角期根论运农指几九区强放决西被干做必战先回则任取据处队南给色光门即保治北造百规热领七海口东导器压志世金增争济阶油思术极交受联什认六共权收证改清己美再采转更单风切打白教速花带安场身车例真务具万每目至达走积示议声报斗完类八离华名确才科张信马节话米整空元况今集温传土许步群广石记需段研界拉林律叫且究观越织装影算低持音众书布复容儿须际商非验连断深难近矿千周委素技备半办青省列习响约支般史感劳便团往酸历市克何除消构府称太准精值号率族维划选标写存候毛亲快效斯院查江型眼王按格养易置派层片始却专状育厂京识适属圆包火住调满县局照参红细引听该铁价严"
 _LATIN = "abcdefghijklmnopqrstuvwxyz"
@@ -71,6 +86,38 @@ def naive_find(terms: dict[str, str]) -> Callable[[str], int]:
     return find
 
 
+def quality(caught: Callable[[str, str | None], bool]) -> tuple[float, float, int, int]:
+    """Precision, recall, missed evasions, flagged near misses; `caught(text, category)` says if it was found."""
+    true_positives = sum(caught(text, category) for text, category, _ in EVASIONS)
+    false_positives = sum(caught(text, None) for text in NEAR_MISSES)
+    flagged = true_positives + false_positives
+    precision = true_positives / flagged if flagged else 1.0
+    return precision, true_positives / len(EVASIONS), len(EVASIONS) - true_positives, false_positives
+
+
+def print_quality() -> None:
+    terms = read_word_list(GLOBAL_LIST)
+    matcher = Matcher(terms, ALLOWLIST)
+    folded = {term.casefold(): category for term, category in terms.items()}
+
+    def by_matcher(text: str, category: str | None) -> bool:
+        found = {m.category for m in matcher.find(text)}
+        return bool(found) if category is None else category in found
+
+    def by_casefold(text: str, category: str | None) -> bool:
+        haystack = text.casefold()
+        found = {c for term, c in folded.items() if term in haystack}
+        return bool(found) if category is None else category in found
+
+    print(f"labelled set: {len(EVASIONS)} evasions, {len(NEAR_MISSES)} near misses (Chinese and English)\n")
+    print("| matcher | precision | recall | evasions missed | near misses flagged |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, caught in (("relaychain (folding)", by_matcher), ("case-fold substring baseline", by_casefold)):
+        precision, recall, missed, flagged = quality(caught)
+        print(f"| {name} | {precision:.2f} | {recall:.2f} | {missed} | {flagged} |")
+    print()
+
+
 def best_of(repeat: int, call: Callable[[], object]) -> float:
     timings = []
     for _ in range(repeat):
@@ -86,6 +133,7 @@ def main() -> None:
     parser.add_argument("--baseline-kb", type=int, default=64, help="text size for the naive baseline")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    print_quality()
     rng = random.Random(20240601)
     full = word_list(10_000, rng)
     text = mixed_text(args.text_kb, rng)

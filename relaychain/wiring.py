@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from relaychain.agents.documents.embeddings import TransformerEmbedder
-from relaychain.agents.documents.indexer import DocumentIndexer
+from relaychain.agents.documents.embedders import embedder_name, open_embedder
+from relaychain.agents.documents.embeddings import Embedder
 from relaychain.agents.formatter import FormatterAgent
 from relaychain.agents.formatting.validate import SchemaRegistry
 from relaychain.agents.generator import GeneratorAgent
@@ -182,20 +182,29 @@ async def build_retriever(components: Components) -> Agent:
     settings = components.settings
     if all(business.retrieval is None for business in settings.app.businesses.values()):
         # The retriever only passes jobs on: loading MiniLM (seconds) would slow every `run` and `chat` for nothing.
-        return RetrieverAgent(settings.app, {}, _NothingToEmbed())
-    embedder = await components.once("embedder", TransformerEmbedder.load)
+        return RetrieverAgent(settings.app, {}, {})
     indexes: dict[str, VectorIndex] = {}
+    embedders: dict[str, Embedder] = {}
+    sources = {}
     for business in settings.app.businesses.values():
         retrieval = business.retrieval
         if retrieval is None or retrieval.index in indexes:
             continue
+        name = embedder_name(settings.app, retrieval.index)
+        embedder = await components.once(
+            f"embedder:{name}", lambda n=name: open_embedder(n, settings.app, settings.data_dir)
+        )
         index = open_index(settings, retrieval.index, embedder.dim)
         components.on_close(index.close)
-        indexes[retrieval.index] = index
+        indexes[retrieval.index], embedders[retrieval.index] = index, embedder
         if retrieval.sources is not None:
-            folder = settings.resolve(retrieval.sources)
-            await _index_sources(index, embedder, folder, retrieval.index, retrieval.max_file_bytes)
-    return RetrieverAgent(settings.app, indexes, embedder)
+            sources[retrieval.index] = settings.resolve(retrieval.sources)
+    # Only a hosted embeddings API is paid per call: its query vectors are journalled like completions.
+    configured = [settings.app.embedders.get(embedder_name(settings.app, index)) for index in indexes]
+    paid = any(embedder is not None and embedder.kind == "openai" for embedder in configured)
+    return RetrieverAgent(
+        settings.app, indexes, embedders, sources=sources, journal=await journal(components) if paid else None
+    )
 
 
 async def build_tokenizer(components: Components) -> Agent:
@@ -240,37 +249,8 @@ BUILDERS: dict[str, Callable[[Components], Awaitable[Agent]]] = {
 }
 
 
-class _NothingToEmbed:
-    """The embedder of a config in which no business retrieves; never asked to embed."""
-
-    dim = 0
-    tokenizer = None
-
-    async def embed(self, texts: Sequence[str]) -> Any:
-        raise RuntimeError("no business retrieves, so nothing is embedded")
-
-
 def _needs_summaries(components: Components) -> bool:
     return any(b.memory.kind == "summary" for b in components.settings.app.businesses.values())
-
-
-async def _index_sources(
-    index: VectorIndex, embedder: TransformerEmbedder, folder: Any, name: str, max_file_bytes: int
-) -> None:
-    if not folder.is_dir():
-        log.warning("retrieval sources %s for index %s not found; serving what the index holds", folder, name)
-        return
-    report = await DocumentIndexer(index, embedder).index_directory(folder, max_file_bytes=max_file_bytes)
-    for source, error in report.failed.items():
-        log.warning("could not index %s: %s", source, error)
-    if report.indexed or report.removed:
-        log.info(
-            "index %s: %d files indexed, %d removed, %d chunks embedded",
-            name,
-            len(report.indexed),
-            len(report.removed),
-            report.chunks_embedded,
-        )
 
 
 def _progress(message: str) -> None:

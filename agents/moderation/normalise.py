@@ -1,45 +1,111 @@
 """Text normalisation for sensitive-word matching, with a map back to the original text.
 
-Evasions this undoes: full-width letters (`ｓｅｘ`, NFKC), case (case-fold),
-zero-width characters, runs of whitespace, and separators slipped between
-characters (`敏 感`, `s.e.x`, `s-e-x`). Separators are removed only where
-they cannot be meaningful: between two CJK ideographs (Chinese does not put
-spaces or dots between the characters of a word) and inside a chain of
-single letters (`s.e.x`); elsewhere they stay, so `this ex` never becomes
-`thisex` and whole-word checks still see word boundaries.
+Evasions this undoes, character by character:
+
+- full-width letters (`ｓｅｘ`, NFKC) and case (case-fold);
+- traditional Chinese (`色情` written `色情`, `發票` for `发票`): every
+  ideograph goes through OpenCC's `t2s` one character at a time, so one
+  original character stays one normalised character;
+- look-alike letters from other scripts (Cyrillic `ѕех`, Greek `ροrn`): the
+  Unicode confusables table (UTS #39, as shipped by `confusable-homoglyphs`)
+  folds a non-Latin letter to the ASCII letter it imitates;
+- diacritics (`sèx`, `pörn`): NFKD, then the combining marks of the Latin,
+  Greek and Cyrillic blocks are dropped (Japanese voicing marks are kept);
+- invisible characters (zero-width space and joiner, variation selectors,
+  tag characters, combining marks standing alone) are dropped everywhere;
+- symbols and emoji slipped inside a word (`se💋x`, `色❤情`): dropped where
+  they sit between two letters or two ideographs;
+- separators slipped between characters (`敏 感`, `s.e.x`, `s-e-x`).
+  Separators are removed only where they cannot be meaningful: between two
+  CJK ideographs (Chinese does not put spaces or dots between the characters
+  of a word) and inside a chain of single letters (`s.e.x`); elsewhere they
+  stay, so `this ex` never becomes `thisex`, `www.sex.com` keeps its words
+  and whole-word checks still see word boundaries.
 
 Every normalised index maps back to the offset of the original character it
 came from, so matches are reported (and masked) in the original text.
-Normalisation is per character: a base letter followed by a combining mark
-is not composed.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from bisect import bisect_right
 from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
+
+import opencc
 
 __all__ = ["NormalisedText", "normalise", "normalise_term"]
 
-_ZERO_WIDTH = "\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff"
+# Diacritics of Latin, Greek and Cyrillic letters; Japanese voicing marks (U+3099) are not among them.
+_COMBINING = "\u0300-\u036f\u0483-\u0489\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
+_INVISIBLE = (
+    "\u00ad\u034f\u180b-\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u206a-\u206f\ufe00-\ufe0f\ufeff"
+    "\U000e0000-\U000e007f\U000e0100-\U000e01ef"
+)
+_ZERO_WIDTH = _INVISIBLE + _COMBINING
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+# Symbols and emoji: nobody writes them inside a word except to split it.
+_SYMBOLS = (
+    "#$%&*+<=>@^~|\u00a2-\u00a9\u00ae-\u00b1\u00b4\u00b7\u00d7\u00f7\u2020-\u2022\u2030-\u205e"
+    "\u2100-\u2bff\u3012\u3013\u3020\u3200-\u33ff"
+    "\U0001f000-\U0001faff"
+)
 # Separators that carry no meaning inside a word; sentence punctuation (，。) is not one of them.
 _SLIPPED = rf"[\s{_ZERO_WIDTH}.\-_*·•|/\\~+'`:．－＿＊・～｜／]"
+_SLIPPED_SYMBOL = rf"[{_SYMBOLS}{_ZERO_WIDTH}]"
 
 _ALWAYS_DROPPED = re.compile(rf"[{_ZERO_WIDTH}]|(?<=\s)\s+")
-_BETWEEN_CJK = re.compile(rf"(?<=[{_CJK}]){_SLIPPED}{{1,3}}(?=[{_CJK}])")
-_LETTER_CHAIN = re.compile(rf"(?<![^\W_])[^\W_](?:{_SLIPPED}{{1,3}}[^\W_](?![^\W_]))+")
+_BETWEEN_CJK = re.compile(rf"(?<=[{_CJK}])(?:{_SLIPPED}|{_SLIPPED_SYMBOL}){{1,3}}(?=[{_CJK}])")
+_INSIDE_WORD = re.compile(rf"(?<=[^\W_]){_SLIPPED_SYMBOL}{{1,3}}(?=[^\W_])")
+# A chain starts at a letter that is not the end of a word, even one split by slipped symbols (`se💋x b`).
+_LETTER_CHAIN = re.compile(
+    rf"(?<![^\W_])(?<![^\W_]{_SLIPPED_SYMBOL})(?<![^\W_]{_SLIPPED_SYMBOL}{_SLIPPED_SYMBOL})"
+    rf"[^\W_](?:{_SLIPPED}{{1,3}}[^\W_](?![^\W_]))+"
+)
 _LETTER = re.compile(r"[^\W_]")
 
 
+_STRIP_MARKS = re.compile(rf"[{_COMBINING}]")
+_T2S = opencc.OpenCC("t2s.json")
+
+
+@cache
+def _confusables() -> dict[str, str]:
+    """Non-Latin letter -> the ASCII letter or digit it imitates, from the UTS #39 confusables data."""
+    data = json.loads(files("confusable_homoglyphs").joinpath("confusables.json").read_text(encoding="utf-8"))
+    table: dict[str, str] = {}
+    for char, homoglyphs in data.items():
+        if len(char) != 1 or not char.isalpha() or char.isascii() or "LATIN" in unicodedata.name(char, "LATIN"):
+            continue
+        latin = next((h["c"] for h in homoglyphs if len(h["c"]) == 1 and h["c"].isascii() and h["c"].isalnum()), None)
+        if latin is not None:
+            table[char] = latin
+    return table
+
+
+def _fold_char(char: str) -> str:
+    """One original character in matching form: possibly empty, possibly longer (`ß` -> `ss`)."""
+    if char.isspace():
+        return " "
+    stripped = _STRIP_MARKS.sub("", unicodedata.normalize("NFKD", char))
+    composed = unicodedata.normalize("NFKC", stripped)
+    confusables = _confusables()
+    folded = "".join(confusables.get(c, c) for c in composed).casefold()
+    if any("\u3400" <= c <= "\u9fff" or "\uf900" <= c <= "\ufaff" for c in folded):
+        # One character at a time: OpenCC's phrase rules could change the length and lose the offsets.
+        folded = "".join(converted if len(converted := _T2S.convert(c)) == 1 else c for c in folded)
+    return folded
+
+
 class _FoldTable(dict[int, str]):
-    """str.translate table: NFKC then case-fold, every whitespace to one space; filled on demand."""
+    """str.translate table built from `_fold_char`, filled on demand (a text meets few distinct characters)."""
 
     def __missing__(self, codepoint: int) -> str:
-        char = chr(codepoint)
-        folded = " " if char.isspace() else unicodedata.normalize("NFKC", char).casefold()
+        folded = _fold_char(chr(codepoint))
         self[codepoint] = folded
         return folded
 
@@ -106,6 +172,7 @@ def normalise_term(term: str) -> str:
 def _dropped_ranges(text: str) -> list[tuple[int, int]]:
     ranges = [m.span() for m in _ALWAYS_DROPPED.finditer(text)]
     ranges += [m.span() for m in _BETWEEN_CJK.finditer(text)]
+    ranges += [m.span() for m in _INSIDE_WORD.finditer(text)]
     for chain in _LETTER_CHAIN.finditer(text):
         start = chain.start()
         for index in range(start, chain.end()):

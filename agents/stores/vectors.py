@@ -5,9 +5,14 @@ all of a source's chunks and its hash at once, so an interrupted re-index
 never leaves half a file; the indexer compares hashes to skip unchanged
 files and `delete_source` removes files that are gone.
 
+Both kinds also answer lexical queries (`search_lexical`, BM25 over the
+terms of `lexical.terms`), which the retriever fuses with the vector ranking.
+
 `NumpyVectorIndex` keeps one float32 matrix in memory, persisted under the
-data dir (`vectors.npy` + `chunks.json`), written atomically on `flush()`.
-`PgVectorIndex` keeps chunks in PostgreSQL with pgvector and an HNSW index.
+data dir (`vectors.npy` + `chunks.json`), written atomically on `flush()`;
+its BM25 postings are rebuilt in memory after a change, at the next lexical
+query. `PgVectorIndex` keeps chunks in PostgreSQL with pgvector and an HNSW
+index, and each chunk's terms in a table beside them, scored in SQL.
 """
 
 from __future__ import annotations
@@ -17,12 +22,15 @@ import json
 import os
 import re
 import struct
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+from relaychain.agents.stores.lexical import K1, B, Bm25, terms
 
 if TYPE_CHECKING:
     import asyncpg
@@ -60,6 +68,10 @@ class VectorIndex(Protocol):
         """The k chunks with the highest inner product with `vector`, best first."""
         ...
 
+    async def search_lexical(self, query: Sequence[str], k: int) -> list[Hit]:
+        """The k chunks with the highest BM25 score for the query terms (`lexical.terms`), best first."""
+        ...
+
     async def flush(self) -> None:
         """Make everything written so far durable."""
         ...
@@ -88,6 +100,7 @@ class NumpyVectorIndex:
         self._hashes: dict[str, str] = {}
         self._matrix = np.zeros((0, 0), dtype=np.float32)
         self._dirty = False
+        self._bm25: Bm25 | None = None
         meta = self.directory / "chunks.json"
         if meta.exists():
             saved = json.loads(meta.read_text(encoding="utf-8"))
@@ -112,6 +125,7 @@ class NumpyVectorIndex:
         self._chunks = [chunk for chunk, kept in zip(self._chunks, keep, strict=True) if kept] + list(chunks)
         self._hashes[source] = content_hash
         self._dirty = True
+        self._bm25 = None
 
     async def delete_source(self, source: str) -> None:
         if source not in self._hashes:
@@ -121,6 +135,7 @@ class NumpyVectorIndex:
         self._chunks = [chunk for chunk, kept in zip(self._chunks, keep, strict=True) if kept]
         del self._hashes[source]
         self._dirty = True
+        self._bm25 = None
 
     async def search(self, vector: np.ndarray, k: int) -> list[Hit]:
         if len(self._chunks) > self.OFFLOAD_ROWS:
@@ -134,6 +149,22 @@ class NumpyVectorIndex:
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
+        return [Hit(chunk=self._chunks[i], score=float(scores[i])) for i in top]
+
+    async def search_lexical(self, query: Sequence[str], k: int) -> list[Hit]:
+        if self._bm25 is None or len(self._chunks) > self.OFFLOAD_ROWS:
+            return await asyncio.to_thread(self._search_lexical, query, k)
+        return self._search_lexical(query, k)
+
+    def _search_lexical(self, query: Sequence[str], k: int) -> list[Hit]:
+        if not self._chunks or k <= 0 or not query:
+            return []
+        bm25 = self._bm25
+        if bm25 is None:
+            bm25 = self._bm25 = Bm25([terms(chunk.text) for chunk in self._chunks])
+        scores = bm25.scores(query)
+        matched = np.flatnonzero(scores > 0)
+        top = matched[np.argsort(-scores[matched], kind="stable")[:k]]
         return [Hit(chunk=self._chunks[i], score=float(scores[i])) for i in top]
 
     async def flush(self) -> None:
@@ -183,6 +214,7 @@ class PgVectorIndex:
         self._max_pool = max_pool
         self._chunks_table = f"rc_index_{name}_chunks"
         self._sources_table = f"rc_index_{name}_sources"
+        self._terms_table = f"rc_index_{name}_terms"
         self._pool: asyncpg.Pool | None = None
         self._tables_ready = False
         self._opening = asyncio.Lock()
@@ -226,6 +258,18 @@ class PgVectorIndex:
             await conn.execute(
                 f"CREATE INDEX IF NOT EXISTS {self._chunks_table}_source ON {self._chunks_table} (source)"
             )
+            await conn.execute(
+                f"ALTER TABLE {self._chunks_table} ADD COLUMN IF NOT EXISTS lexical_length INTEGER NOT NULL DEFAULT 0"
+            )
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {self._terms_table} ("
+                f" chunk_id BIGINT NOT NULL REFERENCES {self._chunks_table} (id) ON DELETE CASCADE,"
+                " term TEXT NOT NULL, tf INTEGER NOT NULL)"
+            )
+            await conn.execute(f"CREATE INDEX IF NOT EXISTS {self._terms_table}_term ON {self._terms_table} (term)")
+            await conn.execute(
+                f"CREATE INDEX IF NOT EXISTS {self._terms_table}_chunk ON {self._terms_table} (chunk_id)"
+            )
 
     async def sources(self) -> dict[str, str]:
         pool = await self._connections()
@@ -236,15 +280,27 @@ class PgVectorIndex:
         self, source: str, content_hash: str, chunks: Sequence[IndexedChunk], vectors: np.ndarray
     ) -> None:
         vectors = _check_vectors(chunks, vectors, self.dim)
+        chunk_terms = [Counter(terms(chunk.text)) for chunk in chunks]
         pool = await self._connections()
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute(f"DELETE FROM {self._chunks_table} WHERE source = $1", source)
             await conn.copy_records_to_table(
                 self._chunks_table,
-                columns=("source", "text", "location", "start_offset", "end_offset", "embedding"),
+                columns=("source", "text", "location", "start_offset", "end_offset", "embedding", "lexical_length"),
                 records=[
-                    (source, chunk.text, chunk.location, chunk.start, chunk.end, vector)
-                    for chunk, vector in zip(chunks, vectors, strict=True)
+                    (source, chunk.text, chunk.location, chunk.start, chunk.end, vector, counts.total())
+                    for chunk, vector, counts in zip(chunks, vectors, chunk_terms, strict=True)
+                ],
+            )
+            # COPY takes ids from the sequence in row order: the source's ids, sorted, are its chunks in order.
+            ids = await conn.fetch(f"SELECT id FROM {self._chunks_table} WHERE source = $1 ORDER BY id", source)
+            await conn.copy_records_to_table(
+                self._terms_table,
+                columns=("chunk_id", "term", "tf"),
+                records=[
+                    (row["id"], term, count)
+                    for row, counts in zip(ids, chunk_terms, strict=True)
+                    for term, count in counts.items()
                 ],
             )
             await conn.execute(
@@ -269,19 +325,34 @@ class PgVectorIndex:
             np.asarray(vector, dtype=np.float32),
             k,
         )
-        return [
-            Hit(
-                chunk=IndexedChunk(
-                    text=row["text"],
-                    source=row["source"],
-                    location=row["location"],
-                    start=row["start_offset"],
-                    end=row["end_offset"],
-                ),
-                score=float(row["score"]),
+        return [_hit(row) for row in rows]
+
+    async def search_lexical(self, query: Sequence[str], k: int) -> list[Hit]:
+        if not query or k <= 0:
+            return []
+        pool = await self._connections()
+        chunks, terms_table = self._chunks_table, self._terms_table
+        rows = await pool.fetch(
+            f"""
+            WITH q AS (SELECT term, count(*) AS qtf FROM unnest($1::text[]) AS term GROUP BY term),
+            stats AS (SELECT count(*)::float8 AS n, coalesce(avg(lexical_length), 0)::float8 AS avgdl FROM {chunks}),
+            df AS (SELECT t.term, count(*)::float8 AS df FROM {terms_table} t JOIN q USING (term) GROUP BY t.term),
+            scored AS (
+                SELECT t.chunk_id, sum(
+                    q.qtf * ln(1 + (stats.n - df.df + 0.5) / (df.df + 0.5)) * t.tf * ({K1} + 1)
+                    / (t.tf + {K1} * (1 - {B} + {B} * c.lexical_length / greatest(stats.avgdl, 1)))
+                ) AS score
+                FROM {terms_table} t JOIN q USING (term) JOIN df USING (term) JOIN {chunks} c ON c.id = t.chunk_id,
+                stats
+                GROUP BY t.chunk_id ORDER BY score DESC, t.chunk_id LIMIT $2
             )
-            for row in rows
-        ]
+            SELECT c.source, c.text, c.location, c.start_offset, c.end_offset, s.score
+            FROM scored s JOIN {chunks} c ON c.id = s.chunk_id ORDER BY s.score DESC, c.id
+            """,
+            list(query),
+            k,
+        )
+        return [_hit(row) for row in rows]
 
     async def flush(self) -> None:
         """Writes are already committed; the first flush builds the HNSW index over what was loaded.
@@ -302,10 +373,21 @@ class PgVectorIndex:
     async def drop(self) -> None:
         """Remove this index's tables."""
         pool = await self._connections()
-        await pool.execute(f"DROP TABLE IF EXISTS {self._chunks_table}, {self._sources_table}")
+        await pool.execute(f"DROP TABLE IF EXISTS {self._terms_table}, {self._chunks_table}, {self._sources_table}")
         self._tables_ready = False
 
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+def _hit(row: asyncpg.Record) -> Hit:
+    chunk = IndexedChunk(
+        text=row["text"],
+        source=row["source"],
+        location=row["location"],
+        start=row["start_offset"],
+        end=row["end_offset"],
+    )
+    return Hit(chunk=chunk, score=float(row["score"]))

@@ -90,11 +90,11 @@ async def _index(
 ) -> IndexReport:
     from tqdm import tqdm
 
-    from relaychain.agents.documents.embeddings import TransformerEmbedder
+    from relaychain.agents.documents.embedders import close_embedder, configured_or_encoder
     from relaychain.agents.documents.indexer import DocumentIndexer
     from relaychain.stores import open_index
 
-    embedder = await TransformerEmbedder.load(model_path)
+    embedder = await configured_or_encoder(settings.app, name, settings.data_dir, model_path)
     store = open_index(settings, name, embedder.dim, postgres_dsn)
     try:
         with tqdm(total=files, unit="file", desc=f"indexing {name}", disable=not progress) as bar:
@@ -108,7 +108,7 @@ async def _index(
             )
     finally:
         await store.close()
-        embedder.close()
+        await close_embedder(embedder)
 
 
 @click.command()
@@ -143,15 +143,15 @@ def search(name: str, query: str, top_k: int, model_path: Path | None, postgres_
 async def _search(
     settings: Settings, name: str, query: str, top_k: int, model_path: Path | None, postgres_dsn: str | None
 ) -> list[tuple[float, str, str, str]]:
-    from relaychain.agents.documents.embeddings import TransformerEmbedder
+    from relaychain.agents.documents.embedders import close_embedder, configured_or_encoder
     from relaychain.stores import open_index
 
-    embedder = await TransformerEmbedder.load(model_path)
+    embedder = await configured_or_encoder(settings.app, name, settings.data_dir, model_path)
     store = open_index(settings, name, embedder.dim, postgres_dsn)
     try:
         (vector,) = await embedder.embed([query])
         hits = await store.search(vector, top_k)
     finally:
         await store.close()
-        embedder.close()
+        await close_embedder(embedder)
     return [(hit.score, hit.chunk.source, hit.chunk.location, hit.chunk.text) for hit in hits]

@@ -9,6 +9,7 @@ import pytest
 
 from relaychain.agents.moderation import Matcher, WordLists, normalise, read_word_list
 from relaychain.schemas.config import AppConfig
+from tests.support.moderation_set import ALLOWLIST, EVASIONS, NEAR_MISSES
 
 DEFAULTS = Path(__file__).resolve().parents[2] / "relaychain" / "defaults"
 
@@ -54,6 +55,11 @@ CLEAN = [
 
 
 @pytest.fixture(scope="module")
+def shipped() -> Matcher:
+    return Matcher(read_word_list(DEFAULTS / "wordlists" / "global.txt"), allowlist=ALLOWLIST)
+
+
+@pytest.fixture(scope="module")
 def matcher() -> Matcher:
     terms = read_word_list(DEFAULTS / "wordlists" / "global.txt")
     return Matcher(terms, allowlist=["杀人鲸", "bath bomb"])
@@ -67,6 +73,36 @@ def test_every_dirty_text_is_caught_in_its_category(matcher: Matcher, text: str,
 @pytest.mark.parametrize("text", CLEAN)
 def test_no_clean_text_is_touched(matcher: Matcher, text: str) -> None:
     assert matcher.find(text) == []
+
+
+@pytest.mark.parametrize(("text", "category", "trick"), EVASIONS, ids=[trick for _, _, trick in EVASIONS])
+def test_every_labelled_evasion_is_caught(shipped: Matcher, text: str, category: str, trick: str) -> None:
+    found = shipped.find(text)
+    assert category in {m.category for m in found}, trick
+
+
+@pytest.mark.parametrize("text", NEAR_MISSES)
+def test_near_misses_pass(shipped: Matcher, text: str) -> None:
+    assert shipped.find(text) == []
+
+
+def test_folding_keeps_one_original_offset_per_character() -> None:
+    """Masking replaces the original characters: the span covers the evasion exactly, tricks included."""
+    matcher = Matcher({"sex": "adult", "色情": "adult", "代开发票": "ads"})
+    text = "a ѕе\u0301💋x b 色❤️情 c 代開發票 d"
+    spans = [text[m.start : m.end] for m in matcher.find(text)]
+    assert spans == ["ѕе\u0301💋x", "色❤️情", "代開發票"]
+
+
+def test_traditional_terms_in_a_list_match_simplified_text() -> None:
+    [found] = Matcher({"發票": "ads"}).find("开发票")
+    assert (found.start, found.end) == (1, 3)
+
+
+def test_symbols_between_words_do_not_join_them() -> None:
+    assert normalise("www.sex.com").text == "www.sex.com"
+    assert normalise("I ❤ you").text == "i ❤ you"
+    assert normalise("好。感谢").text == "好。感谢", "sentence punctuation between ideographs stays"
 
 
 def test_offsets_point_into_the_original_text(matcher: Matcher) -> None:

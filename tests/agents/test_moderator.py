@@ -96,6 +96,17 @@ async def test_mask_forwards_masked_input_and_prompt(agent: ModeratorAgent) -> N
     assert forwarded.moderation == (ModerationOutcome(stage="input", action="mask", counts={"ads": 3}),)
 
 
+async def test_mask_replaces_the_original_characters_of_an_evasion(agent: ModeratorAgent) -> None:
+    """Traditional characters, symbols, look-alike letters and invisibles are masked where they stand."""
+    text = "快加✨微✨信, bυy fοllο\u200bwers!"
+    [forwarded] = await agent.handle(_job(text))
+    assert isinstance(forwarded, Job)
+    assert forwarded.request.input == "快*****, " + "*" * len("bυy fοllο\u200bwers") + "!"
+    assert len(forwarded.request.input) == len(text)
+    [blocked] = await agent.handle(_job("clean", step="moderate.output", outputs={"main": "翻牆 and a bоmb"}))
+    assert isinstance(blocked, Blocked) and blocked.categories == ("violence",)
+
+
 async def test_flag_passes_untouched_and_records(agent: ModeratorAgent) -> None:
     job = _job("如何翻墙")
     [forwarded] = await agent.handle(job)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from relaychain.agents.stores.lexical import terms
 from relaychain.agents.stores.vectors import (
     IndexedChunk,
     NumpyVectorIndex,
@@ -109,3 +110,62 @@ async def test_index_survives_reopening(open_index: IndexFactory) -> None:
     reopened = await open_index()
     assert await reopened.sources() == {"a.md": "a"}
     assert [hit.chunk.text for hit in await reopened.search(unit(0, 1), 1)] == ["a.md part 1"]
+
+
+def sheet(source: str, *texts: str) -> list[IndexedChunk]:
+    return [
+        IndexedChunk(text=text, source=source, start=i * 100, end=i * 100 + len(text)) for i, text in enumerate(texts)
+    ]
+
+
+async def fill_sheets(index: VectorIndex) -> None:
+    await index.replace_source(
+        "yunque.md",
+        "y",
+        sheet("yunque.md", "云雀7 电池：72 kWh 三元锂电池", "后备厢：560 升"),
+        np.stack([unit(1), unit(0, 1)]),
+    )
+    await index.replace_source(
+        "kestrel.txt",
+        "k",
+        sheet("kestrel.txt", "Kestrel Brio Urban turning circle 9.4 m", "Battery: 42 kWh LFP"),
+        np.stack([unit(0, 0, 1), unit(0, 0, 0, 1)]),
+    )
+
+
+async def test_lexical_search_ranks_by_bm25_over_words_and_chinese_bigrams(open_index: IndexFactory) -> None:
+    index = await open_index()
+    await fill_sheets(index)
+    assert [h.chunk.text for h in await index.search_lexical(terms("turning circle of the Kestrel"), 5)] == [
+        "Kestrel Brio Urban turning circle 9.4 m"
+    ]
+    chinese = await index.search_lexical(terms("雲雀7的電池容量"), 5)  # traditional query, simplified sheet
+    assert chinese[0].chunk.source == "yunque.md" and chinese[0].chunk.start == 0
+    battery = await index.search_lexical(terms("battery kWh"), 5)
+    assert battery[0].chunk.text == "Battery: 42 kWh LFP", "two shared terms beat one"
+    assert [h.score for h in battery] == sorted((h.score for h in battery), reverse=True)
+    assert await index.search_lexical(terms("nothing shared"), 5) == []
+    assert await index.search_lexical([], 5) == []
+
+
+async def test_lexical_search_follows_replaced_and_deleted_sources(open_index: IndexFactory) -> None:
+    index = await open_index()
+    await fill_sheets(index)
+    assert await index.search_lexical(terms("Kestrel"), 5)
+    await index.replace_source("kestrel.txt", "k2", sheet("kestrel.txt", "Range: 333 km"), np.stack([unit(1)]))
+    assert await index.search_lexical(terms("Kestrel"), 5) == []
+    assert [h.chunk.text for h in await index.search_lexical(terms("range km"), 5)] == ["Range: 333 km"]
+    await index.delete_source("yunque.md")
+    assert await index.search_lexical(terms("后备厢"), 5) == []
+
+
+async def test_lexical_scores_are_the_same_on_every_index(open_index: IndexFactory, tmp_path: Path) -> None:
+    """pgvector computes BM25 in SQL; it must agree with the in-memory postings."""
+    index = await open_index()
+    reference = NumpyVectorIndex(tmp_path / "reference")
+    for target in (index, reference):
+        await fill_sheets(target)
+    query = terms("Kestrel battery 电池 kWh 升")
+    got = [(h.chunk.text, round(h.score, 4)) for h in await index.search_lexical(query, 10)]
+    expected = [(h.chunk.text, round(h.score, 4)) for h in await reference.search_lexical(query, 10)]
+    assert got == expected and len(got) == 4

@@ -6,7 +6,11 @@
 
 Each request to a model takes the next step of its script; the last step
 repeats. `POST /v1/chat/completions` answers plain JSON, or server-sent
-events with a final usage chunk when the request asks to stream. Every
+events with a final usage chunk when the request asks to stream.
+`POST /v1/embeddings` answers vectors hashed from the input's words and
+Chinese characters (a real bag-of-words embedding: texts that share words
+are close), `float` or `base64` as asked, with `usage.prompt_tokens` = one
+token per word or character. Failure steps apply to both routes. Every
 request is recorded, so tests can count attempts; `served(model)` counts
 only the answers delivered to a client still connected, which is what a
 provider bills (a client killed while waiting gets nothing and pays nothing).
@@ -14,10 +18,14 @@ provider bills (a client killed while waiting gets nothing and pays nothing).
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import json
+import re
 import select
 import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -168,7 +176,7 @@ def _handler_for(server: OpenAITestServer) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
-            if self.path != "/v1/chat/completions":
+            if self.path not in ("/v1/chat/completions", "/v1/embeddings"):
                 self._json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
                 return
             recorded = RecordedRequest(self.path, str(body.get("model", "")), body, self.headers.get("Authorization"))
@@ -181,6 +189,8 @@ def _handler_for(server: OpenAITestServer) -> type[BaseHTTPRequestHandler]:
                 if isinstance(step, Fail):
                     headers = {"Retry-After": f"{step.retry_after_s:g}"} if step.retry_after_s is not None else {}
                     self._json(step.status, {"error": {"message": step.message, "type": "scripted"}}, headers)
+                elif self.path == "/v1/embeddings":
+                    self._json(200, _embeddings(recorded))
                 elif recorded.stream:
                     self._sse(recorded, step)
                     server._count_served(recorded)
@@ -268,6 +278,39 @@ def _completion(request: RecordedRequest, reply: Reply) -> dict[str, Any]:
             {"index": 0, "message": {"role": "assistant", "content": reply.text}, "finish_reason": reply.finish_reason}
         ],
         "usage": _usage(reply),
+    }
+
+
+EMBEDDING_DIMENSIONS = 64
+_FEATURE = re.compile(r"[\u3400-\u9fff]|[^\W_\u3400-\u9fff]+")
+
+
+def _embeddings(request: RecordedRequest) -> dict[str, Any]:
+    texts = request.body.get("input", [])
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    dimensions = int(request.body.get("dimensions") or EMBEDDING_DIMENSIONS)
+    data = []
+    tokens = 0
+    for index, text in enumerate(texts):
+        features = _FEATURE.findall(str(text).casefold())
+        tokens += max(1, len(features))
+        vector = [0.0] * dimensions
+        for feature in features:
+            vector[
+                int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=4).digest(), "little") % dimensions
+            ] += 1
+        norm = sum(v * v for v in vector) ** 0.5 or 1.0
+        vector = [v / norm for v in vector]
+        if request.body.get("encoding_format") == "base64":
+            embedding: Any = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
+        else:
+            embedding = vector
+        data.append({"object": "embedding", "index": index, "embedding": embedding})
+    return {
+        "object": "list",
+        "data": data,
+        "model": request.model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
 
 
