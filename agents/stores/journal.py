@@ -153,8 +153,10 @@ class PostgresJournal:
         retention: timedelta = DEFAULT_RETENTION,
         trim_interval: timedelta = timedelta(hours=1),
         min_pool: int = 1,
-        max_pool: int = 5,
+        max_pool: int = 16,
     ) -> None:
+        # The journal write stands between the provider's answer and its safety from a crash: it must not
+        # queue behind a small pool when many jobs finish at once.
         self._postgres = PostgresPool(dsn, min_size=min_pool, max_size=max_pool)
         self._trimming = _Trimming(retention, trim_interval)
 

@@ -58,7 +58,8 @@ RAISE_ALWAYS: set[str] = set()
 
 
 class RaisingConsume:
-    """Raises around the router's handling of chosen requests: a failure outside the agent's `handle`."""
+    """Raises around the router's handling of chosen requests, outside the agent's `handle`: once with a
+    transient broker error (retried), or always with an unexpected one (answered as an `Error`)."""
 
     def __init__(self) -> None:
         self._raised: set[str] = set()
@@ -70,7 +71,7 @@ class RaisingConsume:
                 raise RuntimeError(f"injected: handling {request_id} always fails")
             if request_id in RAISE_ONCE and request_id not in self._raised:
                 self._raised.add(request_id)
-                raise RuntimeError(f"injected: handling {request_id} fails once")
+                raise BusError(f"injected: handling {request_id} fails once (retryable)")
         await call_next()
 
     async def publish(self, call_next: PublishNext, message: Message) -> None:

@@ -319,23 +319,32 @@ class Rig:
             await consumer.stop()
 
     def repaid_after(self, kills: Sequence[float]) -> list[float]:
-        """For each prompt the provider answered more than once: seconds from its first answer to the next kill.
+        """For each extra answer to a prompt the provider had answered before: seconds from its first answer
+        to the next kill.
 
         A job re-paid after a SIGKILL had its first answer delivered and not yet journalled when the worker
-        died; that gap is the window the journal cannot close. `inf` marks a re-payment with no kill after it.
+        died; that gap is the window the journal cannot close. `inf` marks a re-payment with no kill after the
+        first answer (a bug: nothing but a crash may make the generator pay again).
         """
-        first: dict[str, float] = {}
-        count: Counter[str] = Counter()
+        served: dict[str, list[float]] = defaultdict(list)
         for at, request in self.server.served_log():
-            prompt = json.dumps(request.body.get("messages"), sort_keys=True)
-            first.setdefault(prompt, at)
-            count[prompt] += 1
+            served[json.dumps(request.body.get("messages"), sort_keys=True)].append(at)
         gaps = []
-        for prompt, times in count.items():
-            if times > 1:
-                after = [k - first[prompt] for k in kills if k >= first[prompt]]
-                gaps.append(min(after) if after else math.inf)
+        for times in served.values():
+            gaps += [_gap_to_kill(times[0], kills)] * (len(times) - 1)
         return sorted(gaps)
+
+    def repaid_detail(self, kills: Sequence[float]) -> list[str]:
+        """What each re-paid prompt's answers and the kills looked like (for a failing assertion)."""
+        served: dict[str, list[float]] = defaultdict(list)
+        for at, request in self.server.served_log():
+            served[json.dumps(request.body.get("messages"), sort_keys=True)].append(at)
+
+        repaid = sorted((p for p in served.items() if len(p[1]) > 1), key=lambda p: -_gap_to_kill(p[1][0], kills))
+        return [
+            f"{prompt[-60:]} answered at {[round(t, 3) for t in times]}, kills at {[round(k, 3) for k in kills]}"
+            for prompt, times in repaid[:4]
+        ]
 
     # --- faults ----------------------------------------------------------------------
 
@@ -348,6 +357,16 @@ class Rig:
     def restart_broker(self) -> None:
         """Start the broker again on the same port (Tansu in memory comes back empty: topics are re-created)."""
         self.broker = tansu.start(self.broker.port, log_path=self.directory / "tansu-2.log")
+
+
+KILL_SETTLE_S = 0.1
+"""A killed process's sockets close a few milliseconds after SIGKILL: an answer written then still reached
+the kernel of a client that was already dead, and counts as answered at the kill."""
+
+
+def _gap_to_kill(answered_at: float, kills: Sequence[float]) -> float:
+    after = [max(0.0, k - answered_at) for k in kills if k >= answered_at - KILL_SETTLE_S]
+    return min(after) if after else math.inf
 
 
 def readyz(worker: WorkerProcess) -> int:

@@ -26,9 +26,10 @@ from tests.support.waiting import eventually
 pytestmark = [pytest.mark.kafka, pytest.mark.faults, pytest.mark.timeout(600)]
 
 ANSWER_TIMEOUT_S = 240
-JOURNAL_WINDOW_S = 0.5
+JOURNAL_WINDOW_S = {"sqlite": 0.5, "postgres": 1.5}
 """Longest time between the provider's answer and a SIGKILL for which a re-payment is accepted: the answer
-was on its way to, or in, a generator whose event loop had not yet journalled it (loaded 2-core machine)."""
+was on its way to, or in, a generator whose event loop had not yet journalled it (a loaded 2-core machine;
+PostgreSQL adds its round trips)."""
 
 
 async def run_load(rig: Rig, fault: Callable[[], object], *, at_fraction: float = 1 / 3) -> float:
@@ -80,7 +81,7 @@ def kill_generator(rig: Rig, generation: list[int], kills: list[float]) -> Calla
 
 
 async def sigkill_generator_twice(
-    rig: Rig, scenario: str, record: Callable[[Outcome], None], rows: Callable[[], int]
+    rig: Rig, scenario: str, record: Callable[[Outcome], None], rows: Callable[[], int], window_s: float
 ) -> None:
     await rig.start_workers()
     requests = rig.requests(REQUESTS)
@@ -110,13 +111,13 @@ async def sigkill_generator_twice(
     # Paid once, except for answers the provider delivered in the last moment before SIGKILL, before the
     # journal could record them: no journal closes that window without an idempotency key at the provider.
     assert len(repaid) == outcome.double_paid, (repaid, outcome.line())
-    assert all(gap <= JOURNAL_WINDOW_S for gap in repaid), (repaid, outcome.line())
+    assert all(gap <= window_s for gap in repaid), (repaid, rig.repaid_detail(kills), outcome.line())
     await assert_drained(rig)
 
 
 async def test_generator_sigkilled_twice_during_load(rig_factory, record) -> None:
     rig = rig_factory()
-    await sigkill_generator_twice(rig, "SIGKILL generator x2", record, rig.ledger_rows)
+    await sigkill_generator_twice(rig, "SIGKILL generator x2", record, rig.ledger_rows, JOURNAL_WINDOW_S["sqlite"])
 
 
 @pytest.mark.postgres
@@ -126,7 +127,11 @@ async def test_generator_sigkilled_twice_with_postgres_stores(rig_factory, recor
 
     rig = rig_factory(RELAYCHAIN_POSTGRES_DSN=postgres_database)
     await sigkill_generator_twice(
-        rig, "SIGKILL generator x2, stores on PostgreSQL", record, lambda: ledger_rows(postgres_database)
+        rig,
+        "SIGKILL generator x2, stores on PostgreSQL",
+        record,
+        lambda: ledger_rows(postgres_database),
+        JOURNAL_WINDOW_S["postgres"],
     )
 
 
