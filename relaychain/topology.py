@@ -8,6 +8,11 @@ REQUESTS = f"{PREFIX}requests"
 RESPONSES = f"{PREFIX}responses"
 USAGE = f"{PREFIX}usage"
 DEADLETTER = f"{PREFIX}deadletter"
+TOKENS = f"{PREFIX}tokens"
+"""Token deltas of streaming requests, keyed by request id; best-effort, short retention."""
+CONTROL = f"{PREFIX}control"
+"""Cancellations, keyed like the request; every process reads all of it in a group of its own."""
+TOKENS_RETENTION_MS = 10 * 60 * 1000
 
 AGENTS: tuple[str, ...] = ("router", "moderator", "memory", "retriever", "tokenizer", "generator", "formatter")
 
@@ -33,7 +38,7 @@ AGENT_EMITS: dict[str, tuple[str, ...]] = {
 """Event types each agent emits itself; the runtime adds `error` answers and `dead_letter`s for every agent."""
 
 ALL_TOPICS: tuple[str, ...] = tuple(
-    dict.fromkeys([*(t for inbox in AGENT_INBOXES.values() for t in inbox), RESPONSES, DEADLETTER])
+    dict.fromkeys([*(t for inbox in AGENT_INBOXES.values() for t in inbox), RESPONSES, DEADLETTER, TOKENS, CONTROL])
 )
 
 

@@ -31,6 +31,7 @@ from relaychain.agents.stores import CostLedger, Turn
 from relaychain.agents.stores.history import ConversationStore
 from relaychain.agents.stores.journal import CompletionJournal
 from relaychain.agents.stores.vectors import VectorIndex
+from relaychain.agents.streaming import DeltaPublisher
 from relaychain.agents.tokenizer import TokenizerAgent
 from relaychain.agents.tokens.counter import TokenCounter, counter_for
 from relaychain.agents.tokens.pricing import priced_usage
@@ -231,6 +232,8 @@ async def build_generator(components: Components) -> Agent:
         schema_for=schema_for,
         journal=await journal(components),
         record_content=components.settings.observability.record_content,
+        deltas=DeltaPublisher(components.emit) if components.emit is not None else None,
+        cancelled=components.cancelled,
     )
 
 

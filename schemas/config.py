@@ -249,6 +249,10 @@ class BusinessConfig(_Strict):
     max_input_chars: int = Field(default=20_000, gt=0)
     reask_limit: int = Field(default=2, ge=0)
     constrained_decoding: bool = True
+    in_flight: Literal["queue", "supersede"] = Field(
+        default="queue",
+        description="What a new message in a conversation does to its request still in flight: wait, or cancel it.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> BusinessConfig:
