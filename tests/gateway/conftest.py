@@ -46,7 +46,11 @@ def gateway_settings(tmp_path: Path, model_server: OpenAITestServer, monkeypatch
 
 
 async def start_gateway(
-    settings: Settings, model_server: OpenAITestServer, *, keys: ApiKeys | None = None, limits: GatewayLimits | None = None
+    settings: Settings,
+    model_server: OpenAITestServer,
+    *,
+    keys: ApiKeys | None = None,
+    limits: GatewayLimits | None = None,
 ) -> tuple[RunningGateway, asyncio.Task[None]]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
