@@ -126,6 +126,8 @@ async def cancel_request(http: HttpRequest) -> Response:
     context: GatewayContext = http.app.state.context
     tracked = context.owned(http, http.path_params["request_id"])
     if tracked.status == "done":
-        return error_response(409, "already_answered", "the request has its answer already", **tracked.view())
+        return error_response(
+            409, "already_answered", "the request has its answer already", request_id=tracked.request.request_id
+        )
     await context.hub.cancel(tracked.request.request_id)
     return JSONResponse(tracked.view(), status_code=202)
