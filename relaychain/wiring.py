@@ -136,7 +136,16 @@ async def build_router(components: Components) -> Agent:
         async def spend(business: str, model: str) -> Decimal:
             return await costs.spent(business, model, datetime.now(UTC).date())
 
-    return RouterAgent(app, components.prompts, spend, counter_for=counters(components))
+    tenant_spend = None
+    if any(t.daily_budget is not None for t in app.tenants.values()):
+        tenant_costs = await ledger(components)
+
+        async def tenant_spend(tenant: str) -> dict[str, Decimal]:
+            return await tenant_costs.tenant_spent(tenant, datetime.now(UTC).date())
+
+    return RouterAgent(
+        app, components.prompts, spend, counter_for=counters(components), tenant_spend_today=tenant_spend
+    )
 
 
 async def build_moderator(components: Components) -> Agent:

@@ -15,6 +15,7 @@ ANSWER_ERROR_STATUS: dict[str, int] = {
     "template_error": 400,
     "input_too_long": 413,
     "budget_exhausted": 429,
+    "tenant_budget_exhausted": 429,
     "model_rate_limited": 429,
     "model_busy": 503,
     "model_timeout": 504,

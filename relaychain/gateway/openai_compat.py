@@ -35,7 +35,7 @@ EXTENSION_FIELDS = {"vars", "conversation_id"}
 IGNORED_FIELDS = {"n", "user", "top_p", "presence_penalty", "frequency_penalty", "seed", "stop"}
 
 
-def to_request(context: GatewayContext, body: dict[str, Any]) -> Request:
+def to_request(context: GatewayContext, body: dict[str, Any], tenant: str | None) -> Request:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise HttpProblem(400, "missing_model", "`model` names a business, or `business:model`")
@@ -59,7 +59,7 @@ def to_request(context: GatewayContext, body: dict[str, Any]) -> Request:
         fields["model"] = model_hint
     if body.get("conversation_id"):
         fields["conversation_id"] = body["conversation_id"]
-    return build_request(context, fields, stream=body.get("stream") is True)
+    return build_request(context, fields, stream=body.get("stream") is True, tenant=tenant)
 
 
 def _usage(usage: tuple[StepUsage, ...]) -> dict[str, int]:
@@ -108,7 +108,7 @@ async def chat_completions(http: HttpRequest) -> Response:
     context: GatewayContext = http.app.state.context
     tenant = tenant_of(http, context.keys)
     body = await read_json(http, context.limits.max_body_bytes)
-    request = to_request(context, body)
+    request = to_request(context, body, tenant)
     model_name = body["model"]
     if request.options.stream:
         release = context.streams.take(tenant)

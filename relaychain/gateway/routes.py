@@ -21,7 +21,7 @@ from relaychain.schemas import Event, Request, RequestOptions, TokenDelta
 REQUEST_FIELDS = {"business", "model", "input", "messages", "vars", "conversation_id", "options"}
 
 
-def build_request(context: GatewayContext, body: dict[str, Any], *, stream: bool) -> Request:
+def build_request(context: GatewayContext, body: dict[str, Any], *, stream: bool, tenant: str | None) -> Request:
     unknown = sorted(set(body) - REQUEST_FIELDS - {"stream"})
     if unknown:
         raise HttpProblem(400, "unknown_field", f"unknown field(s) {unknown}", allowed=sorted(REQUEST_FIELDS))
@@ -36,7 +36,9 @@ def build_request(context: GatewayContext, body: dict[str, Any], *, stream: bool
     fields = {k: v for k, v in body.items() if k in REQUEST_FIELDS}
     try:
         options = RequestOptions.model_validate(fields.pop("options", None) or {})
-        return Request.model_validate({**fields, "options": options.model_copy(update={"stream": stream})})
+        return Request.model_validate(
+            {**fields, "options": options.model_copy(update={"stream": stream}), "tenant": tenant}
+        )
     except ValidationError as exc:
         problems = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
         raise HttpProblem(422, "invalid_request", "the request is not valid", problems=problems) from None
@@ -53,7 +55,7 @@ async def create_request(http: HttpRequest) -> Response:
     tenant = tenant_of(http, context.keys)
     body = await read_json(http, context.limits.max_body_bytes)
     stream = body.get("stream") is True
-    request = build_request(context, body, stream=stream)
+    request = build_request(context, body, stream=stream, tenant=tenant)
     if stream:
         release = context.streams.take(tenant)
         queue = context.hub.listen(request.request_id)
