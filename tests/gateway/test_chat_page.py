@@ -104,6 +104,15 @@ def _conversation(driver: object, url: str, screenshot: Path) -> None:
     driver.find_element(By.ID, "cancel").click()
     assert settled(third) == "cancelled", third.text
     assert "Cancelled" in third.find_element(By.CSS_SELECTOR, ".output").text
+
+    # Mistakes are messages, not stack traces.
+    blocked = say("click this bomb deal now")
+    assert settled(blocked) == "blocked"
+    assert "Blocked by moderation on the input (violence)" in blocked.find_element(By.CSS_SELECTOR, ".output").text
+    driver.find_element(By.CSS_SELECTOR, "[data-variable=rating]").clear()
+    missing = say("Is it any good?")
+    assert settled(missing) == "error"
+    assert "[missing_variable]" in missing.find_element(By.CSS_SELECTOR, ".output").text
     driver.save_screenshot(str(screenshot))
 
 
