@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from importlib import resources
+from pathlib import Path
+from typing import Any
 
 from starlette.requests import Request as HttpRequest
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -48,10 +51,15 @@ async def trace_tree(http: HttpRequest) -> Response:
     context: GatewayContext = http.app.state.context
     context.owned(http, http.path_params["request_id"])
     path = context.host.trace_file
-    if path is None or not path.exists():
+    if path is None:
         raise HttpProblem(404, "no_traces", "traces are read from the span file, which only embedded mode writes")
-    context.host.telemetry.flush()
-    spans = spans_of_request(read_spans(path), http.path_params["request_id"])
+    spans = await asyncio.to_thread(_spans_of, context, path, http.path_params["request_id"])
     if not spans:
         raise HttpProblem(404, "no_spans", "no spans for this request yet")
     return JSONResponse({"tree": render_tree(spans), "spans": len(spans)})
+
+
+def _spans_of(context: GatewayContext, path: Path, request_id: str) -> list[dict[str, Any]]:
+    """Off the event loop: flushing waits for the exporter thread, and the file grows with every request."""
+    context.host.telemetry.flush()
+    return spans_of_request(read_spans(path), request_id) if path.exists() else []

@@ -67,7 +67,9 @@ async def create_request(http: HttpRequest) -> Response:
         )
     future = await submit(context, request, tenant)
     answer = await wait_answer(context, request, future)
-    return JSONResponse(answer.model_dump(mode="json"), headers={"X-Request-Id": request.request_id})
+    return Response(
+        answer.model_dump_json(), media_type="application/json", headers={"X-Request-Id": request.request_id}
+    )
 
 
 async def wait_answer(context: GatewayContext, request: Request, future: asyncio.Future[Event]) -> Event:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ import httpx
 import pytest
 
 from relaychain.gateway import ApiKeys, GatewayHost, GatewayLimits
-from relaychain.gateway.serve import serve
+from relaychain.gateway.serve import listening_socket, serve
 from relaychain.settings import Settings, load_settings
 from tests.support.instant_model import INSTANT_API_KEY_ENV, script_instant_replies, write_instant_config
 from tests.support.openai_server import OpenAITestServer
@@ -52,9 +51,7 @@ async def start_gateway(
     keys: ApiKeys | None = None,
     limits: GatewayLimits | None = None,
 ) -> tuple[RunningGateway, asyncio.Task[None]]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock = listening_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
     host = GatewayHost(settings, keys=keys or ApiKeys({}), limits=limits or GatewayLimits())
     task = asyncio.create_task(serve(host, bind="127.0.0.1", port=port, sock=sock))
