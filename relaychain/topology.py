@@ -32,10 +32,11 @@ AGENT_EMITS: dict[str, tuple[str, ...]] = {
     "memory": ("job", "usage"),
     "retriever": ("job",),
     "tokenizer": ("job",),
-    "generator": ("job", "usage"),
+    "generator": ("job", "usage", "token_delta", "cancelled"),
     "formatter": ("job", "response"),
 }
-"""Event types each agent emits itself; the runtime adds `error` answers and `dead_letter`s for every agent."""
+"""Event types each agent emits itself; the runtime adds `error` answers and `dead_letter`s for every agent,
+and `cancelled` in place of a cancelled request's job."""
 
 ALL_TOPICS: tuple[str, ...] = tuple(
     dict.fromkeys([*(t for inbox in AGENT_INBOXES.values() for t in inbox), RESPONSES, DEADLETTER, TOKENS, CONTROL])
