@@ -23,18 +23,18 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from bench.instant import InstantModel
-from relaychain.agents.llm import ChatModel, Completion, ModelFactory, TokenCallback
+from relaychain.agents.llm import ChatModel, Completion, CompletionRequest, ModelFactory
 from relaychain.app import Components
 from relaychain.gateway import ApiKeys, GatewayHost, create_app
 from relaychain.gateway.serve import listening_socket
-from relaychain.schemas import ChatMessage, Request
+from relaychain.schemas import Request
 from relaychain.schemas.config import ModelConfig, Provider
 from relaychain.settings import load_settings
 
@@ -47,18 +47,16 @@ BODY = {
 
 
 class PiecewiseInstantModel(InstantModel):
-    """The instant model, handing its text to `on_token` word by word with a fixed pause."""
+    """The instant model, handing its text to `on_delta` word by word with a fixed pause."""
 
     piece_s = 0.0
 
-    async def complete(
-        self, messages: Sequence[ChatMessage], *, on_token: TokenCallback | None = None, **kwargs: Any
-    ) -> Completion:
-        completion = await super().complete(messages, **kwargs)
-        if on_token is not None:
+    async def complete(self, request: CompletionRequest) -> Completion:
+        completion = await super().complete(request)
+        if request.on_delta is not None:
             for index, word in enumerate(completion.text.split(" ")):
                 await asyncio.sleep(self.piece_s)
-                on_token(word if index == 0 else " " + word)
+                await request.on_delta(word if index == 0 else " " + word)
         return completion
 
 
