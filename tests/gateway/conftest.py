@@ -23,7 +23,7 @@ BUSINESSES = ("product_review", "ops_push")
 class RunningGateway:
     url: str
     host: GatewayHost
-    model_server: OpenAITestServer
+    model_server: OpenAITestServer | None
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def gateway_settings(tmp_path: Path, model_server: OpenAITestServer, monkeypatch
 
 async def start_gateway(
     settings: Settings,
-    model_server: OpenAITestServer,
+    model_server: OpenAITestServer | None = None,
     *,
     keys: ApiKeys | None = None,
     limits: GatewayLimits | None = None,
