@@ -19,6 +19,8 @@ ANSWER_ERROR_STATUS: dict[str, int] = {
     "model_rate_limited": 429,
     "model_busy": 503,
     "model_timeout": 504,
+    "deadline_exceeded": 504,
+    "event_too_large": 413,
 }
 """An `Error` answer's code -> the status a non-streaming HTTP caller sees (502 for the rest)."""
 
