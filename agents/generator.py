@@ -33,10 +33,12 @@ from relaychain.agents.llm import Completion, CompletionRequest, ModelPool
 from relaychain.agents.prompts import PromptLibrary
 from relaychain.agents.router import template_scope
 from relaychain.agents.stores.journal import CompletionJournal
+from relaychain.agents.streaming import DeltaPublisher
 from relaychain.agents.tokens.pricing import priced_usage
 from relaychain.agents.tokens.trim import compose_messages
+from relaychain.bus.cancellation import CancelledRequests
 from relaychain.bus.errors import AgentError
-from relaychain.schemas import ChatMessage, Event, Job, StepUsage, Usage
+from relaychain.schemas import Cancelled, ChatMessage, Event, Job, StepUsage, Usage
 from relaychain.schemas.config import AppConfig, BusinessConfig, Provider
 from relaychain.schemas.envelope import utc_now
 from relaychain.schemas.errors import ErrorCode
@@ -62,16 +64,21 @@ class GeneratorAgent:
         schema_for: SchemaFor | None = None,
         journal: CompletionJournal | None = None,
         record_content: bool = False,
+        deltas: DeltaPublisher | None = None,
+        cancelled: CancelledRequests | None = None,
     ) -> None:
         """`journal` makes a redelivered job re-emit its recorded completion instead of paying again (without
         one, every delivery calls the model). `record_content` puts prompt and completion text on spans; off by
-        default, they may hold personal data."""
+        default, they may hold personal data. `deltas` streams a request's tokens when it asks to stream;
+        `cancelled` stops a generation mid-way."""
         self._config = config
         self._models = models
         self._prompts = prompts
         self._schema_for = schema_for
         self._journal = journal
         self._record_content = record_content
+        self._deltas = deltas
+        self._cancelled = cancelled
         self._unjournalled: OrderedDict[str, Completion] = OrderedDict()
         """Completions paid for whose journal write failed: the runtime's retry records them, not pays again."""
 
@@ -97,19 +104,29 @@ class GeneratorAgent:
             raise AgentError(ErrorCode.EMPTY_PROMPT, f"job {event.id} reached {step!r} without a prompt")
         options = event.request.options
         max_tokens = self._max_tokens(event, business, chain_step)
-        completion, paid_at = await self._journalled(
-            f"{event.id}/{step}",
-            lambda: self._models.complete_with_fallback(
-                event.model,
-                CompletionRequest(
-                    messages=messages,
-                    max_tokens=max_tokens,
-                    temperature=options.temperature,
-                    timeout_s=options.timeout_s,
-                    json_schema=None if chain_step else self._json_schema(event.business, business),
+        stream = self._deltas.open(event, step) if self._deltas is not None and options.stream else None
+        cancelled = self._cancelled.signal(event.request_id) if self._cancelled is not None else None
+        try:
+            completion, paid_at = await self._journalled(
+                f"{event.id}/{step}",
+                lambda: self._models.complete_with_fallback(
+                    event.model,
+                    CompletionRequest(
+                        messages=messages,
+                        max_tokens=max_tokens,
+                        temperature=options.temperature,
+                        timeout_s=options.timeout_s,
+                        json_schema=None if chain_step else self._json_schema(event.business, business),
+                        on_delta=stream,
+                        cancelled=cancelled,
+                    ),
                 ),
-            ),
-        )
+            )
+        finally:
+            if self._cancelled is not None:
+                self._cancelled.release(event.request_id)
+            if stream is not None:
+                await stream.close()
         usage = priced_usage(
             step=step,
             model=completion.model,
@@ -121,6 +138,13 @@ class GeneratorAgent:
             latency_ms=completion.latency_ms,
         )
         self._annotate(event.model, max_tokens, messages, completion, usage)
+        if completion.finish_reason == "cancelled":
+            # Stopped mid-generation: the tokens generated until then are billed, the caller gets `Cancelled`.
+            reason = self._cancelled.reason(event.request_id) if self._cancelled is not None else None
+            return [
+                event.reply(Cancelled, reason=reason or "cancelled", step=step, usage=(*event.usage, usage)),
+                event.reply(Usage, usage=usage, created_at=paid_at),
+            ]
         outputs = {**event.outputs, chain_step or GENERATE_STEP: completion.text}
         return [
             event.advance(self.name, outputs=outputs, usage=(*event.usage, usage), model=completion.model),

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 SpendToday = Callable[[str, str], Awaitable[Decimal]]
 """(business, model) -> what the business has spent on the model today, in the model's currency."""
+TenantSpendToday = Callable[[str], Awaitable[dict[str, Decimal]]]
+"""tenant -> what it has spent today, per currency."""
 
 
 class RouterAgent:
@@ -47,11 +49,14 @@ class RouterAgent:
         spend_today: SpendToday | None = None,
         *,
         counter_for: Callable[[str], TextCounter] | None = None,
+        tenant_spend_today: TenantSpendToday | None = None,
     ) -> None:
-        """`counter_for(model_name)` lets token-budget memory policies bound a caller's `messages` by tokens."""
+        """`counter_for(model_name)` lets token-budget memory policies bound a caller's `messages` by tokens;
+        `tenant_spend_today` enforces the gateway tenants' daily budgets."""
         self.config = config
         self.prompts = prompts
         self.spend_today = spend_today
+        self.tenant_spend_today = tenant_spend_today
         self._counter_for = counter_for
         self._counters: dict[str, TextCounter] = {}
 
@@ -59,6 +64,7 @@ class RouterAgent:
         if not isinstance(event, Request):
             raise AgentError(ErrorCode.UNEXPECTED_EVENT, f"router reads requests, got a {event.type} event")
         business = self.prompts.business(event.business)
+        await self._check_tenant_budget(event)
         model = await self._choose_model(event, business)
         if event.messages:
             counter = await self._counter(model) if business.memory.kind in ("tokens", "summary") else None
@@ -140,6 +146,18 @@ class RouterAgent:
                 raise AgentError(ErrorCode.TOKENIZER_UNAVAILABLE, f"no tokenizer for model {model!r}: {exc}") from exc
             self._counters[model] = counter
         return counter
+
+    async def _check_tenant_budget(self, request: Request) -> None:
+        tenant = self.config.tenants.get(request.tenant) if request.tenant is not None else None
+        if tenant is None or tenant.daily_budget is None or self.tenant_spend_today is None:
+            return
+        spent = (await self.tenant_spend_today(request.tenant or "")).get(tenant.currency, Decimal(0))
+        if spent >= tenant.daily_budget:
+            raise AgentError(
+                ErrorCode.TENANT_BUDGET_EXHAUSTED,
+                f"tenant {request.tenant!r} has spent its daily budget of {tenant.daily_budget} {tenant.currency}",
+                details={"spent": str(spent), "budget": str(tenant.daily_budget), "currency": tenant.currency},
+            )
 
     async def _over_budget(self, business_name: str, model: str, business: BusinessConfig) -> bool:
         if business.daily_budget is None or self.spend_today is None:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from relaychain.bus.base import Bus, BusError, Message, Subscription
+from relaychain.bus.cancellation import AnswerInstead
 from relaychain.bus.codec import CONTENT_TYPE, EventCodec, UndecodableMessage, lenient_fields
 from relaychain.bus.errors import AgentError
 from relaychain.bus.middleware import HandleContext, Middleware, chain_consume, chain_publish
@@ -153,7 +154,9 @@ class AgentRuntime:
         failure_publish_timeout_s: float = 60.0,
         on_side_channel_loss: Callable[[Event, str], None] | None = None,
         raise_errors: bool = False,
+        answer_instead: AnswerInstead | None = None,
     ) -> None:
+        """`answer_instead` drops events of cancelled requests (see `bus/cancellation.py`)."""
         self.bus = bus
         self.codec = codec
         self.routes = routes
@@ -163,6 +166,7 @@ class AgentRuntime:
         self.failure_publish_timeout_s = failure_publish_timeout_s
         self.raise_errors = raise_errors
         self._on_side_channel_loss = on_side_channel_loss
+        self.answer_instead = answer_instead
         self._middlewares = tuple(middlewares)
         self._publish = chain_publish(self._middlewares, self._publish_to_bus)
         self._subscriptions: list[Subscription] = []
@@ -220,7 +224,16 @@ class AgentRuntime:
         finished: list[bool] = []
 
         async def process() -> None:
-            await self._process(agent, event, ctx)
+            # Cancellation hook: queued work of a cancelled request is answered, not handled.
+            instead = self.answer_instead.answer_instead(event) if self.answer_instead is not None else None
+            if instead is None:
+                await self._process(agent, event, ctx)
+            else:
+                ctx.outcome = "cancelled"
+                ctx.emitted = [instead]
+                await self._publish_with_retries(
+                    [self._output(instead, derived_id(event.id, "cancelled"))], self.retry, ctx
+                )
             finished.append(True)
 
         try:

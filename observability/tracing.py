@@ -37,6 +37,8 @@ class TracingMiddleware:
             attributes["relaychain.event.id"] = event.id
             attributes["relaychain.request.id"] = event.request_id
             attributes["relaychain.business"] = event.business
+            if event.tenant is not None:
+                attributes["relaychain.tenant"] = event.tenant
         else:
             step = message.topic
         span = self._tracer.start(

@@ -17,10 +17,13 @@ from typing import TYPE_CHECKING, Any
 from relaychain import topology
 from relaychain.agents.prompts import PromptLibrary
 from relaychain.bus.base import Bus, TopicSpec
+from relaychain.bus.cancellation import CancelledRequests
 from relaychain.bus.codec import EventCodec
 from relaychain.bus.middleware import Middleware
 from relaychain.bus.runtime import Agent, AgentRuntime, RetryPolicy, Routes
+from relaychain.cancellation import CancelJobs, follow_cancellations
 from relaychain.observability import MetricsMiddleware, Telemetry, TracingMiddleware
+from relaychain.schemas.envelope import Event
 from relaychain.schemas.events import PUBLIC_EVENTS
 from relaychain.settings import Settings
 
@@ -28,7 +31,7 @@ if TYPE_CHECKING:
     from relaychain.agents.llm import ModelFactory
     from relaychain.schemas.config import Provider
 
-ANSWER_TYPES = ("response", "error", "blocked")
+ANSWER_TYPES = ("response", "error", "blocked", "cancelled")
 SIDE_CHANNELS = frozenset({"usage"})
 
 
@@ -37,7 +40,11 @@ def make_codec() -> EventCodec:
 
 
 def make_routes(overrides: dict[str, str] | None = None) -> Routes:
-    type_topics = {t: topology.RESPONSES for t in ANSWER_TYPES} | {"usage": topology.USAGE}
+    type_topics = {t: topology.RESPONSES for t in ANSWER_TYPES} | {
+        "usage": topology.USAGE,
+        "token_delta": topology.TOKENS,
+        "cancel": topology.CONTROL,
+    }
     return Routes(
         type_topics=type_topics,
         step_topic=topology.step_topic,
@@ -48,7 +55,8 @@ def make_routes(overrides: dict[str, str] | None = None) -> Routes:
 
 
 def topic_specs(partitions: int = 8) -> list[TopicSpec]:
-    return [TopicSpec(name, partitions=partitions) for name in topology.ALL_TOPICS]
+    short = {topology.TOKENS: {"retention.ms": str(topology.TOKENS_RETENTION_MS)}}
+    return [TopicSpec(name, partitions=partitions, config=short.get(name, {})) for name in topology.ALL_TOPICS]
 
 
 class Components:
@@ -68,6 +76,10 @@ class Components:
         self.telemetry = telemetry
         self._exit = AsyncExitStack()
         self._cache: dict[str, Any] = {}
+        self.cancelled = CancelledRequests()
+        """Fed from the control topic once agents are hosted; the generator stops on it mid-generation."""
+        self.emit: Callable[[Event], Awaitable[None]] | None = None
+        """The runtime's publish, for events an agent sends while it works (token deltas)."""
 
     @cached_property
     def prompts(self) -> PromptLibrary:
@@ -93,7 +105,14 @@ class Components:
         return await builder(self)
 
 
-def make_runtime(bus: Bus, settings: Settings, telemetry: Telemetry, *, raise_errors: bool = False) -> AgentRuntime:
+def make_runtime(
+    bus: Bus,
+    settings: Settings,
+    telemetry: Telemetry,
+    *,
+    raise_errors: bool = False,
+    cancelled: CancelledRequests | None = None,
+) -> AgentRuntime:
     runtime_settings = settings.runtime
     retry = RetryPolicy(
         max_attempts=runtime_settings.retry_attempts,
@@ -126,11 +145,16 @@ def make_runtime(bus: Bus, settings: Settings, telemetry: Telemetry, *, raise_er
         failure_publish_timeout_s=runtime_settings.failure_publish_timeout_s,
         on_side_channel_loss=lambda event, reason: lost.add(1, {"type": event.type, "reason": reason}),
         raise_errors=raise_errors,
+        answer_instead=CancelJobs(cancelled or CancelledRequests()),
     )
 
 
 async def host_agents(runtime: AgentRuntime, components: Components, names: list[str]) -> None:
     max_in_flight = components.settings.runtime.max_in_flight
+    if isinstance(runtime.answer_instead, CancelJobs):
+        components.cancelled = runtime.answer_instead.cancelled
+        await follow_cancellations(runtime, components.cancelled)
+    components.emit = runtime.emit
     for name in names:
         agent = await components.agent(name)
         await runtime.add(

@@ -16,14 +16,24 @@ from relaychain import topology
 from relaychain.bus.codec import CONTENT_TYPE
 from relaychain.bus.runtime import EVENT_TYPE_HEADER
 from relaychain.schemas.envelope import DeadLetter, Error, Event
-from relaychain.schemas.events import PUBLIC_EVENTS, Blocked, Job, Request, Response, Usage
+from relaychain.schemas.events import (
+    PUBLIC_EVENTS,
+    Blocked,
+    Cancel,
+    Cancelled,
+    Job,
+    Request,
+    Response,
+    TokenDelta,
+    Usage,
+)
 from relaychain.settings import Settings
 
 __all__ = ["asyncapi_document"]
 
 ASYNCAPI_VERSION = "3.0.0"
 KAFKA_BINDING_VERSION = "0.5.0"
-RUNTIME_EMITS = ("error", "dead_letter")
+RUNTIME_EMITS = ("error", "dead_letter", "cancelled")
 
 
 def asyncapi_document(settings: Settings) -> dict[str, Any]:
@@ -68,6 +78,20 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
         carried[topology.RESPONSES],
         "A publisher awaits the answer with its request_id.",
     )
+    operations["client.send.control"] = _operation(
+        "send",
+        "client",
+        topology.CONTROL,
+        carried[topology.CONTROL],
+        "The gateway cancels a request; every agent process reads the whole topic in a group of its own.",
+    )
+    operations["client.receive.tokens"] = _operation(
+        "receive",
+        "client",
+        topology.TOKENS,
+        carried[topology.TOKENS],
+        "The gateway streams a request's token deltas (best-effort; the answer stays authoritative).",
+    )
     schemas, messages = _components()
     return {
         "asyncapi": ASYNCAPI_VERSION,
@@ -101,8 +125,10 @@ def _channel_messages(settings: Settings) -> dict[str, list[str]]:
     for topic in [*step_topics, *settings.runtime.routes.values()]:
         carried.setdefault(topic, []).append("job")
     carried[topology.USAGE] = ["usage"]
-    carried[topology.RESPONSES] = ["response", "error", "blocked"]
+    carried[topology.RESPONSES] = ["response", "error", "blocked", "cancelled"]
     carried[topology.DEADLETTER] = ["dead_letter"]
+    carried[topology.TOKENS] = ["token_delta"]
+    carried[topology.CONTROL] = ["cancel"]
     return {topic: list(dict.fromkeys(names)) for topic, names in carried.items()}
 
 
@@ -119,7 +145,18 @@ def _operation(action: str, agent: str, topic: str, names: list[str], descriptio
 
 
 def _components() -> tuple[dict[str, Any], dict[str, Any]]:
-    events: list[type[Event]] = [Request, Job, Response, Error, Blocked, Usage, DeadLetter]
+    events: list[type[Event]] = [
+        Request,
+        Job,
+        Response,
+        Error,
+        Blocked,
+        Cancelled,
+        Usage,
+        DeadLetter,
+        Cancel,
+        TokenDelta,
+    ]
     assert set(events) == set(PUBLIC_EVENTS), "a public event is missing from the AsyncAPI document"
     top, definitions = models_json_schema(
         [(event, "validation") for event in events], ref_template="#/components/schemas/{model}"

@@ -197,9 +197,10 @@ def _register_commands() -> None:
     from relaychain.commands.db import db
     from relaychain.commands.deploy import deploy
     from relaychain.commands.index import index, search
+    from relaychain.commands.serve import serve
     from relaychain.commands.tokens import tokens
 
-    for command in (asyncapi, chat, costs, db, deploy, index, search, tokens):
+    for command in (asyncapi, chat, costs, db, deploy, index, search, serve, tokens):
         main.add_command(command)
 
 

@@ -8,6 +8,11 @@ REQUESTS = f"{PREFIX}requests"
 RESPONSES = f"{PREFIX}responses"
 USAGE = f"{PREFIX}usage"
 DEADLETTER = f"{PREFIX}deadletter"
+TOKENS = f"{PREFIX}tokens"
+"""Token deltas of streaming requests, keyed by request id; best-effort, short retention."""
+CONTROL = f"{PREFIX}control"
+"""Cancellations, keyed like the request; every process reads all of it in a group of its own."""
+TOKENS_RETENTION_MS = 10 * 60 * 1000
 
 AGENTS: tuple[str, ...] = ("router", "moderator", "memory", "retriever", "tokenizer", "generator", "formatter")
 
@@ -27,13 +32,14 @@ AGENT_EMITS: dict[str, tuple[str, ...]] = {
     "memory": ("job", "usage"),
     "retriever": ("job",),
     "tokenizer": ("job",),
-    "generator": ("job", "usage"),
+    "generator": ("job", "usage", "token_delta", "cancelled"),
     "formatter": ("job", "response"),
 }
-"""Event types each agent emits itself; the runtime adds `error` answers and `dead_letter`s for every agent."""
+"""Event types each agent emits itself; the runtime adds `error` answers and `dead_letter`s for every agent,
+and `cancelled` in place of a cancelled request's job."""
 
 ALL_TOPICS: tuple[str, ...] = tuple(
-    dict.fromkeys([*(t for inbox in AGENT_INBOXES.values() for t in inbox), RESPONSES, DEADLETTER])
+    dict.fromkeys([*(t for inbox in AGENT_INBOXES.values() for t in inbox), RESPONSES, DEADLETTER, TOKENS, CONTROL])
 )
 
 

@@ -31,6 +31,7 @@ from relaychain.agents.stores import CostLedger, Turn
 from relaychain.agents.stores.history import ConversationStore
 from relaychain.agents.stores.journal import CompletionJournal
 from relaychain.agents.stores.vectors import VectorIndex
+from relaychain.agents.streaming import DeltaPublisher
 from relaychain.agents.tokenizer import TokenizerAgent
 from relaychain.agents.tokens.counter import TokenCounter, counter_for
 from relaychain.agents.tokens.pricing import priced_usage
@@ -135,7 +136,16 @@ async def build_router(components: Components) -> Agent:
         async def spend(business: str, model: str) -> Decimal:
             return await costs.spent(business, model, datetime.now(UTC).date())
 
-    return RouterAgent(app, components.prompts, spend, counter_for=counters(components))
+    tenant_spend = None
+    if any(t.daily_budget is not None for t in app.tenants.values()):
+        tenant_costs = await ledger(components)
+
+        async def tenant_spend(tenant: str) -> dict[str, Decimal]:
+            return await tenant_costs.tenant_spent(tenant, datetime.now(UTC).date())
+
+    return RouterAgent(
+        app, components.prompts, spend, counter_for=counters(components), tenant_spend_today=tenant_spend
+    )
 
 
 async def build_moderator(components: Components) -> Agent:
@@ -231,6 +241,8 @@ async def build_generator(components: Components) -> Agent:
         schema_for=schema_for,
         journal=await journal(components),
         record_content=components.settings.observability.record_content,
+        deltas=DeltaPublisher(components.emit) if components.emit is not None else None,
+        cancelled=components.cancelled,
     )
 
 

@@ -14,6 +14,8 @@ from relaychain.schemas.events import (
     ANSWERS,
     PUBLIC_EVENTS,
     Blocked,
+    Cancel,
+    Cancelled,
     ChatMessage,
     Job,
     ModerationOutcome,
@@ -23,6 +25,7 @@ from relaychain.schemas.events import (
     Response,
     RetrievedChunk,
     StepUsage,
+    TokenDelta,
     Usage,
 )
 
@@ -31,6 +34,8 @@ __all__ = [
     "PUBLIC_EVENTS",
     "SCHEMA_VERSION",
     "Blocked",
+    "Cancel",
+    "Cancelled",
     "ChatMessage",
     "DeadLetter",
     "Error",
@@ -45,6 +50,7 @@ __all__ = [
     "RetrievedChunk",
     "StepRecord",
     "StepUsage",
+    "TokenDelta",
     "Usage",
     "derived_id",
     "new_id",

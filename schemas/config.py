@@ -249,6 +249,10 @@ class BusinessConfig(_Strict):
     max_input_chars: int = Field(default=20_000, gt=0)
     reask_limit: int = Field(default=2, ge=0)
     constrained_decoding: bool = True
+    in_flight: Literal["queue", "supersede"] = Field(
+        default="queue",
+        description="What a new message in a conversation does to its request still in flight: wait, or cancel it.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> BusinessConfig:
@@ -268,6 +272,13 @@ class GlobalModeration(_Strict):
     actions: dict[str, CategoryAction] = Field(default_factory=dict)
 
 
+class TenantConfig(_Strict):
+    """A tenant of the gateway (an API key maps to it): its daily budget over every business and model."""
+
+    daily_budget: Decimal | None = Field(default=None, gt=0, description="Per UTC day, in `currency`.")
+    currency: Currency = "USD"
+
+
 class AppConfig(_Strict):
     """Everything the agents need to know about models and businesses."""
 
@@ -281,6 +292,7 @@ class AppConfig(_Strict):
         default_factory=dict,
         description='`FROM/TO` -> units of TO per unit of FROM (`CNY/USD: "0.1380"`), for reports in one currency.',
     )
+    tenants: dict[str, TenantConfig] = Field(default_factory=dict, description="Tenant id -> its daily budget.")
 
     @model_validator(mode="after")
     def _rates(self) -> AppConfig:

@@ -72,6 +72,9 @@ class Event(BaseModel):
         default=None,
         description="When the caller stops waiting; an agent receiving the event later answers deadline_exceeded.",
     )
+    tenant: str | None = Field(
+        default=None, description="The tenant whose API key the request came in with; billed and budgeted per tenant."
+    )
 
     @property
     def key(self) -> str:
@@ -109,6 +112,7 @@ class Event(BaseModel):
             conversation_id=self.conversation_id,
             business=self.business,
             deadline=self.deadline,
+            tenant=self.tenant,
             **fields,
         )
 

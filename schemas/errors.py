@@ -18,6 +18,7 @@ class ErrorCode(StrEnum):
     MISSING_VARIABLE = "missing_variable"
     MISSING_QUERY_VAR = "missing_query_var"
     INPUT_TOO_LONG = "input_too_long"
+    TENANT_BUDGET_EXHAUSTED = "tenant_budget_exhausted"
     # The config behind the request.
     MISSING_TEMPLATE = "missing_template"
     TEMPLATE_ERROR = "template_error"

@@ -146,5 +146,46 @@ class Usage(Event):
     usage: StepUsage
 
 
-PUBLIC_EVENTS: tuple[type[Event], ...] = (Request, Job, Response, Error, Blocked, Usage, DeadLetter)
-ANSWERS: tuple[type[Event], ...] = (Response, Error, Blocked)
+class Cancelled(Event):
+    """The answer to a request cancelled before it finished; what was generated until then is billed."""
+
+    type: Literal["cancelled"] = "cancelled"
+    reason: str = Field(default="cancelled", description="Stable code: cancelled, superseded, client_disconnected.")
+    step: str | None = Field(default=None, description="The step the request was waiting for or running.")
+    usage: tuple[StepUsage, ...] = ()
+
+
+class Cancel(Event):
+    """Asks every agent to drop the work of `request_id`; keyed like the request, on the control topic."""
+
+    type: Literal["cancel"] = "cancel"
+    reason: str = "cancelled"
+
+
+class TokenDelta(Event):
+    """Text a generate step produced since the previous delta; best-effort, on the token stream topic.
+
+    The formatter's `Response` stays the authoritative answer: for a JSON
+    business the deltas are the raw generation, not the validated output.
+    """
+
+    type: Literal["token_delta"] = "token_delta"
+    step: str
+    index: int = Field(ge=0, description="Position of this delta in the step's stream, from 0.")
+    text: str
+    tokens: int = Field(default=0, ge=0, description="Pieces the model handed over in this delta.")
+
+
+PUBLIC_EVENTS: tuple[type[Event], ...] = (
+    Request,
+    Job,
+    Response,
+    Error,
+    Blocked,
+    Cancelled,
+    Usage,
+    DeadLetter,
+    Cancel,
+    TokenDelta,
+)
+ANSWERS: tuple[type[Event], ...] = (Response, Error, Blocked, Cancelled)

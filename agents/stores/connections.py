@@ -76,7 +76,12 @@ class SqliteFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(self.path, timeout=self._busy_timeout_s)
         try:
-            await db.execute("PRAGMA journal_mode=WAL")
+            # WAL is a property of the file: set it once. Setting it again needs a lock that another opener's
+            # migration may hold, and that wait is not covered by the busy timeout ("database is locked").
+            async with db.execute("PRAGMA journal_mode") as cursor:
+                mode = await cursor.fetchone()
+            if not mode or str(mode[0]).lower() != "wal":
+                await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=NORMAL")
             if self._schema:
                 await db.executescript(self._schema)

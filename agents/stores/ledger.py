@@ -32,7 +32,7 @@ from relaychain.schemas.events import AppliedPrice
 if TYPE_CHECKING:
     pass
 
-__all__ = ["POSTGRES_LEDGER_MIGRATIONS", "CostLedger", "LedgerRow", "PostgresLedger", "SqliteLedger"]
+__all__ = ["POSTGRES_LEDGER_MIGRATIONS", "CostLedger", "LedgerRow", "PostgresLedger", "SqliteLedger", "TenantRow"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +56,19 @@ class LedgerRow:
         return self.input_cost + self.output_cost
 
 
+@dataclass(frozen=True, slots=True)
+class TenantRow:
+    """Totals of one gateway tenant x day (UTC) x currency; usage without a tenant is not in these."""
+
+    tenant: str
+    day: date
+    currency: str
+    input_tokens: int
+    output_tokens: int
+    cost: Decimal
+    calls: int
+
+
 class CostLedger(Protocol):
     async def record(self, usage: Usage) -> bool:
         """Store one usage event; False (nothing counted) when its id was already recorded."""
@@ -67,6 +80,14 @@ class CostLedger(Protocol):
 
     async def spent(self, business: str, model: str, day: date) -> Decimal:
         """What `business` spent on `model` on `day` (UTC), in the model's currency: the router's daily budget check."""
+        ...
+
+    async def tenant_totals(self, *, since: date | None = None) -> list[TenantRow]:
+        """Totals per tenant x day x currency, from `since` (inclusive), ordered by day, tenant."""
+        ...
+
+    async def tenant_spent(self, tenant: str, day: date) -> dict[str, Decimal]:
+        """What `tenant` spent on `day` (UTC) per currency: the router's per-tenant budget check."""
         ...
 
     async def close(self) -> None: ...
@@ -150,6 +171,30 @@ _SQLITE_MIGRATIONS: tuple[str, ...] = (
             reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens;
     END
     """,
+    # Gateway tenants: the column (NULL for usage without one) and a running total per tenant x day x currency.
+    """
+    ALTER TABLE usage_events ADD COLUMN tenant TEXT;
+    CREATE TABLE usage_tenant_totals (
+        tenant TEXT NOT NULL,
+        day TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cost_e8 INTEGER NOT NULL,
+        calls INTEGER NOT NULL,
+        PRIMARY KEY (tenant, day, currency)
+    );
+    CREATE TRIGGER usage_tenant_totals_on_insert AFTER INSERT ON usage_events WHEN new.tenant IS NOT NULL BEGIN
+        INSERT INTO usage_tenant_totals VALUES (
+            new.tenant, new.day, new.currency, new.input_tokens, new.output_tokens,
+            new.input_cost_e8 + new.output_cost_e8, 1)
+        ON CONFLICT (tenant, day, currency) DO UPDATE SET
+            input_tokens = input_tokens + excluded.input_tokens,
+            output_tokens = output_tokens + excluded.output_tokens,
+            cost_e8 = cost_e8 + excluded.cost_e8,
+            calls = calls + 1;
+    END
+    """,
 )
 """Schema versions of the SQLite ledger, counted in the file's `user_version`; append, never edit."""
 
@@ -177,8 +222,8 @@ class SqliteLedger:
         cursor = await db.execute(
             "INSERT INTO usage_events (event_id, business, model, day, currency, step, input_tokens, output_tokens,"
             " input_cost_e8, output_cost_e8, latency_ms, created_at, cached_input_tokens, reasoning_tokens,"
-            " input_per_million, cached_input_per_million, output_per_million, price_effective_from, price_tier)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " input_per_million, cached_input_per_million, output_per_million, price_effective_from, price_tier,"
+            " tenant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (event_id) DO NOTHING",
             (
                 usage.id,
@@ -196,6 +241,7 @@ class SqliteLedger:
                 step.cached_input_tokens,
                 step.reasoning_tokens,
                 *(_price_columns(applied, str) if applied else (None,) * 5),
+                usage.tenant,
             ),
         )
         await db.commit()
@@ -250,6 +296,29 @@ class SqliteLedger:
                 )
             )
         return _from_units(rows[0][0])
+
+    async def tenant_totals(self, *, since: date | None = None) -> list[TenantRow]:
+        where, args = (" WHERE day >= ?", (since.isoformat(),)) if since else ("", ())
+        with database_errors("ledger"):
+            db = await self._file.connection()
+            rows = await db.execute_fetchall(
+                "SELECT tenant, day, currency, input_tokens, output_tokens, cost_e8, calls FROM usage_tenant_totals"
+                f"{where} ORDER BY day, tenant, currency",
+                args,
+            )
+        return [
+            TenantRow(tenant, date.fromisoformat(day), currency, tokens_in, tokens_out, _from_units(units), calls)
+            for tenant, day, currency, tokens_in, tokens_out, units, calls in rows
+        ]
+
+    async def tenant_spent(self, tenant: str, day: date) -> dict[str, Decimal]:
+        with database_errors("ledger"):
+            db = await self._file.connection()
+            rows = await db.execute_fetchall(
+                "SELECT currency, cost_e8 FROM usage_tenant_totals WHERE tenant = ? AND day = ?",
+                (tenant, day.isoformat()),
+            )
+        return {currency: _from_units(units) for currency, units in rows}
 
     async def close(self) -> None:
         await self._file.close()
@@ -306,6 +375,20 @@ POSTGRES_LEDGER_MIGRATIONS: tuple[str, ...] = (
         ADD COLUMN cached_input_tokens BIGINT NOT NULL DEFAULT 0,
         ADD COLUMN reasoning_tokens BIGINT NOT NULL DEFAULT 0;
     """,
+    # Gateway tenants: the column (NULL for usage without one) and a running total per tenant x day x currency.
+    """
+    ALTER TABLE relaychain_usage ADD COLUMN tenant TEXT;
+    CREATE TABLE relaychain_usage_tenant_totals (
+        tenant TEXT NOT NULL,
+        day DATE NOT NULL,
+        currency CHAR(3) NOT NULL,
+        input_tokens BIGINT NOT NULL,
+        output_tokens BIGINT NOT NULL,
+        cost NUMERIC(38, 8) NOT NULL,
+        calls BIGINT NOT NULL,
+        PRIMARY KEY (tenant, day, currency)
+    );
+    """,
 )
 """Schema versions of the cost ledger, applied in order by `migrate()`; append, never edit."""
 
@@ -314,11 +397,20 @@ _POSTGRES_RECORD = """
 WITH inserted AS (
     INSERT INTO relaychain_usage (event_id, business, model, day, currency, step, input_tokens,
         output_tokens, input_cost, output_cost, latency_ms, created_at, cached_input_tokens, reasoning_tokens,
-        input_per_million, cached_input_per_million, output_per_million, price_effective_from, price_tier)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+        input_per_million, cached_input_per_million, output_per_million, price_effective_from, price_tier, tenant)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
     ON CONFLICT (event_id) DO NOTHING
     RETURNING business, model, day, currency, input_tokens, output_tokens, input_cost, output_cost,
-        cached_input_tokens, reasoning_tokens
+        cached_input_tokens, reasoning_tokens, tenant
+), tenant_total AS (
+    INSERT INTO relaychain_usage_tenant_totals AS tt
+        SELECT tenant, day, currency, input_tokens, output_tokens, input_cost + output_cost, 1
+        FROM inserted WHERE tenant IS NOT NULL
+    ON CONFLICT (tenant, day, currency) DO UPDATE SET
+        input_tokens = tt.input_tokens + excluded.input_tokens,
+        output_tokens = tt.output_tokens + excluded.output_tokens,
+        cost = tt.cost + excluded.cost,
+        calls = tt.calls + 1
 )
 INSERT INTO relaychain_usage_totals AS t (business, model, day, currency, input_tokens, output_tokens,
         input_cost, output_cost, calls, cached_input_tokens, reasoning_tokens)
@@ -367,6 +459,7 @@ class PostgresLedger:
                 step.cached_input_tokens,
                 step.reasoning_tokens,
                 *(_price_columns(step.price, lambda value: value) if step.price else (None,) * 5),
+                usage.tenant,
             )
         return status == "INSERT 0 1"
 
@@ -404,6 +497,25 @@ class PostgresLedger:
                 day,
             )
         return quantize_cost(amount)
+
+    async def tenant_totals(self, *, since: date | None = None) -> list[TenantRow]:
+        where, args = (" WHERE day >= $1", (since,)) if since else ("", ())
+        with database_errors("ledger"):
+            pool = await self._postgres.pool()
+            rows = await pool.fetch(
+                "SELECT tenant, day, currency, input_tokens, output_tokens, cost, calls"
+                f" FROM relaychain_usage_tenant_totals{where} ORDER BY day, tenant, currency",
+                *args,
+            )
+        return [TenantRow(r[0], r[1], r[2].strip(), int(r[3]), int(r[4]), quantize_cost(r[5]), int(r[6])) for r in rows]
+
+    async def tenant_spent(self, tenant: str, day: date) -> dict[str, Decimal]:
+        with database_errors("ledger"):
+            pool = await self._postgres.pool()
+            rows = await pool.fetch(
+                "SELECT currency, cost FROM relaychain_usage_tenant_totals WHERE tenant = $1 AND day = $2", tenant, day
+            )
+        return {r[0].strip(): quantize_cost(r[1]) for r in rows}
 
     async def close(self) -> None:
         await self._postgres.close()

@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from relaychain.agents.stores.ledger import LedgerRow
+from relaychain.agents.stores.ledger import LedgerRow, TenantRow
 from relaychain.agents.stores.unbilled import DrainReport
 from relaychain.agents.tokens.pricing import UnknownExchangeRate, convert
 from relaychain.commands.boundary import BadConfig
@@ -26,7 +26,7 @@ from relaychain.output import amount, echo_json
 from relaychain.settings import Settings, load_settings
 from relaychain.stores import LEDGER_FILE, open_ledger, unbilled_spool
 
-__all__ = ["as_document", "costs", "render_table"]
+__all__ = ["as_document", "costs", "render_table", "render_tenant_table"]
 
 HEADERS = (
     "day",
@@ -58,10 +58,22 @@ HEADERS = (
     metavar="CODE",
     help="Show every amount in this currency, converted by the config's exchange_rates (stored amounts stay as billed).",
 )
+@click.option(
+    "--by",
+    type=click.Choice(["business", "tenant"]),
+    default="business",
+    show_default=True,
+    help="Rows per business x model x day, or per gateway tenant (API key) x day, as billed.",
+)
 def costs(
-    since: datetime | None, postgres_dsn: str | None, as_json: bool, replay_unbilled: bool, currency: str | None
+    since: datetime | None,
+    postgres_dsn: str | None,
+    as_json: bool,
+    replay_unbilled: bool,
+    currency: str | None,
+    by: str,
 ) -> None:
-    """Tokens and cost per business x model x day, input and output apart, totals per currency."""
+    """Tokens and cost per business x model x day (or per tenant x day), totals per currency."""
     settings = load_settings()
     spool = unbilled_spool(settings)
     if replay_unbilled:
@@ -79,6 +91,14 @@ def costs(
             err=True,
         )
     recorded = bool(postgres_dsn or settings.postgres_dsn) or (settings.data_dir / LEDGER_FILE).exists()
+    if by == "tenant":
+        since_day = since.date() if since else None
+        tenant_rows = asyncio.run(_read_tenants(settings, postgres_dsn, since_day)) if recorded else []
+        if as_json:
+            echo_json({"rows": [_tenant_row(r) for r in tenant_rows], "unbilled": unbilled})
+        else:
+            click.echo(render_tenant_table(tenant_rows) if tenant_rows else "no tenant usage recorded")
+        return
     rows = asyncio.run(_read(settings, postgres_dsn, since.date() if since else None)) if recorded else []
     if currency:
         rows = in_currency(rows, currency.upper(), settings.app.exchange_rates)
@@ -100,6 +120,39 @@ async def _read(settings: Settings, postgres_dsn: str | None, since: date | None
         return await ledger.totals(since=since)
     finally:
         await ledger.close()
+
+
+async def _read_tenants(settings: Settings, postgres_dsn: str | None, since: date | None) -> list[TenantRow]:
+    ledger = await open_ledger(settings, postgres_dsn)
+    try:
+        return await ledger.tenant_totals(since=since)
+    finally:
+        await ledger.close()
+
+
+def _tenant_row(r: TenantRow) -> dict[str, Any]:
+    return {
+        "day": r.day.isoformat(),
+        "tenant": r.tenant,
+        "calls": r.calls,
+        "input_tokens": r.input_tokens,
+        "output_tokens": r.output_tokens,
+        "cost": amount(r.cost),
+        "currency": r.currency,
+    }
+
+
+def render_tenant_table(rows: list[TenantRow]) -> str:
+    """One line per tenant x day x currency (usage that came in without an API key has no tenant)."""
+    headers = ("day", "tenant", "calls", "input tokens", "output tokens", "cost", "currency")
+    body = [tuple(str(v) for v in _tenant_row(r).values()) for r in rows]
+    widths = [max(len(line[i]) for line in [headers, *body]) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(
+            c.rjust(w) if 2 <= i <= 5 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+        for cells in [headers, *body]
+    )
 
 
 async def _replay(settings: Settings, postgres_dsn: str | None) -> DrainReport:

@@ -376,3 +376,18 @@ async def test_each_row_keeps_the_price_it_was_billed_at(tmp_path: Path) -> None
         ("2026-03-14", "2.50", "10.00", None, 250_000_000),
         ("2026-03-15", "2.00", "8.00", "2026-03-15", 200_000_000),
     ]
+
+
+async def test_tenant_totals_count_each_event_once_and_leave_out_usage_without_a_tenant(
+    open_ledger: LedgerFactory,
+) -> None:
+    """The gateway's tenant rides on the usage event; `costs --by tenant` and the tenant budget read these."""
+    first, restarted = await open_ledger(), await open_ledger()
+    shop, tenant = business(), f"tenant-{uuid.uuid4().hex[:8]}"
+    billed = [usage(shop, input_cost="0.1", output_cost="0.01").model_copy(update={"tenant": tenant}) for _ in range(4)]
+    await first.record(usage(shop, input_cost="5", output_cost="0"))  # no tenant: not in the tenant totals
+    await asyncio.gather(*(first.record(e) for e in billed), *(restarted.record(e) for e in billed))
+    assert await restarted.tenant_spent(tenant, DAY.date()) == {"USD": Decimal("0.44")}
+    assert await restarted.tenant_spent(tenant, DAY.date() - timedelta(days=1)) == {}
+    [row] = [r for r in await first.tenant_totals(since=DAY.date()) if r.tenant == tenant]
+    assert (row.calls, row.input_tokens, row.output_tokens, row.cost) == (4, 4000, 400, Decimal("0.44"))

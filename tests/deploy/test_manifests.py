@@ -72,7 +72,7 @@ def agent_deployments(docs: list[dict]) -> dict[str, dict]:
     return {
         name.removeprefix("relaychain-"): d
         for name, d in of_kind(docs, "Deployment").items()
-        if name != "otel-collector"
+        if d["metadata"]["labels"].get("app.kubernetes.io/name") == "relaychain"
     }
 
 
@@ -110,7 +110,15 @@ def test_strict_validation_rejects_an_unknown_field() -> None:
 
 def test_overlay_has_every_kind_it_needs(docs: list[dict]) -> None:
     kinds = {d["kind"] for d in docs}
-    assert {"Deployment", "Service", "ConfigMap", "ServiceAccount", "PodDisruptionBudget"} | CUSTOM_KINDS <= kinds
+    assert {
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "ServiceAccount",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "NetworkPolicy",
+    } | CUSTOM_KINDS <= kinds
     assert "Secret" not in kinds, "the Secret is created by the operator of the cluster, never rendered"
 
 
@@ -214,7 +222,10 @@ def test_overlays_differ_where_environments_do() -> None:
     assert max(s["spec"]["maxReplicaCount"] for s in of_kind(dev, "ScaledObject").values()) == 2
     assert of_kind(prod, "ScaledObject")["relaychain-generator"]["spec"]["maxReplicaCount"] == 12
     dev_agents, prod_agents = agent_deployments(dev), agent_deployments(prod)
-    assert {d["spec"]["replicas"] for d in prod_agents.values()} == {2}
+    # KEDA owns the agents' count and the HPA the gateway's: `kubectl apply` must not reset them.
+    assert not any("replicas" in d["spec"] for d in prod_agents.values())
+    assert "replicas" not in of_kind(prod, "Deployment")["relaychain-gateway"]["spec"]
+    assert {s["spec"]["minReplicaCount"] for s in of_kind(prod, "ScaledObject").values()} == {2}
     assert worker(dev_agents["generator"])["image"].endswith(":0.1.0-dev-local")
     assert worker(prod_agents["generator"])["image"].endswith(":0.1.0-local")
     assert worker(prod_agents["router"])["image"].endswith(":0.1.0")
@@ -323,10 +334,31 @@ def test_no_key_material_in_config_maps(docs: list[dict]) -> None:
         for key, value in config_map["data"].items():
             assert not SECRET_KEY.search(key), f"{config_map['metadata']['name']}: {key} belongs in the Secret"
             assert not SECRET_VALUE.search(value), f"{config_map['metadata']['name']}/{key} holds key material"
-    for deployment in agent_deployments(docs).values():
+    for deployment in of_kind(docs, "Deployment").values():
+        (container, *_) = deployment["spec"]["template"]["spec"]["containers"]
+        for entry in container.get("env", ()):
+            if SECRET_KEY.search(entry["name"]):
+                assert "value" not in entry, f"{entry['name']} must come from the Secret"
+                assert entry["valueFrom"]["secretKeyRef"]["name"] == "relaychain-secrets"
+
+
+SECRET_KEYS_OF = {
+    "router": {"RELAYCHAIN_POSTGRES_DSN"},
+    "moderator": set(),
+    "memory": {"RELAYCHAIN_POSTGRES_DSN", "OPENAI_API_KEY", "QIANFAN_API_KEY"},
+    "retriever": {"RELAYCHAIN_POSTGRES_DSN"},
+    "tokenizer": {"RELAYCHAIN_POSTGRES_DSN"},
+    "generator": {"RELAYCHAIN_POSTGRES_DSN", "OPENAI_API_KEY", "QIANFAN_API_KEY"},
+    "formatter": set(),
+}
+
+
+def test_each_agent_gets_only_the_secret_keys_it_needs(docs: list[dict]) -> None:
+    for agent, deployment in agent_deployments(docs).items():
         container = worker(deployment)
-        assert {"secretRef": {"name": "relaychain-secrets"}} in container["envFrom"]
-        assert not any(SECRET_KEY.search(e["name"]) for e in container["env"])
+        assert not any("secretRef" in source for source in container["envFrom"]), f"{agent} gets the whole Secret"
+        keys = {e["name"] for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})}
+        assert keys == SECRET_KEYS_OF[agent] | {"RELAYCHAIN_KAFKA__SASL_PASSWORD"}, agent
 
 
 def test_secret_example_is_documented_and_not_applied() -> None:
@@ -457,3 +489,94 @@ def test_cli_renders_and_checks_an_overlay(tmp_path: Path) -> None:
 def test_cli_fails_on_an_unknown_overlay() -> None:
     result = CliRunner().invoke(deploy, ["render", "--overlay", "staging"])
     assert result.exit_code != 0 and "no overlay 'staging'" in result.output
+
+
+# ---------------------------------------------------------------- the gateway and the network
+
+
+def test_gateway_has_probes_autoscaling_and_a_disruption_budget(docs: list[dict]) -> None:
+    gateway = of_kind(docs, "Deployment")["relaychain-gateway"]
+    labels = gateway["spec"]["template"]["metadata"]["labels"]
+    (container,) = gateway["spec"]["template"]["spec"]["containers"]
+    assert container["args"][0] == "serve" and "0.0.0.0" in container["args"]
+    for probe, path in (("livenessProbe", "/livez"), ("readinessProbe", "/readyz"), ("startupProbe", "/livez")):
+        assert container[probe]["httpGet"] == {"path": path, "port": "http"}, probe
+    env = {e["name"]: e for e in container["env"]}
+    assert env["RELAYCHAIN_BUS"]["value"] == "kafka://$(KAFKA_BOOTSTRAP_SERVERS)"
+    # Keys from a mounted Secret: without them the gateway refuses to listen beyond 127.0.0.1.
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in gateway["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["keys"]["secret"]["secretName"] == "relaychain-gateway-keys"
+    assert env["RELAYCHAIN_GATEWAY_KEYS_DIR"]["value"] == mounts["keys"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    service = of_kind(docs, "Service")["relaychain-gateway"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    hpa = of_kind(docs, "HorizontalPodAutoscaler")["relaychain-gateway"]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "relaychain-gateway"
+    assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
+    budget = of_kind(docs, "PodDisruptionBudget")["relaychain-gateway"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    if not selector:
+        return True
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", ()):
+        if expression["operator"] != "In" or labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+def _policies_for(docs: list[dict], labels: dict, direction: str) -> list[dict]:
+    return [
+        p
+        for p in of_kind(docs, "NetworkPolicy").values()
+        if direction in p["spec"]["policyTypes"] and _selects(p["spec"]["podSelector"], labels)
+    ]
+
+
+def test_only_the_gateway_accepts_traffic_and_egress_is_limited(docs: list[dict]) -> None:
+    policies = of_kind(docs, "NetworkPolicy")
+    deny = policies["relaychain-default-deny"]["spec"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert not deny.get("ingress") and not deny.get("egress")
+    gateway_labels = of_kind(docs, "Deployment")["relaychain-gateway"]["spec"]["template"]["metadata"]["labels"]
+    (gateway_rule,) = [r for p in _policies_for(docs, gateway_labels, "Ingress") for r in p["spec"].get("ingress", ())]
+    assert "from" not in gateway_rule and gateway_rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    for agent, deployment in agent_deployments(docs).items():
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        rules = [r for p in _policies_for(docs, labels, "Ingress") for r in p["spec"].get("ingress", ())]
+        assert [port for r in rules for port in r["ports"]] == [{"port": "health", "protocol": "TCP"}], agent
+        egress = [r for p in _policies_for(docs, labels, "Egress") for r in p["spec"].get("egress", ())]
+        ports = {port["port"] for r in egress for port in r["ports"]}
+        wanted = {53, 9092, 9093, 5432, 4317, 4318} | ({443} if agent in {"generator", "memory"} else set())
+        assert ports == wanted, agent
+        for rule in egress:
+            for peer in rule["to"]:
+                if "ipBlock" in peer:
+                    assert "10.0.0.0/8" in peer["ipBlock"]["except"], "model APIs only: no private addresses"
+
+
+def test_keda_authenticates_to_a_sasl_kafka_through_the_component(tmp_path: Path) -> None:
+    overlay = tmp_path / "sasl"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                # kustomize takes relative paths only.
+                "resources": [os.path.relpath(DEFAULT_K8S_DIR / "overlays" / "prod", overlay)],
+                "components": [os.path.relpath(DEFAULT_K8S_DIR / "components" / "kafka-sasl", overlay)],
+            }
+        )
+    )
+    docs = load_documents(render(overlay))
+    (auth,) = [d for d in docs if d["kind"] == "TriggerAuthentication"]
+    assert {p["parameter"] for p in auth["spec"]["secretTargetRef"]} >= {"sasl", "username", "password", "tls"}
+    for scaled in of_kind(docs, "ScaledObject").values():
+        for trigger in scaled["spec"]["triggers"]:
+            assert trigger["authenticationRef"] == {"name": auth["metadata"]["name"]}, scaled["metadata"]["name"]
+    assert check_consistency(docs) == []

@@ -65,7 +65,7 @@ def test_every_topic_message_and_agent_is_described() -> None:
     for agent, inboxes in topology.AGENT_INBOXES.items():
         assert {(agent, topic) for topic in inboxes} <= receives
     formatter_sends = document["operations"]["formatter.send.responses"]["messages"]
-    assert {m["$ref"].rsplit("/", 1)[1] for m in formatter_sends} == {"response", "error"}
+    assert {m["$ref"].rsplit("/", 1)[1] for m in formatter_sends} == {"response", "error", "cancelled"}
     job = document["components"]["messages"]["job"]
     assert job["bindings"]["kafka"]["key"]["type"] == "string"
     assert job["headers"]["properties"]["event-type"]["const"] == "job"
