@@ -39,6 +39,8 @@ class ErrorCode(StrEnum):
     MODEL_BUSY = "model_busy"
     MODEL_ENGINE_MISSING = "model_engine_missing"
     MODEL_WEIGHTS_MISSING = "model_weights_missing"
+    EMBEDDER_UNAVAILABLE = "embedder_unavailable"
+    EMBEDDER_REJECTED = "embedder_rejected"
     OUTPUT_INVALID = "output_invalid"
     # The stores (transient: retried by the runtime; failed: permanent).
     LEDGER_UNAVAILABLE = "ledger_unavailable"

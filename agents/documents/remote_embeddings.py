@@ -25,6 +25,7 @@ from relaychain.agents.tokens.pricing import priced_usage
 from relaychain.bus.errors import AgentError, RetryableError
 from relaychain.schemas import StepUsage
 from relaychain.schemas.config import EmbedderConfig
+from relaychain.schemas.errors import ErrorCode
 
 __all__ = ["EMBED_STEP", "OpenAIEmbedder"]
 
@@ -104,10 +105,10 @@ class OpenAIEmbedder:
             openai.RateLimitError,
             openai.InternalServerError,
         ) as exc:
-            raise RetryableError("embedder_unavailable", f"embedder {self.name}: {type(exc).__name__}") from exc
+            raise RetryableError(ErrorCode.EMBEDDER_UNAVAILABLE, f"embedder {self.name}: {type(exc).__name__}") from exc
         except openai.APIStatusError as exc:
             raise AgentError(
-                "embedder_rejected",
+                ErrorCode.EMBEDDER_REJECTED,
                 f"embedder {self.name}: HTTP {exc.status_code}",
                 details={"status": exc.status_code},
             ) from exc
