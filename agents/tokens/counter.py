@@ -134,7 +134,9 @@ class HuggingFaceCounter:
             return cls(AutoTokenizer.from_pretrained(str(cache_dir), local_files_only=True))
         weights = locate_weights(name, model)
         directory, gguf_file = weights.directory, weights.gguf_file
-        kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+        kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+        if model.trust_remote_code:
+            kwargs["trust_remote_code"] = True
         tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True, **kwargs)
         if cache_dir is not None and gguf_file:
             staging = cache_dir.with_name(f".{cache_dir.name}.{os.getpid()}")
