@@ -479,7 +479,14 @@ class AgentRuntime:
         return f"{message.topic}/{message.partition}/{message.offset}"
 
     def _error(
-        self, agent: Agent, event: Event, code: str, message: str, *, retryable: bool, details: dict[str, Any] | None = None
+        self,
+        agent: Agent,
+        event: Event,
+        code: str,
+        message: str,
+        *,
+        retryable: bool,
+        details: dict[str, Any] | None = None,
     ) -> Error:
         return event.reply(
             Error,

@@ -67,7 +67,9 @@ class _Store(Protocol):
 StoreT = TypeVar("StoreT", bound=_Store)
 
 
-async def _shared_store(components: Components, key: str, open_store: Callable[[Settings], Awaitable[StoreT]]) -> StoreT:
+async def _shared_store(
+    components: Components, key: str, open_store: Callable[[Settings], Awaitable[StoreT]]
+) -> StoreT:
     """One store per process, opened on first use and closed with the components."""
 
     async def build() -> StoreT:

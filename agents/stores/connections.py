@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -174,7 +174,12 @@ class PostgresPool:
     """An asyncpg pool opened on first use; `init` runs on every new connection (type codecs)."""
 
     def __init__(
-        self, dsn: str, *, min_size: int = 1, max_size: int = 10, init: Callable[[asyncpg.Connection], Coroutine[Any, Any, None]] | None = None
+        self,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        init: Callable[[asyncpg.Connection], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self._dsn = dsn
         self._min_size = min_size
