@@ -7,6 +7,7 @@ built on first use and shared by the agents of one process.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -211,7 +212,7 @@ async def build_retriever(components: Components) -> Agent:
             continue
         name = embedder_name(settings.app, retrieval.index)
         embedder = await components.once(
-            f"embedder:{name}", lambda n=name: open_embedder(n, settings.app, settings.data_dir)
+            f"embedder:{name}", functools.partial(open_embedder, name, settings.app, settings.data_dir)
         )
         index = open_index(settings, retrieval.index, embedder.dim)
         components.on_close(index.close)
