@@ -72,12 +72,12 @@ class ModeratorAgent:
         counts = _larger(request_counts, _counts(prompt_matches))
         verdict = self._verdict(counts, business)
         _record_on_span("input", counts, verdict.action)
-        if verdict.action == CategoryAction.BLOCK:
+        if verdict.action == "block":
             return [job.reply(Blocked, stage="input", categories=verdict.blocked)]
         updates: dict[str, Any] = {
             "moderation": (*job.moderation, ModerationOutcome(stage="input", action=verdict.action, counts=counts))
         }
-        if verdict.action == CategoryAction.MASK:
+        if verdict.action == "mask":
             masked = verdict.masked
             updates["request"] = _masked_request(request, masked, input_matches, message_matches, var_matches)
             updates["prompt"] = tuple(
@@ -91,12 +91,12 @@ class ModeratorAgent:
         counts = _counts(found.values())
         verdict = self._verdict(counts, business)
         _record_on_span("output", counts, verdict.action)
-        if verdict.action == CategoryAction.BLOCK:
+        if verdict.action == "block":
             return [job.reply(Blocked, stage="output", categories=verdict.blocked)]
         updates: dict[str, Any] = {
             "moderation": (*job.moderation, ModerationOutcome(stage="output", action=verdict.action, counts=counts))
         }
-        if verdict.action == CategoryAction.MASK:
+        if verdict.action == "mask":
             outputs = dict(job.outputs)
             for name, matches in found.items():
                 outputs[name] = mask(outputs[name], matches, verdict.masked)

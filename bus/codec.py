@@ -30,9 +30,10 @@ class EventCodec:
     """Knows the event types of one deployment; every message decodes to one of them or raises."""
 
     def __init__(self, event_types: Iterable[type[Event]]) -> None:
-        types = {t.model_fields["type"].default: t for t in (*event_types, Error, DeadLetter)}
+        known: list[type[Event]] = [*event_types, Error, DeadLetter]
+        types = {t.model_fields["type"].default: t for t in known}
         self._types: dict[str, type[Event]] = types
-        self._adapters = {name: TypeAdapter(t) for name, t in types.items()}
+        self._adapters: dict[str, TypeAdapter[Event]] = {name: TypeAdapter(t) for name, t in types.items()}
 
     @property
     def types(self) -> dict[str, type[Event]]:

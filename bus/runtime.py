@@ -434,10 +434,11 @@ class AgentRuntime:
         request_id = raw.get("request_id")
         side = raw.get("type") in self.routes.side_channels
         if isinstance(request_id, str) and raw.get("type") not in ("error", "dead_letter") and not side:
+            conversation_id, business = raw.get("conversation_id"), raw.get("business")
             answer = Error(
                 request_id=request_id,
-                conversation_id=raw.get("conversation_id") if isinstance(raw.get("conversation_id"), str) else None,
-                business=raw.get("business") if isinstance(raw.get("business"), str) else "",
+                conversation_id=conversation_id if isinstance(conversation_id, str) else None,
+                business=business if isinstance(business, str) else "",
                 code=exc.reason,
                 message=f"{agent.name} could not read the event: {exc.detail[:500]}",
                 agent=agent.name,
@@ -478,7 +479,14 @@ class AgentRuntime:
         return f"{message.topic}/{message.partition}/{message.offset}"
 
     def _error(
-        self, agent: Agent, event: Event, code: str, message: str, *, retryable: bool, details: dict | None = None
+        self,
+        agent: Agent,
+        event: Event,
+        code: str,
+        message: str,
+        *,
+        retryable: bool,
+        details: dict[str, Any] | None = None,
     ) -> Error:
         return event.reply(
             Error,

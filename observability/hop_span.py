@@ -23,7 +23,7 @@ from types import TracebackType
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes, _clean_attribute_value
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, Tracer, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, Tracer
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -36,6 +36,7 @@ from opentelemetry.trace import (
     Status,
     StatusCode,
     TraceFlags,
+    TraceState,
 )
 from opentelemetry.util import types
 
@@ -64,7 +65,7 @@ def _clean(value: types.AnyValue) -> types.AnyValue:
 class HopTracer:
     """Starts hop spans with an SDK provider's sampler, ids, resource and span processors."""
 
-    def __init__(self, provider: TracerProvider, name: str = "relaychain") -> None:
+    def __init__(self, provider: trace_api.TracerProvider, name: str = "relaychain") -> None:
         tracer = provider.get_tracer(name)
         # OTEL_SDK_DISABLED=true makes the provider hand out no-op tracers: hops then get no spans either.
         self._disabled = not isinstance(tracer, Tracer)
@@ -90,6 +91,7 @@ class HopTracer:
         if self._disabled:
             return NonRecordingSpan(parent or INVALID_SPAN_CONTEXT)
         parent_context: Context | None = None
+        trace_state: TraceState | None
         if parent is not None and self._follows_remote_parent:
             # What ParentBased decides for a remote parent with its default delegates, without asking it.
             trace_id, sampled, trace_state = parent.trace_id, parent.trace_flags.sampled, parent.trace_state
@@ -113,7 +115,8 @@ class HopTracer:
             return NonRecordingSpan(context)
         span = HopSpan(self, name, context, parent, kind, attributes)
         if self._any_on_start():
-            self._processor.on_start(span, parent_context=parent_context or self._parent_context(parent))
+            # The SDK types its processors for its own Span; they read only the ReadableSpan interface HopSpan has.
+            self._processor.on_start(span, parent_context=parent_context or self._parent_context(parent))  # type: ignore[arg-type]
         return span
 
     @staticmethod
@@ -132,7 +135,7 @@ class HopTracer:
 
     def ended(self, span: HopSpan) -> None:
         """Hands an ended span to the processors, as the SDK's own spans do."""
-        self._processor._on_ending(span)
+        self._processor._on_ending(span)  # type: ignore[arg-type]  # typed for the SDK's Span, as on_start above
         self._processor.on_end(span)
 
 

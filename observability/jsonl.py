@@ -14,11 +14,12 @@ from typing import Any
 import orjson
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import INVALID_SPAN_CONTEXT, SpanKind, StatusCode
 
 
 def span_record(span: ReadableSpan) -> dict[str, Any]:
-    context = span.get_span_context()
+    # Only a span built by hand lacks a context; an ended SDK span always has one.
+    context = span.get_span_context() or INVALID_SPAN_CONTEXT
     parent = span.parent
     status = span.status
     resource = span.resource

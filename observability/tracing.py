@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from opentelemetry import context, trace
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AnyValue
 
@@ -25,7 +24,7 @@ class TracingMiddleware:
     is only recorded when it is not `ok`.
     """
 
-    def __init__(self, tracer_provider: TracerProvider) -> None:
+    def __init__(self, tracer_provider: trace.TracerProvider) -> None:
         self._tracer = HopTracer(tracer_provider)
 
     async def consume(self, call_next: ConsumeNext, ctx: HandleContext) -> None:

@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from relaychain import topology
 from relaychain.agents.prompts import PromptLibrary
@@ -30,6 +30,8 @@ from relaychain.settings import Settings
 if TYPE_CHECKING:
     from relaychain.agents.llm import ModelFactory
     from relaychain.schemas.config import Provider
+
+T = TypeVar("T")
 
 ANSWER_TYPES = ("response", "error", "blocked", "cancelled")
 SIDE_CHANNELS = frozenset({"usage"})
@@ -85,10 +87,11 @@ class Components:
     def prompts(self) -> PromptLibrary:
         return PromptLibrary(self.settings.app, self.settings.config_dir)
 
-    async def once(self, key: str, build: Callable[[], Awaitable[Any]]) -> Any:
+    async def once(self, key: str, build: Callable[[], Awaitable[T]]) -> T:
         if key not in self._cache:
             self._cache[key] = await build()
-        return self._cache[key]
+        built: T = self._cache[key]
+        return built
 
     def on_close(self, close: Callable[[], Awaitable[None]]) -> None:
         self._exit.push_async_callback(close)

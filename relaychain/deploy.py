@@ -142,7 +142,7 @@ def check_consistency(
         name = _name(scaled)
         spec = scaled.get("spec") or {}
         target = (spec.get("scaleTargetRef") or {}).get("name")
-        agent = deployment_agents.get(target)
+        agent = deployment_agents.get(target) if isinstance(target, str) else None
         if agent is None:
             problems.append(f"ScaledObject {name} targets {target!r}, which is no agent's Deployment")
             continue
@@ -166,7 +166,8 @@ def _trigger_problems(
             problems.append(
                 f"ScaledObject {name}: consumerGroup {meta.get('consumerGroup')!r}, the agent's is {group!r}"
             )
-    watched = sorted(meta.get("topic") for meta in kafka)
+    # A trigger without a topic shows as None in the mismatch rather than breaking the sort.
+    watched = sorted(str(meta.get("topic")) for meta in kafka)
     if watched != sorted(inbox):
         problems.append(f"ScaledObject {name}: kafka triggers watch {watched}, agent {agent} reads {sorted(inbox)}")
     max_replicas = spec.get("maxReplicaCount")

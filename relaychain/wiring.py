@@ -7,11 +7,12 @@ built on first use and shared by the agents of one process.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from relaychain.agents.documents.embedders import embedder_name, open_embedder
 from relaychain.agents.documents.embeddings import Embedder
@@ -60,10 +61,19 @@ async def conversation_store(components: Components) -> ConversationStore:
     return await _shared_store(components, "conversations", open_conversation_store)
 
 
-async def _shared_store(components: Components, key: str, open_store: Callable[[Settings], Awaitable[Any]]) -> Any:
+class _Store(Protocol):
+    async def close(self) -> None: ...
+
+
+StoreT = TypeVar("StoreT", bound=_Store)
+
+
+async def _shared_store(
+    components: Components, key: str, open_store: Callable[[Settings], Awaitable[StoreT]]
+) -> StoreT:
     """One store per process, opened on first use and closed with the components."""
 
-    async def build() -> Any:
+    async def build() -> StoreT:
         store = await open_store(components.settings)
         components.on_close(store.close)
         return store
@@ -202,7 +212,7 @@ async def build_retriever(components: Components) -> Agent:
             continue
         name = embedder_name(settings.app, retrieval.index)
         embedder = await components.once(
-            f"embedder:{name}", lambda n=name: open_embedder(n, settings.app, settings.data_dir)
+            f"embedder:{name}", functools.partial(open_embedder, name, settings.app, settings.data_dir)
         )
         index = open_index(settings, retrieval.index, embedder.dim)
         components.on_close(index.close)

@@ -313,9 +313,9 @@ class AppConfig(_Strict):
             if model.fallback is not None and model.fallback not in self.models:
                 raise ValueError(f"models.{name}.fallback: unknown model {model.fallback!r}")
         for name, business in self.businesses.items():
-            for model in business.allowed_models:
-                if model not in self.models:
-                    raise ValueError(f"businesses.{name}.allowed_models: unknown model {model!r}")
+            for allowed in business.allowed_models:
+                if allowed not in self.models:
+                    raise ValueError(f"businesses.{name}.allowed_models: unknown model {allowed!r}")
             if business.output_schema not in self.output_schemas:
                 raise ValueError(f"businesses.{name}.output_schema: unknown schema {business.output_schema!r}")
             summary = business.memory.summary_model

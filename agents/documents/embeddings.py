@@ -150,7 +150,8 @@ class TransformerEmbedder:
             hidden = self._model(**encoded).last_hidden_state
         mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(mean, p=2, dim=1).numpy()
+        vectors: np.ndarray = torch.nn.functional.normalize(mean, p=2, dim=1).numpy()
+        return vectors
 
     def close(self) -> None:
         self._executor.shutdown(wait=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -82,7 +83,8 @@ class PydanticOutput:
             validated = self._adapter.validate_python(value)
         except ValidationError as exc:
             raise SchemaViolation([f"{_path(e['loc'])}: {e['msg']}" for e in exc.errors()]) from exc
-        return self._adapter.dump_python(validated, mode="json")
+        dumped: dict[str, Any] = self._adapter.dump_python(validated, mode="json")
+        return dumped
 
 
 def load_output_schema(name: str, reference: str, base_dir: Path) -> OutputSchema:
@@ -114,7 +116,9 @@ def _path(location: Any) -> str:
 
 def _describe(error: jsonschema.ValidationError) -> str:
     where = _path(error.absolute_path)
-    value, limit = error.instance, error.validator_value
+    # A raised ValidationError has both set (the stubs also allow the `unset` placeholder); any JSON value.
+    value: Any = error.instance
+    limit: Any = error.validator_value
     match error.validator:
         case "maxLength":
             return f"{where}: at most {limit} characters (got {len(value)})"
@@ -126,7 +130,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
             missing = error.message.split("'")[1] if "'" in error.message else error.message
             return f"{where}: missing required field {missing!r}"
         case "additionalProperties":
-            extra = sorted(set(value) - set(error.schema.get("properties", {})))
+            properties = error.schema.get("properties", {}) if isinstance(error.schema, Mapping) else {}
+            extra = sorted(set(value) - set(properties))
             return f"{where}: unexpected fields {extra}"
         case "enum":
             return f"{where}: must be one of {list(limit)}"

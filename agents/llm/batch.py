@@ -129,7 +129,8 @@ class _Progress:
             self.sent[i] = text
 
     def text(self, i: int) -> str:
-        return self.tokenizer.decode(self.generated[i], skip_special_tokens=True)
+        text: str = self.tokenizer.decode(self.generated[i], skip_special_tokens=True)
+        return text
 
     def outcomes(self) -> list[Outcome]:
         return [

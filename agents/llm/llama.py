@@ -224,7 +224,7 @@ class _Engine:
 
     def _grammar(self, loaded: _Loaded, schema: dict[str, Any]) -> Any:
         """llama.cpp's grammar for the schema, built once per schema."""
-        from llama_cpp import LlamaGrammar
+        from llama_cpp.llama_grammar import LlamaGrammar
 
         key = json.dumps(schema, sort_keys=True)
         grammar = loaded.grammars.get(key)

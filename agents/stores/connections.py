@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -174,7 +174,12 @@ class PostgresPool:
     """An asyncpg pool opened on first use; `init` runs on every new connection (type codecs)."""
 
     def __init__(
-        self, dsn: str, *, min_size: int = 1, max_size: int = 10, init: Callable[[Any], Awaitable[None]] | None = None
+        self,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        init: Callable[[asyncpg.Connection], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self._dsn = dsn
         self._min_size = min_size
@@ -216,7 +221,7 @@ async def apply_migrations(pool: asyncpg.Pool, component: str, migrations: tuple
             " component TEXT NOT NULL, version INTEGER NOT NULL,"
             " applied_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (component, version))"
         )
-        applied = await conn.fetchval(
+        applied: int = await conn.fetchval(
             "SELECT coalesce(max(version), 0) FROM relaychain_migrations WHERE component = $1", component
         )
         for version, statement in enumerate(migrations[applied:], start=applied + 1):

@@ -100,7 +100,7 @@ class SqliteConversationStore:
             (conversation_id, after, -1 if newest is None else newest),
         ) as cursor:
             rows = await cursor.fetchall()
-        return [Turn(user=user, assistant=assistant) for user, assistant in reversed(rows)]
+        return [Turn(user=user, assistant=assistant) for user, assistant in reversed(list(rows))]
 
     async def append(self, conversation_id: str, turn: Turn, *, event_id: str) -> bool:
         db = await self._file.connection()
@@ -178,7 +178,7 @@ class PostgresConversationStore:
             after,
             newest,
         )
-        return [Turn(user=row["user_text"], assistant=row["assistant_text"]) for row in reversed(rows)]
+        return [Turn(user=row["user_text"], assistant=row["assistant_text"]) for row in reversed(list(rows))]
 
     async def append(self, conversation_id: str, turn: Turn, *, event_id: str) -> bool:
         pool = await self._postgres.pool()

@@ -183,6 +183,7 @@ class PostgresJournal:
                 key,
                 payload,
             )
+        assert row is not None  # RETURNING after DO UPDATE yields the row whether it was new or not
         return JournalEntry(row["payload"], row["recorded_at"])
 
     async def close(self) -> None:

@@ -160,7 +160,8 @@ class HuggingFaceCounter:
         table = self._byte_decoder
         if table is not None and all(ch in table for ch in piece):
             return bytes(table[ch] for ch in piece)
-        return self.tokenizer.decode([token_id]).encode()
+        text: str = self.tokenizer.decode([token_id])
+        return text.encode()
 
     def count_messages(self, messages: Sequence[ChatMessage]) -> int:
         chat = [{"role": m.role, "content": m.content} for m in messages]

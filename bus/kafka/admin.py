@@ -89,7 +89,8 @@ class TopicAdmin:
             except KafkaError as exc:
                 raise BusError(f"creating topics {[s.name for s in wanted]} failed: {exc!r}") from exc
             failures = []
-            for topic_error in response.topic_errors:
+            # aiokafka builds a Response's fields from its protocol schema at run time, unseen by its annotations.
+            for topic_error in response.topic_errors:  # type: ignore[attr-defined]
                 name, code = topic_error[0], topic_error[1]
                 if code in (0, TopicAlreadyExistsError.errno):
                     self._known.add(name)

@@ -10,6 +10,7 @@ from typing import Self
 
 from relaychain import topology
 from relaychain.app import Components, make_codec, topic_specs
+from relaychain.bus.base import Bus
 from relaychain.bus.client import Client
 from relaychain.buses import make_bus
 from relaychain.gateway.hub import RequestHub
@@ -54,6 +55,7 @@ class GatewayHost:
         return not self.embedded or self._embedded_app.runtime.ready
 
     async def __aenter__(self) -> Self:
+        bus: Bus
         if self.embedded:
             from relaychain.embedded import EmbeddedApp
 

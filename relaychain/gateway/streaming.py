@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Literal
+from typing import Any, Literal
 
 from relaychain.gateway.hub import RequestHub, StreamItem
 from relaychain.schemas import Event
@@ -43,8 +43,9 @@ async def follow(
                 yield "timeout"
                 return
             getter = asyncio.ensure_future(queue.get())
+            waiting: set[asyncio.Future[Any]] = {getter, answer}  # two result types; each is read through its own name
             done, _ = await asyncio.wait(
-                {getter, answer}, timeout=min(remaining, KEEPALIVE_S), return_when=asyncio.FIRST_COMPLETED
+                waiting, timeout=min(remaining, KEEPALIVE_S), return_when=asyncio.FIRST_COMPLETED
             )
             if getter in done:
                 yield getter.result()
