@@ -49,6 +49,27 @@ class TopicSpec:
 
 
 MessageHandler = Callable[[Message], Awaitable[None]]
+
+
+class StartStop:
+    """`async with` for anything with `start()` and `stop()`: every bus and client shares this one definition."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
 StartAt = Literal["earliest", "latest"]
 
 

@@ -18,10 +18,8 @@ import itertools
 import zlib
 from collections import deque
 from collections.abc import Mapping, Sequence
-from types import TracebackType
-from typing import Self
 
-from relaychain.bus.base import Message, MessageHandler, StartAt, TopicPartition, TopicSpec
+from relaychain.bus.base import Message, MessageHandler, StartAt, StartStop, TopicPartition, TopicSpec
 from relaychain.bus.dispatch import DEFAULT_REDELIVERY, KeyedDispatcher, OffsetTracker, Redelivery
 
 _TRIM_EVERY = 256
@@ -84,7 +82,7 @@ class _Group:
         self.committed: dict[TopicPartition, int] = {}
 
 
-class MemoryBus:
+class MemoryBus(StartStop):
     """In-process implementation of `relaychain.bus.base.Bus`."""
 
     def __init__(
@@ -110,15 +108,6 @@ class MemoryBus:
             for member in list(group.members):
                 await member.stop()
         self._started = False
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def create_topics(self, specs: Sequence[TopicSpec]) -> None:
         for spec in specs:

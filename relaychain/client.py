@@ -14,7 +14,6 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Self
 
 from opentelemetry import trace
@@ -22,7 +21,7 @@ from opentelemetry.trace import TracerProvider
 
 from relaychain import topology
 from relaychain.app import make_codec, topic_specs
-from relaychain.bus.base import Bus, Message, Subscription
+from relaychain.bus.base import Bus, Message, StartStop, Subscription
 from relaychain.bus.client import AnswerTimeout
 from relaychain.bus.client import Client as AnswerClient
 from relaychain.bus.codec import EventCodec, UndecodableMessage
@@ -46,7 +45,7 @@ class Progress:
     agent: str
 
 
-class Client:
+class Client(StartStop):
     """Publishes `Request`s and matches the answers (`Response`, `Error`, `Blocked`) by request id.
 
     Build it with `Client.connect(...)`, or over a bus you started yourself
@@ -109,15 +108,6 @@ class Client:
             client = cls(bus, timeout=timeout or DEFAULT_TIMEOUT_S, create_topics=True)
         client._owns_bus = True
         return client
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         if self._owns_bus:

@@ -13,13 +13,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from types import TracebackType
-from typing import Self
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError, UnknownError, UnknownTopicOrPartitionError
 
-from relaychain.bus.base import BusError, MessageHandler, StartAt, TopicSpec
+from relaychain.bus.base import BusError, MessageHandler, StartAt, StartStop, TopicSpec
 from relaychain.bus.kafka.admin import TopicAdmin
 from relaychain.bus.kafka.settings import KafkaSettings
 from relaychain.bus.kafka.subscription import KafkaSubscription
@@ -27,7 +25,7 @@ from relaychain.bus.kafka.subscription import KafkaSubscription
 log = logging.getLogger(__name__)
 
 
-class KafkaBus:
+class KafkaBus(StartStop):
     """One producer and one admin client per bus; one consumer per subscription (each is a group member)."""
 
     def __init__(self, settings: KafkaSettings) -> None:
@@ -86,15 +84,6 @@ class KafkaBus:
             await producer.stop()
         if admin is not None:
             await admin.close()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def create_topics(self, specs: Sequence[TopicSpec]) -> None:
         await self._started_admin().create(specs)
