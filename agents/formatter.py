@@ -44,6 +44,7 @@ from relaychain.agents.formatting import (
     assemble_from_steps,
     extract_json,
 )
+from relaychain.agents.guards import job_for, unknown_step
 from relaychain.bus.errors import AgentError
 from relaychain.schemas import ChatMessage, Event, Job, Money, Response, StepUsage
 from relaychain.schemas.config import AppConfig, BusinessConfig
@@ -70,14 +71,9 @@ class FormatterAgent:
         self._schemas = schemas
 
     async def handle(self, event: Event) -> Sequence[Event]:
-        if not isinstance(event, Job):
-            raise AgentError(ErrorCode.UNEXPECTED_EVENT, f"formatter handles jobs, not {event.type} events")
+        event = job_for(self.name, event)
         if event.current_step != "format":
-            raise AgentError(
-                ErrorCode.UNKNOWN_STEP,
-                f"formatter has no step {event.current_step!r}",
-                details={"step": event.current_step},
-            )
+            raise unknown_step(self.name, event.current_step)
         business = self._config.businesses.get(event.business)
         if business is None:
             raise AgentError(
@@ -102,7 +98,7 @@ class FormatterAgent:
     ) -> tuple[dict[str, Any], bool] | _Failure:
         text = list(job.outputs.values())[-1]
         try:
-            extracted = extract_json(text, finish_reason=_finish_reason(job, business, self._config))
+            extracted = extract_json(text, finish_reason=_finish_reason(job))
             return schema.validate(extracted.value), extracted.repaired
         except (ExtractionError, SchemaViolation) as exc:
             failure = _Failure(errors=_errors(exc), shown=text)
@@ -164,22 +160,10 @@ def cost_totals(usage: Sequence[StepUsage]) -> tuple[Money, ...]:
     return tuple(Money(amount=amount, currency=currency) for currency, amount in sorted(totals.items()))
 
 
-def _finish_reason(job: Job, business: BusinessConfig, config: AppConfig) -> str | None:
-    """`length` when the last generate call used its whole token allowance, computed as the generator does
-    (the job carries no finish reason)."""
+def _finish_reason(job: Job) -> str | None:
+    """Why the last generate call stopped, as the generator recorded it (`length`: truncated)."""
     generated = [line for line in job.usage if line.step.split(".", 1)[0] == "generate"]
-    if not generated:
-        return None
-    last = generated[-1]
-    _, _, chain_name = last.step.partition(".")
-    limits = [step.max_tokens for step in business.chain if step.name == chain_name and step.max_tokens]
-    model = config.models.get(last.model)
-    if model is None:
-        return None
-    limit = min(
-        limits[0] if limits else job.request.options.max_tokens or model.max_output_tokens, model.max_output_tokens
-    )
-    return "length" if last.output_tokens >= limit else None
+    return generated[-1].finish_reason if generated else None
 
 
 def _errors(exc: ExtractionError | SchemaViolation) -> list[str]:

@@ -29,6 +29,7 @@ from typing import Any
 
 from opentelemetry import trace
 
+from relaychain.agents.guards import job_for, unknown_step
 from relaychain.agents.llm import Completion, CompletionRequest, ModelPool
 from relaychain.agents.prompts import PromptLibrary
 from relaychain.agents.router import template_scope
@@ -92,12 +93,11 @@ class GeneratorAgent:
                 await self._models.get(name).load()
 
     async def handle(self, event: Event) -> Sequence[Event]:
-        if not isinstance(event, Job):
-            raise AgentError(ErrorCode.UNEXPECTED_EVENT, f"generator reads jobs, got a {event.type} event")
+        event = job_for(self.name, event)
         step = event.current_step or ""
         kind, _, chain_step = step.partition(".")
         if kind != GENERATE_STEP:
-            raise AgentError(ErrorCode.UNKNOWN_STEP, f"generator runs generate steps, not {step!r}")
+            raise unknown_step(self.name, step)
         business = self._prompts.business(event.business)
         messages = self._messages(event, chain_step) if chain_step else compose_messages(event.prompt, event.history)
         if not messages:
@@ -136,6 +136,7 @@ class GeneratorAgent:
             cached_input_tokens=completion.cached_input_tokens,
             reasoning_tokens=completion.reasoning_tokens,
             latency_ms=completion.latency_ms,
+            finish_reason=completion.finish_reason,
         )
         self._annotate(event.model, max_tokens, messages, completion, usage)
         if completion.finish_reason == "cancelled":

@@ -28,6 +28,7 @@ from datetime import datetime
 
 from opentelemetry import trace
 
+from relaychain.agents.guards import business_of, job_for, unknown_step
 from relaychain.agents.memory_policies import (
     Recall,
     Summariser,
@@ -41,7 +42,7 @@ from relaychain.agents.stores.history import ConversationStore, Summary, Turn
 from relaychain.agents.stores.journal import CompletionJournal
 from relaychain.bus.errors import AgentError
 from relaychain.schemas import Event, Job, StepUsage, Usage
-from relaychain.schemas.config import AppConfig, BusinessConfig, MemoryPolicy
+from relaychain.schemas.config import AppConfig, MemoryPolicy
 from relaychain.schemas.envelope import utc_now
 from relaychain.schemas.errors import ErrorCode
 
@@ -77,16 +78,15 @@ class MemoryAgent:
         self._journal = journal
 
     async def handle(self, event: Event) -> Sequence[Event]:
-        if not isinstance(event, Job):
-            raise AgentError(ErrorCode.UNEXPECTED_EVENT, f"memory handles jobs, not {event.type} events")
-        business = self._business(event)
+        event = job_for(self.name, event)
+        business = business_of(self._config, event)
         match event.current_step:
             case "memory.load":
                 return await self._load(event, business.memory)
             case "memory.save":
                 return await self._save(event, business.memory)
             case step:
-                raise AgentError(ErrorCode.UNKNOWN_STEP, f"memory has no step {step!r}", details={"step": step})
+                raise unknown_step(self.name, step)
 
     async def _load(self, job: Job, policy: MemoryPolicy) -> Sequence[Event]:
         if job.conversation_id is None or policy.kind == "none":
@@ -144,28 +144,12 @@ class MemoryAgent:
 
     async def _save(self, job: Job, policy: MemoryPolicy) -> Sequence[Event]:
         if job.conversation_id is not None and policy.kind != "none":
-            turn = Turn(user=_user_text(job), assistant=_answer_text(job))
+            turn = Turn(user=job.request.text, assistant=_answer_text(job))
             with database_errors("memory"):
                 await self._store.append(job.conversation_id, turn, event_id=job.id)
         done = job.advance(self.name)
         # The answer went out at `format`; a job with no step left has nowhere to go.
         return [done] if done.slip else []
-
-    def _business(self, job: Job) -> BusinessConfig:
-        business = self._config.businesses.get(job.business)
-        if business is None:
-            raise AgentError(
-                ErrorCode.UNKNOWN_BUSINESS, f"no business {job.business!r}", details={"business": job.business}
-            )
-        return business
-
-
-def _user_text(job: Job) -> str:
-    request = job.request
-    if request.input is not None:
-        return request.input
-    user_messages = [message.content for message in request.messages if message.role == "user"]
-    return user_messages[-1] if user_messages else request.messages[-1].content
 
 
 def _answer_text(job: Job) -> str:

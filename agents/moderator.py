@@ -26,11 +26,10 @@ from typing import Any, Literal
 
 from opentelemetry import trace
 
+from relaychain.agents.guards import business_of, job_for, unknown_step
 from relaychain.agents.moderation import Match, Matcher, WordLists
-from relaychain.bus.errors import AgentError
 from relaychain.schemas import Blocked, ChatMessage, Event, Job, ModerationOutcome, Request
 from relaychain.schemas.config import AppConfig, BusinessConfig, CategoryAction
-from relaychain.schemas.errors import ErrorCode
 
 __all__ = ["ModeratorAgent", "mask"]
 
@@ -46,13 +45,8 @@ class ModeratorAgent:
         self._lists = lists
 
     async def handle(self, event: Event) -> Sequence[Event]:
-        if not isinstance(event, Job):
-            raise AgentError(ErrorCode.UNEXPECTED_EVENT, f"moderator handles jobs, not {event.type} events")
-        business = self._config.businesses.get(event.business)
-        if business is None:
-            raise AgentError(
-                ErrorCode.UNKNOWN_BUSINESS, f"no business {event.business!r}", details={"business": event.business}
-            )
+        event = job_for(self.name, event)
+        business = business_of(self._config, event)
         matcher = await self._lists.matcher(event.business)
         match event.current_step:
             case "moderate.input":
@@ -60,7 +54,7 @@ class ModeratorAgent:
             case "moderate.output":
                 return self._moderate_output(event, business, matcher)
             case step:
-                raise AgentError(ErrorCode.UNKNOWN_STEP, f"moderator has no step {step!r}", details={"step": step})
+                raise unknown_step(self.name, step)
 
     def _moderate_input(self, job: Job, business: BusinessConfig, matcher: Matcher) -> Sequence[Event]:
         request = job.request

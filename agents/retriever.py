@@ -38,6 +38,7 @@ from relaychain.agents.documents.embeddings import Embedder, MeteredEmbedder, Qu
 from relaychain.agents.documents.indexer import DocumentIndexer
 from relaychain.agents.documents.ranking import fuse, group_by_source
 from relaychain.agents.documents.remote_embeddings import EMBED_STEP
+from relaychain.agents.guards import business_of, job_for, unknown_step
 from relaychain.agents.stores.journal import CompletionJournal
 from relaychain.agents.stores.lexical import terms
 from relaychain.agents.stores.vectors import Hit, VectorIndex
@@ -120,15 +121,10 @@ class RetrieverAgent:
         )
 
     async def handle(self, event: Event) -> Sequence[Event]:
-        if not isinstance(event, Job):
-            raise AgentError(ErrorCode.UNEXPECTED_EVENT, f"retriever handles jobs, not {event.type} events")
+        event = job_for(self.name, event)
         if event.current_step != "retrieve":
-            raise AgentError(ErrorCode.UNKNOWN_STEP, f"retriever has no step {event.current_step!r}")
-        business = self._config.businesses.get(event.business)
-        if business is None:
-            raise AgentError(
-                ErrorCode.UNKNOWN_BUSINESS, f"no business {event.business!r}", details={"business": event.business}
-            )
+            raise unknown_step(self.name, event.current_step)
+        business = business_of(self._config, event)
         if business.retrieval is None:
             return [event.advance(self.name)]
         retrieval = business.retrieval
@@ -211,7 +207,4 @@ def _query(job: Job, retrieval: RetrievalConfig) -> str:
                 details={"variable": retrieval.query_var},
             )
         return value
-    if request.input is not None:
-        return request.input
-    users = [message.content for message in request.messages if message.role == "user"]
-    return users[-1] if users else request.messages[-1].content
+    return request.text

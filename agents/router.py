@@ -165,12 +165,6 @@ class RouterAgent:
         return await self.spend_today(business_name, model) >= business.daily_budget
 
 
-def request_text(request: Request) -> str:
-    if request.input is not None:
-        return request.input
-    return request.messages[-1].content if request.messages else ""
-
-
 def template_scope(request: Request, model: str, **extra: Any) -> dict[str, Any]:
     """What a template sees: the request's variables and the built-ins."""
-    return {"context": (), "outputs": {}, **request.vars, "input": request_text(request), "model": model, **extra}
+    return {"context": (), "outputs": {}, **request.vars, "input": request.text, "model": model, **extra}

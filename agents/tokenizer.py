@@ -149,7 +149,7 @@ def prompt_messages(job: Job) -> tuple[ChatMessage, ...]:
     more system message, whatever place the template later gives them.
     """
     request = job.request
-    prompt = job.prompt or (ChatMessage(role="user", content=request.input or request.messages[-1].content),)
+    prompt = job.prompt or (ChatMessage(role="user", content=request.text),)
     if not job.context:
         return prompt
     context = ChatMessage(role="system", content="\n\n".join(chunk.text for chunk in job.context))

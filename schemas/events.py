@@ -38,6 +38,14 @@ class Request(Event):
     vars: dict[str, Any] = Field(default_factory=dict, description="Template variables: data, never template code.")
     options: RequestOptions = RequestOptions()
 
+    @property
+    def text(self) -> str:
+        """The user's text, defined once for every agent: `input`, else the last user message, else the last message."""
+        if self.input is not None:
+            return self.input
+        users = [message.content for message in self.messages if message.role == "user"]
+        return users[-1] if users else self.messages[-1].content
+
     @model_validator(mode="after")
     def _has_input(self) -> Request:
         if self.input is None and not self.messages:
@@ -76,6 +84,7 @@ class StepUsage(BaseModel):
     cached_input_tokens: int = Field(default=0, ge=0, description="Prompt tokens served from the provider's cache.")
     reasoning_tokens: int = Field(default=0, ge=0, description="Output tokens spent on reasoning (billed as output).")
     price: AppliedPrice | None = None
+    finish_reason: str | None = Field(default=None, description="Why the model stopped: stop, length, cancelled...")
     input_cost: Decimal = Decimal(0)
     output_cost: Decimal = Decimal(0)
     currency: str = "USD"

@@ -98,6 +98,7 @@ def priced_usage(
     cached_input_tokens: int = 0,
     reasoning_tokens: int = 0,
     latency_ms: float = 0.0,
+    finish_reason: str | None = None,
 ) -> StepUsage:
     """A `StepUsage` for one model call, priced in the model's currency at the price in effect (`price_on`)."""
     input_cost, output_cost, rates = _bill(input_tokens, output_tokens, cached_input_tokens, price_per_million)
@@ -109,6 +110,7 @@ def priced_usage(
         cached_input_tokens=cached_input_tokens,
         reasoning_tokens=reasoning_tokens,
         price=rates,
+        finish_reason=finish_reason,
         input_cost=input_cost,
         output_cost=output_cost,
         currency=price_per_million.currency,

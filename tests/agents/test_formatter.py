@@ -133,9 +133,19 @@ async def test_invalid_output_is_reasked_with_the_errors(agent: FormatterAgent, 
 
 
 async def test_output_at_the_token_limit_is_truncated_not_repaired(agent: FormatterAgent) -> None:
-    usage = (StepUsage(step="generate", model="smollm2-135m", input_tokens=5, output_tokens=256),)
+    """The generator records why the model stopped; the formatter does not guess it from token counts."""
+    usage = (
+        StepUsage(step="generate", model="smollm2-135m", input_tokens=5, output_tokens=256, finish_reason="length"),
+    )
     [reask] = await agent.handle(_job('{"title": "T", "body": "B"}', usage=usage))
     assert isinstance(reask, Job) and "length limit" in reask.prompt[-1].content
+
+
+async def test_after_a_fallback_a_full_allowance_that_stopped_is_not_truncation(agent: FormatterAgent) -> None:
+    """The answering model's token count at the requested model's limit, but the model said `stop`."""
+    usage = (StepUsage(step="generate", model="smollm2-135m", input_tokens=5, output_tokens=256, finish_reason="stop"),)
+    [answer] = await agent.handle(_job('{"title": "T", "body": "B"}', usage=usage))
+    assert not isinstance(answer, Job), answer
 
 
 async def test_after_the_limit_output_invalid(agent: FormatterAgent) -> None:
