@@ -164,6 +164,10 @@ class HuggingFaceCounter:
         return text.encode()
 
     def count_messages(self, messages: Sequence[ChatMessage]) -> int:
+        if not messages:
+            # Chat templates refuse an empty conversation; nothing to send costs nothing (a new conversation's
+            # history, say).
+            return 0
         chat = [{"role": m.role, "content": m.content} for m in messages]
         with self._lock:
             if self.tokenizer.chat_template is None:

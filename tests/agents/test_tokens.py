@@ -289,3 +289,9 @@ def test_smollm2_counts_chats_through_its_chat_template(smollm2_counter) -> None
     assert default_system > with_system
     kept, _ = fit_history((user("hi"),), HISTORY, smollm2_counter, budget=100)
     assert kept == HISTORY[4:]
+
+
+@pytest.mark.slow
+def test_an_empty_conversation_counts_zero_not_a_chat_template_error(smollm2_counter) -> None:
+    """A new conversation has no history: the token memory policy counts it, and the chat template refuses it."""
+    assert smollm2_counter.count_messages(()) == 0
