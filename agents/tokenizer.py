@@ -73,9 +73,10 @@ class TokenizerAgent:
         )
 
     async def warm_up(self) -> None:
-        """Load the token counters of every model a business may use, so no request pays the load."""
+        """Load the token counters of every available model a business may use, so no request pays the load
+        (a model marked `available: false`, e.g. chatglm before its weights are set, is never routed to)."""
         names = {name for business in self._config.businesses.values() for name in business.allowed_models}
-        for name in sorted(names & self._config.models.keys()):
+        for name in sorted(n for n in names & self._config.models.keys() if self._config.models[n].available):
             try:
                 await self._counter(name)
             except AgentError as exc:
