@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tests.e2e.workers import WorkerPool, WorkerProcess, create_relaychain_topics
+from tests.support import tansu
 from tests.support.instant_model import INSTANT_API_KEY_ENV, script_instant_replies, write_instant_config
 from tests.support.openai_server import OpenAITestServer
 
@@ -51,10 +52,22 @@ class KafkaWorkers:
 
 
 @pytest.fixture(scope="session")
+def example_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A broker of the examples' own: their workers join the fixed `relaychain.*` groups, which the end-to-end
+    modules also use on the session's broker; Tansu kept re-balancing a group such a module had left."""
+    broker = tansu.start(log_path=tmp_path_factory.mktemp("example-broker") / "tansu.log")
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
 def kafka_workers(
-    tmp_path_factory: pytest.TempPathFactory, instant_config: Path, kafka_bootstrap: str
+    tmp_path_factory: pytest.TempPathFactory, instant_config: Path, example_broker: str
 ) -> Iterator[KafkaWorkers]:
-    """`relaychain worker` processes on the test broker, reading a config with the tagger on product_review's slip."""
+    """`relaychain worker` processes on a broker, reading a config with the tagger on product_review's slip."""
+    kafka_bootstrap = example_broker
     directory = tmp_path_factory.mktemp("example-workers")
     raw = yaml.safe_load(instant_config.read_text(encoding="utf-8"))
     steps = raw["businesses"]["product_review"]["steps"]
