@@ -276,4 +276,6 @@ def _needs_summaries(components: Components) -> bool:
 
 
 def _progress(message: str) -> None:
-    log.warning("%s", message)
+    # INFO, not WARNING: a normal start-up (the model loading) is no warning, and `run` keeps stderr for what
+    # went wrong. `relaychain -v` shows it; a worker logs INFO.
+    log.info("%s", message)
