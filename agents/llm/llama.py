@@ -23,7 +23,6 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +34,14 @@ from relaychain.agents.llm.base import (
     ModelRequestRejected,
     ModelTimeout,
 )
-from relaychain.agents.llm.threaded import CallSide, ModelThread, ProgressCallback, bridge
+from relaychain.agents.llm.threaded import (
+    CallSide,
+    LocalResult,
+    ModelThread,
+    ProgressCallback,
+    call_arguments,
+    complete_on_thread,
+)
 from relaychain.agents.weights import WeightsMissing, locate_weights
 from relaychain.schemas.config import ModelConfig, Provider
 
@@ -80,27 +86,13 @@ class LlamaChatModel:
         await asyncio.wrap_future(self._engine.thread.submit(self._engine.ensure_loaded))
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        started = time.perf_counter()
-        async with bridge(request) as side:
-            call = _Call(
-                messages=[m.model_dump(include={"role", "content"}) for m in request.messages],
-                max_tokens=request.max_tokens,
-                temperature=request.temperature,
-                timeout_s=request.timeout_s or self.config.timeout_s,
-                json_schema=request.json_schema,
-                side=side,
-            )
-            future: Future[_Result] = self._engine.thread.submit(self._engine.generate, call)
-            result = await asyncio.wrap_future(future)
-        return Completion(
-            text=result.text,
-            model=self.name,
-            response_model=self.name,
-            provider=Provider.LLAMA_CPP.value,
-            input_tokens=result.input_tokens,
-            output_tokens=result.output_tokens,
-            finish_reason=result.finish_reason,
-            latency_ms=(time.perf_counter() - started) * 1000,
+        return await complete_on_thread(
+            self.name,
+            Provider.LLAMA_CPP,
+            request,
+            lambda side: self._engine.thread.submit(
+                self._engine.generate, _Call(**call_arguments(request, self.config.timeout_s), side=side)
+            ),
         )
 
     async def aclose(self) -> None:
@@ -134,14 +126,6 @@ class _Call:
     side: CallSide
 
 
-@dataclass(frozen=True)
-class _Result:
-    text: str
-    input_tokens: int
-    output_tokens: int
-    finish_reason: FinishReason
-
-
 @dataclass
 class _Loaded:
     llama: Any
@@ -166,7 +150,7 @@ class _Engine:
             self._loaded = self._load()
         return self._loaded
 
-    def generate(self, call: _Call) -> _Result:
+    def generate(self, call: _Call) -> LocalResult:
         import llama_cpp
 
         loaded = self.ensure_loaded()
@@ -220,7 +204,7 @@ class _Engine:
                 raise ModelTimeout(self.name, call.timeout_s)
         tokens.close()
         pieces.append(decoder.decode(b"", final=True))
-        return _Result("".join(pieces), len(prompt_ids), len(generated), finish)
+        return LocalResult("".join(pieces), len(prompt_ids), len(generated), finish)
 
     def _grammar(self, loaded: _Loaded, schema: dict[str, Any]) -> Any:
         """llama.cpp's grammar for the schema, built once per schema."""

@@ -32,12 +32,18 @@ from typing import Any
 from relaychain.agents.llm.base import (
     Completion,
     CompletionRequest,
-    FinishReason,
     ModelBusy,
     ModelRequestRejected,
     ModelTimeout,
 )
-from relaychain.agents.llm.threaded import CallSide, ModelThread, ProgressCallback, bridge
+from relaychain.agents.llm.threaded import (
+    CallSide,
+    LocalResult,
+    ModelThread,
+    ProgressCallback,
+    call_arguments,
+    complete_on_thread,
+)
 from relaychain.agents.weights import locate_weights
 from relaychain.schemas.config import ModelConfig, Provider
 
@@ -88,26 +94,11 @@ class TransformersChatModel:
         await asyncio.wrap_future(self._engine.thread.submit(self._engine.ensure_loaded))
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        started = time.perf_counter()
-        async with bridge(request) as side:
-            call = _Call(
-                messages=[m.model_dump(include={"role", "content"}) for m in request.messages],
-                max_tokens=request.max_tokens,
-                temperature=request.temperature,
-                timeout_s=request.timeout_s or self.config.timeout_s,
-                json_schema=request.json_schema,
-                side=side,
-            )
-            result = await asyncio.wrap_future(self._engine.submit(call))
-        return Completion(
-            text=result.text,
-            model=self.name,
-            response_model=self.name,
-            provider=Provider.TRANSFORMERS.value,
-            input_tokens=result.input_tokens,
-            output_tokens=result.output_tokens,
-            finish_reason=result.finish_reason,
-            latency_ms=(time.perf_counter() - started) * 1000,
+        return await complete_on_thread(
+            self.name,
+            Provider.TRANSFORMERS,
+            request,
+            lambda side: self._engine.submit(_Call(**call_arguments(request, self.config.timeout_s), side=side)),
         )
 
     async def aclose(self) -> None:
@@ -153,21 +144,13 @@ class _Call:
     timeout_s: float
     json_schema: dict[str, Any] | None
     side: CallSide
-    future: Future[_Result] = field(default_factory=Future)
+    future: Future[LocalResult] = field(default_factory=Future)
 
     @property
     def batch_key(self) -> tuple[float | None, bool]:
         """Jobs decode together only under the same sampling settings (the repetition penalty is free text only)."""
         sampling = self.temperature if self.temperature is not None and self.temperature > 0 else None
         return sampling, self.json_schema is None
-
-
-@dataclass(frozen=True)
-class _Result:
-    text: str
-    input_tokens: int
-    output_tokens: int
-    finish_reason: FinishReason
 
 
 @dataclass
@@ -200,7 +183,7 @@ class _Engine:
         self._pending_lock = threading.Lock()
         self._loaded: _Loaded | None = None
 
-    def submit(self, call: _Call) -> Future[_Result]:
+    def submit(self, call: _Call) -> Future[LocalResult]:
         """Queue `call`; one worker turn is queued with it, and whichever turn runs first takes a batch of the queue.
 
         Runs on the event loop's thread (the turn starts after the loop's due callbacks: see `submit_soon`).
@@ -256,7 +239,9 @@ class _Engine:
                         call.future.set_exception(ModelTimeout(self.name, call.timeout_s))
                     else:
                         call.future.set_result(
-                            _Result(outcome.text, outcome.input_tokens, outcome.output_tokens, outcome.finish_reason)
+                            LocalResult(
+                                outcome.text, outcome.input_tokens, outcome.output_tokens, outcome.finish_reason
+                            )
                         )
         except BaseException as exc:
             for call in batch:

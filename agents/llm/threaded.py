@@ -12,14 +12,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from relaychain.agents.llm.base import CompletionRequest, ModelBusy
+from relaychain.agents.llm.base import Completion, CompletionRequest, FinishReason, ModelBusy
+from relaychain.schemas.config import Provider
 
-__all__ = ["CallSide", "ModelThread", "ProgressCallback", "bridge"]
+__all__ = [
+    "CallSide",
+    "LocalResult",
+    "ModelThread",
+    "ProgressCallback",
+    "bridge",
+    "call_arguments",
+    "complete_on_thread",
+]
 
 ProgressCallback = Callable[[str], None]
 """Receives human-readable load progress (the CLI prints it); called from the model's worker thread."""
@@ -125,3 +135,43 @@ async def bridge(request: CompletionRequest) -> AsyncIterator[CallSide]:
     finally:
         for helper in helpers:
             helper.cancel()
+
+
+@dataclass(frozen=True)
+class LocalResult:
+    """What a local engine's thread hands back for one call."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+    finish_reason: FinishReason
+
+
+def call_arguments(request: CompletionRequest, default_timeout_s: float) -> dict[str, Any]:
+    """The fields of a local engine's call, taken from the request the same way by every engine."""
+    return {
+        "messages": [m.model_dump(include={"role", "content"}) for m in request.messages],
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        "timeout_s": request.timeout_s or default_timeout_s,
+        "json_schema": request.json_schema,
+    }
+
+
+async def complete_on_thread(
+    name: str, provider: Provider, request: CompletionRequest, run: Callable[[CallSide], Future[LocalResult]]
+) -> Completion:
+    """`run(side)` submits the call to the model's thread; this bridges it and turns the result into a Completion."""
+    started = time.perf_counter()
+    async with bridge(request) as side:
+        result = await asyncio.wrap_future(run(side))
+    return Completion(
+        text=result.text,
+        model=name,
+        response_model=name,
+        provider=provider.value,
+        input_tokens=result.input_tokens,
+        output_tokens=result.output_tokens,
+        finish_reason=result.finish_reason,
+        latency_ms=(time.perf_counter() - started) * 1000,
+    )
