@@ -12,6 +12,7 @@ to `max_in_flight`, and fetching pauses while that many are in flight.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -51,14 +52,14 @@ class TopicSpec:
 MessageHandler = Callable[[Message], Awaitable[None]]
 
 
-class StartStop:
+class StartStop(ABC):
     """`async with` for anything with `start()` and `stop()`: every bus and client shares this one definition."""
 
-    async def start(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    async def start(self) -> None: ...
 
-    async def stop(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    async def stop(self) -> None: ...
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -21,6 +21,7 @@ a request you cannot serve: the caller gets a typed `Error`.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -36,7 +37,7 @@ __all__ = ["Agent"]
 In = TypeVar("In", bound=Event)
 
 
-class Agent(Generic[In]):
+class Agent(ABC, Generic[In]):
     name: str
     consumes: ClassVar[type[Event]] = Event
     emits: ClassVar[tuple[type[Event], ...]] = ()
@@ -81,9 +82,9 @@ class Agent(Generic[In]):
                 )
         return outputs
 
+    @abstractmethod
     async def process(self, event: In) -> Event | Sequence[Event] | None:
         """Your agent's work: return the event(s) to emit, or None to emit nothing."""
-        raise NotImplementedError(f"{type(self).__name__} must implement process()")
 
 
 def _names(types: tuple[type[Event], ...]) -> str:

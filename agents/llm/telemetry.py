@@ -82,15 +82,11 @@ class ModelCallTelemetry:
             metric_attributes["gen_ai.request.model"] = model_id
             try:
                 yield call
-            except AgentError as exc:
-                span.set_attribute("error.type", exc.code)
-                span.set_status(Status(StatusCode.ERROR, exc.message))
-                metric_attributes["error.type"] = exc.code
-                raise
-            except Exception as exc:
-                span.set_attribute("error.type", type(exc).__qualname__)
+            except Exception as exc:  # recorded on the span and re-raised: the caller handles it
+                error_type = exc.code if isinstance(exc, AgentError) else type(exc).__qualname__
+                span.set_attribute("error.type", error_type)
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
-                metric_attributes["error.type"] = type(exc).__qualname__
+                metric_attributes["error.type"] = error_type
                 raise
             finally:
                 completion = call.completion

@@ -127,8 +127,12 @@ class SqliteFile:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 await db.execute("VACUUM INTO ?", (str(self.path),))
                 log.warning("%s was removed while open; restored it from the open connection", self.path)
-            except Exception as exc:  # another process restored it first, or the folder is gone for good
-                log.warning("%s was removed while open and could not be restored (%s); reopening", self.path, exc)
+            except (sqlite3.Error, OSError) as exc:  # another process restored it first, or the folder is gone
+                log.error(
+                    "%s was removed while open and could not be restored (%s); reopening: rows it held are not at the path",
+                    self.path,
+                    exc,
+                )
         else:
             log.warning("%s was replaced by another file while open; reopening it", self.path)
         await db.close()

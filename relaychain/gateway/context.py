@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 
 from starlette.requests import Request as HttpRequest
 
 from relaychain.gateway.answers import Tracked
 from relaychain.gateway.errors import HttpProblem
 from relaychain.gateway.host import GatewayHost
-from relaychain.gateway.hub import RequestHub
+from relaychain.gateway.hub import RequestHub, StreamItem
 from relaychain.gateway.intake import StreamSlots, tenant_of
+from relaychain.gateway.streaming import Item, follow
+from relaychain.schemas import Event
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,19 @@ class GatewayContext:
         if tracked.tenant != tenant:
             raise HttpProblem(403, "forbidden", "the request belongs to another tenant")
         return tracked
+
+    def follow(
+        self, request_id: str, queue: asyncio.Queue[StreamItem], answer: asyncio.Future[Event]
+    ) -> AsyncIterator[Item]:
+        """A request's stream items until its answer; a client that goes away cancels the request."""
+        return follow(
+            self.hub,
+            request_id,
+            queue,
+            answer,
+            timeout_s=self.limits.answer_timeout_s,
+            on_abandon=lambda: self.cancel_later(request_id, "client_disconnected"),
+        )
 
     def cancel_later(self, request_id: str, reason: str) -> None:
         """Cancel from a place that cannot await (a disconnect tearing a response down)."""

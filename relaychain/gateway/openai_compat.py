@@ -26,7 +26,6 @@ from relaychain.gateway.errors import HttpProblem, status_of
 from relaychain.gateway.intake import read_json, tenant_of
 from relaychain.gateway.routes import build_request, submit, wait_answer
 from relaychain.gateway.sse import KEEPALIVE, sse
-from relaychain.gateway.streaming import follow
 from relaychain.schemas import Blocked, Cancelled, Error, Event, Request, StepUsage, TokenDelta
 from relaychain.schemas import Response as Answer
 
@@ -159,14 +158,7 @@ async def _chunks(
     streamed = False
     try:
         yield chunk({"role": "assistant", "content": ""})
-        items = follow(
-            context.hub,
-            request.request_id,
-            queue,
-            future,
-            timeout_s=context.limits.answer_timeout_s,
-            on_abandon=lambda: context.cancel_later(request.request_id, "client_disconnected"),
-        )
+        items = context.follow(request.request_id, queue, future)
         async for item in items:
             if isinstance(item, TokenDelta):
                 streamed = True

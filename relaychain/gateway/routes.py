@@ -15,7 +15,6 @@ from relaychain.gateway.errors import HttpProblem, error_response
 from relaychain.gateway.hub import Progress
 from relaychain.gateway.intake import read_json, tenant_of
 from relaychain.gateway.sse import KEEPALIVE, sse
-from relaychain.gateway.streaming import follow
 from relaychain.schemas import Event, Request, RequestOptions, TokenDelta
 
 REQUEST_FIELDS = {"business", "model", "input", "messages", "vars", "conversation_id", "options"}
@@ -97,14 +96,7 @@ async def _sse_events(
 ) -> AsyncIterator[bytes]:
     try:
         yield sse("request", {"request_id": request.request_id, "conversation_id": request.conversation_id})
-        items = follow(
-            context.hub,
-            request.request_id,
-            queue,
-            future,
-            timeout_s=context.limits.answer_timeout_s,
-            on_abandon=lambda: context.cancel_later(request.request_id, "client_disconnected"),
-        )
+        items = context.follow(request.request_id, queue, future)
         async for item in items:
             if isinstance(item, TokenDelta):
                 yield sse("delta", {"step": item.step, "index": item.index, "text": item.text})
