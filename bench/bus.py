@@ -25,13 +25,12 @@ from typing import Literal
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased  # noqa: E402
 
 from relaychain.bus import Bus, MemoryBus, TopicSpec  # noqa: E402
 from relaychain.bus.codec import EventCodec  # noqa: E402
 from relaychain.bus.runtime import AgentRuntime, Routes  # noqa: E402
-from relaychain.observability import JsonLinesSpanExporter, TracingMiddleware  # noqa: E402
+from relaychain.observability import JsonLinesSpanProcessor, TracingMiddleware  # noqa: E402
 from relaychain.schemas import Event  # noqa: E402
 
 HOPS = 7
@@ -74,9 +73,7 @@ async def run_pipeline(
     tracer_provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(sample_ratio)))
     middlewares = []
     if trace_file is not None:
-        tracer_provider.add_span_processor(
-            BatchSpanProcessor(JsonLinesSpanExporter(trace_file), max_queue_size=200_000)
-        )
+        tracer_provider.add_span_processor(JsonLinesSpanProcessor(trace_file))
         middlewares.append(TracingMiddleware(tracer_provider))
     routes = Routes(type_topics={}, step_topic=topic.__getitem__, deadletter=f"{prefix}.dlq")
     runtime = AgentRuntime(bus, EventCodec([Hop]), routes, middlewares=middlewares)

@@ -40,6 +40,8 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util import types
 
+from relaychain.observability.traceparent import RemoteParent
+
 __all__ = ["HopSpan", "HopTracer"]
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,18 @@ _FLAGS = {
 }
 _NO_OP_STARTS = frozenset({SpanProcessor.on_start, SimpleSpanProcessor.on_start, BatchSpanProcessor.on_start})
 _ROOT = Context()
+_UNSET = Status(StatusCode.UNSET)
 """The context a hop without a `traceparent` is sampled in: no parent, whatever the current context holds."""
+
+
+def _span_context(trace_hex: str, span_hex: str, flags: TraceFlags, state: str | None) -> SpanContext:
+    return SpanContext(
+        int(trace_hex, 16),
+        int(span_hex, 16),
+        is_remote=False,
+        trace_flags=flags,
+        trace_state=TraceState.from_header([state]) if state else None,
+    )
 
 
 def _clean(value: types.AnyValue) -> types.AnyValue:
@@ -85,43 +98,45 @@ class HopTracer:
         )
 
     def start(
-        self, name: str, parent: SpanContext | None, kind: SpanKind, attributes: dict[str, types.AnyValue]
+        self,
+        name: str,
+        parent: RemoteParent | SpanContext | None,
+        kind: SpanKind,
+        attributes: dict[str, types.AnyValue],
     ) -> trace_api.Span:
         """A recording `HopSpan` (or a non-recording span when not sampled), child of the remote `parent`."""
+        if isinstance(parent, SpanContext):
+            parent = RemoteParent.of(parent)
         if self._disabled:
-            return NonRecordingSpan(parent or INVALID_SPAN_CONTEXT)
+            return NonRecordingSpan(parent.span_context if parent is not None else INVALID_SPAN_CONTEXT)
         parent_context: Context | None = None
-        trace_state: TraceState | None
         if parent is not None and self._follows_remote_parent:
             # What ParentBased decides for a remote parent with its default delegates, without asking it.
-            trace_id, sampled, trace_state = parent.trace_id, parent.trace_flags.sampled, parent.trace_state
+            trace_hex, sampled, state = parent.trace_hex, parent.flags & TraceFlags.SAMPLED, parent.state
             recording = sampled
+            random_trace_id = parent.flags & TraceFlags.RANDOM_TRACE_ID
         else:
             parent_context = self._parent_context(parent)
-            trace_id = parent.trace_id if parent is not None else self._ids.generate_trace_id()
+            trace_id = int(parent.trace_hex, 16) if parent is not None else self._ids.generate_trace_id()
             result = self._sampler.should_sample(parent_context, trace_id, name, kind, attributes, ())
             sampled, recording = result.decision.is_sampled(), result.decision.is_recording()
-            trace_state = result.trace_state
+            trace_hex = parent.trace_hex if parent is not None else f"{trace_id:032x}"
+            state = result.trace_state.to_header() if result.trace_state else None
             attributes = dict(result.attributes)
-        random_trace_id = parent.trace_flags.random_trace_id if parent is not None else self._random_ids
-        context = SpanContext(
-            trace_id,
-            self._ids.generate_span_id(),
-            is_remote=False,
-            trace_flags=_FLAGS[sampled, random_trace_id],
-            trace_state=trace_state,
-        )
+            random_trace_id = parent.flags & TraceFlags.RANDOM_TRACE_ID if parent is not None else self._random_ids
+        flags = _FLAGS[bool(sampled), bool(random_trace_id)]
+        span_hex = f"{self._ids.generate_span_id():016x}"
         if not recording:
-            return NonRecordingSpan(context)
-        span = HopSpan(self, name, context, parent, kind, attributes)
+            return NonRecordingSpan(_span_context(trace_hex, span_hex, flags, state))
+        span = HopSpan(self, name, trace_hex, span_hex, flags, state, parent, kind, attributes)
         if self._any_on_start():
             # The SDK types its processors for its own Span; they read only the ReadableSpan interface HopSpan has.
             self._processor.on_start(span, parent_context=parent_context or self._parent_context(parent))  # type: ignore[arg-type]
         return span
 
     @staticmethod
-    def _parent_context(parent: SpanContext | None) -> Context:
-        return _ROOT if parent is None else trace_api.set_span_in_context(NonRecordingSpan(parent), _ROOT)
+    def _parent_context(parent: RemoteParent | None) -> Context:
+        return _ROOT if parent is None else trace_api.set_span_in_context(NonRecordingSpan(parent.span_context), _ROOT)
 
     def _any_on_start(self) -> bool:
         """Whether a registered processor does anything in `on_start` (the exporting ones do not)."""
@@ -146,32 +161,62 @@ class HopSpan(trace_api.Span, ReadableSpan):
         self,
         tracer: HopTracer,
         name: str,
-        context: SpanContext,
-        parent: SpanContext | None,
+        trace_hex: str,
+        span_hex: str,
+        flags: TraceFlags,
+        state: str | None,
+        parent: RemoteParent | None,
         kind: SpanKind,
         attributes: dict[str, types.AnyValue],
     ) -> None:
-        ReadableSpan.__init__(
-            self,
-            name=name,
-            context=context,
-            parent=parent,
-            resource=tracer.resource,
-            attributes=attributes,
-            events=(),
-            links=(),
-            kind=kind,
-            instrumentation_info=tracer.instrumentation_info,
-            start_time=time.time_ns(),
-            instrumentation_scope=tracer.instrumentation_scope,
-        )
+        # ReadableSpan's fields, set directly (its keyword-argument __init__ was a third of a hop span's start);
+        # `_context` and `_parent` are built from the hex ids only when something asks for them.
+        self._name = name
+        self.trace_hex = trace_hex
+        self.span_hex = span_hex
+        self._flags = flags
+        self._state = state
+        self._remote_parent = parent
+        self._own_context: SpanContext | None = None
+        self._kind = kind
+        self._instrumentation_info = tracer.instrumentation_info
+        self._instrumentation_scope = tracer.instrumentation_scope
+        self._start_time = time.time_ns()
+        self._end_time: int | None = None
+        self._attributes = attributes
+        self._events: tuple[Event, ...] = ()
+        self._links: tuple[Link, ...] = ()
+        self._resource = tracer.resource
+        self._status = _UNSET
         self._tracer = tracer
+
+    @property  # type: ignore[override]  # ReadableSpan's attribute, made lazy
+    def _context(self) -> SpanContext:
+        if self._own_context is None:
+            self._own_context = _span_context(self.trace_hex, self.span_hex, self._flags, self._state)
+        return self._own_context
+
+    @property  # type: ignore[override]
+    def _parent(self) -> SpanContext | None:
+        return self._remote_parent.span_context if self._remote_parent is not None else None
+
+    @property
+    def parent_span_hex(self) -> str | None:
+        return self._remote_parent.span_hex if self._remote_parent is not None else None
+
+    @property
+    def has_trace_state(self) -> bool:
+        return self._state is not None
+
+    def traceparent(self) -> str:
+        """This span as the parent of what the hop publishes: the `traceparent` header value."""
+        return f"00-{self.trace_hex}-{self.span_hex}-{self._flags:02x}"
 
     def __repr__(self) -> str:
         return f'HopSpan(name="{self._name}", context={self._context})'
 
     def get_span_context(self) -> SpanContext:
-        return self._context  # type: ignore[return-value]  # always set by HopTracer
+        return self._context
 
     def is_recording(self) -> bool:
         return self._end_time is None

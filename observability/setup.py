@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from pydantic import BaseModel, ConfigDict, Field
 
-from relaychain.observability.jsonl import JsonLinesSpanExporter
+from relaychain.observability.jsonl import JsonLinesSpanProcessor
 
 Exporter = Literal["console", "jsonl", "otlp-http", "otlp-grpc", "none"]
 
@@ -67,7 +67,10 @@ def setup_telemetry(settings: ObservabilitySettings, *, jsonl_default: Path) -> 
     resource = Resource.create({"service.name": settings.service_name, **settings.resource_attributes})
     tracer_provider = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)))
     for exporter in settings.exporters:
-        span_exporter = _span_exporter(exporter, settings, jsonl_default)
+        if exporter == "jsonl":
+            tracer_provider.add_span_processor(JsonLinesSpanProcessor(settings.jsonl_path or jsonl_default))
+            continue
+        span_exporter = _span_exporter(exporter, settings)
         if span_exporter is not None:
             tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter, schedule_delay_millis=500))
     for path in settings.span_processors:
@@ -78,11 +81,9 @@ def setup_telemetry(settings: ObservabilitySettings, *, jsonl_default: Path) -> 
     )
 
 
-def _span_exporter(name: Exporter, settings: ObservabilitySettings, jsonl_default: Path) -> SpanExporter | None:
+def _span_exporter(name: Exporter, settings: ObservabilitySettings) -> SpanExporter | None:
     if name == "console":
         return ConsoleSpanExporter()
-    if name == "jsonl":
-        return JsonLinesSpanExporter(settings.jsonl_path or jsonl_default)
     if name == "otlp-http":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
             OTLPSpanExporter as HttpExporter,

@@ -9,7 +9,7 @@ from opentelemetry.util.types import AnyValue
 from relaychain.bus.base import Message
 from relaychain.bus.middleware import ConsumeNext, HandleContext, PublishNext
 from relaychain.observability import traceparent
-from relaychain.observability.hop_span import HopTracer
+from relaychain.observability.hop_span import HopSpan, HopTracer
 
 _FAILED = frozenset({"error", "dead_lettered"})
 
@@ -41,7 +41,7 @@ class TracingMiddleware:
         else:
             step = message.topic
         span = self._tracer.start(
-            f"{ctx.agent} {step}", traceparent.parse(message.headers), SpanKind.CONSUMER, attributes
+            f"{ctx.agent} {step}", traceparent.read(message.headers), SpanKind.CONSUMER, attributes
         )
         token = context.attach(trace.set_span_in_context(span))
         try:
@@ -58,10 +58,14 @@ class TracingMiddleware:
             span.end()
 
     async def publish(self, call_next: PublishNext, message: Message) -> None:
-        span_context = trace.get_current_span().get_span_context()
-        if not span_context.is_valid:
-            await call_next(message)
-            return
+        span = trace.get_current_span()
         headers = dict(message.headers)
-        traceparent.inject(span_context, headers)
+        if type(span) is HopSpan and not span.has_trace_state:
+            headers[traceparent.TRACEPARENT] = span.traceparent()
+        else:
+            span_context = span.get_span_context()
+            if not span_context.is_valid:
+                await call_next(message)
+                return
+            traceparent.inject(span_context, headers)
         await call_next(Message(message.topic, message.value, message.key, headers))
