@@ -190,14 +190,14 @@ class HopSpan(trace_api.Span, ReadableSpan):
         self._status = _UNSET
         self._tracer = tracer
 
-    @property  # type: ignore[override]  # ReadableSpan's attribute, made lazy
-    def _context(self) -> SpanContext:
+    @property  # ReadableSpan's attribute, made lazy
+    def _context(self) -> SpanContext:  # type: ignore[override]
         if self._own_context is None:
             self._own_context = _span_context(self.trace_hex, self.span_hex, self._flags, self._state)
         return self._own_context
 
-    @property  # type: ignore[override]
-    def _parent(self) -> SpanContext | None:
+    @property
+    def _parent(self) -> SpanContext | None:  # type: ignore[override]
         return self._remote_parent.span_context if self._remote_parent is not None else None
 
     @property

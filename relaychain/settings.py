@@ -62,6 +62,10 @@ class RuntimeSettings(BaseModel):
     loop_lag_threshold_s: float = Field(
         default=5.0, gt=0, description="Liveness fails while the event loop is this late (blocked)."
     )
+    freeze_heap: bool = Field(
+        default=True,
+        description="Once the agents are warm, keep start-up's objects (models, indexes) out of full GC passes.",
+    )
     health_host: str = "0.0.0.0"
     health_port: int = Field(default=8080, ge=0, lt=65536)
     answer_timeout_s: float = Field(default=600.0, gt=0)
