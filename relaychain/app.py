@@ -22,7 +22,7 @@ from relaychain.bus.codec import EventCodec
 from relaychain.bus.middleware import Middleware
 from relaychain.bus.runtime import Agent, AgentRuntime, RetryPolicy, Routes
 from relaychain.cancellation import CancelJobs, follow_cancellations
-from relaychain.heap import freeze_start_up_heap
+from relaychain.heap import tune_garbage_collector
 from relaychain.observability import MetricsMiddleware, Telemetry, TracingMiddleware
 from relaychain.schemas.envelope import Event
 from relaychain.schemas.events import PUBLIC_EVENTS
@@ -164,8 +164,8 @@ async def host_agents(runtime: AgentRuntime, components: Components, names: list
         await runtime.add(
             agent, topology.AGENT_INBOXES[name], group=topology.group_of(name), max_in_flight=max_in_flight
         )
-    if components.settings.runtime.freeze_heap:
-        freeze_start_up_heap()
+    if components.settings.runtime.tune_gc:
+        tune_garbage_collector()
 
 
 def _construct(path: str) -> Any:

@@ -62,9 +62,10 @@ class RuntimeSettings(BaseModel):
     loop_lag_threshold_s: float = Field(
         default=5.0, gt=0, description="Liveness fails while the event loop is this late (blocked)."
     )
-    freeze_heap: bool = Field(
+    tune_gc: bool = Field(
         default=True,
-        description="Once the agents are warm, keep start-up's objects (models, indexes) out of full GC passes.",
+        description="Once the agents are warm: freeze start-up's objects (models, indexes) out of full GC passes, "
+        "and collect the young generation every 10,000 allocations instead of 700 (see relaychain/heap.py).",
     )
     health_host: str = "0.0.0.0"
     health_port: int = Field(default=8080, ge=0, lt=65536)
