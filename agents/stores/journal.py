@@ -119,7 +119,6 @@ class SqliteJournal:
                 "INSERT INTO completions (key, payload, recorded_at) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING",
                 (key, payload, recorded_at),
             )
-            await db.commit()
         if cursor.rowcount == 1:
             return JournalEntry(payload, datetime.fromtimestamp(recorded_at, UTC))
         entry = await self.get(key)

@@ -244,7 +244,6 @@ class SqliteLedger:
                 usage.tenant,
             ),
         )
-        await db.commit()
         return cursor.rowcount == 1
 
     async def totals(self, *, since: date | None = None) -> list[LedgerRow]:
