@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Literal, Protocol, Self, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, Self, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +33,9 @@ class Message:
     """How many times this member has handed the message to a handler (a redelivery after a raise counts)."""
 
 
-@dataclass(frozen=True, slots=True)
-class TopicPartition:
+class TopicPartition(NamedTuple):
+    """A tuple: hashed and compared in C, and the offset bookkeeping looks one up several times per message."""
+
     topic: str
     partition: int
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
@@ -64,6 +65,41 @@ class EventCodec:
             return adapter.validate_python(raw)
         except ValidationError as exc:
             raise UndecodableMessage(ErrorCode.INVALID_EVENT, str(exc), raw) from None
+
+
+class RecentEvents:
+    """The events this process encoded lately, by their bytes, each handed out once.
+
+    The first agent in the same process that receives those bytes (the memory
+    bus; Kafka with several agents in one process) takes the event instead of
+    parsing and validating them again: that was most of the codec's cost on
+    a hop. Another reader of the same message (a second group, a redelivery)
+    decodes its own copy, so no two handlers ever hold one object. Only an
+    event whose class is the one its bytes decode to is kept, so the reader
+    gets what decoding would give. Bytes never read here (their consumer is
+    in another process) leave after `capacity` newer ones.
+    """
+
+    def __init__(self, codec: EventCodec, capacity: int = 1024) -> None:
+        self._types = codec.types
+        self._capacity = capacity
+        self._events: OrderedDict[bytes, tuple[Event, str | None]] = OrderedDict()
+
+    def keep(self, value: bytes, event: Event, event_id: str | None) -> None:
+        if self._types.get(event.type) is not type(event):
+            return
+        self._events[value] = (event, event_id)
+        if len(self._events) > self._capacity:
+            self._events.popitem(last=False)
+
+    def take(self, value: bytes) -> Event | None:
+        """The event `value` encodes, when it is a recent one not taken yet."""
+        kept = self._events.pop(value, None)
+        if kept is None:
+            return None
+        event, event_id = kept
+        # Encoded under a derived id without a copy (`EventCodec.encode`); the copy is made for the reader.
+        return event if event_id is None else event.model_copy(update={"id": event_id})
 
 
 _CORRELATION_FIELDS = ("type", "request_id", "conversation_id", "business")

@@ -94,6 +94,7 @@ class MemoryBus(StartStop):
         self._topics: dict[str, _Topic] = {}
         self._groups: dict[str, _Group] = {}
         self._failures: list[HandlerFailed] = []
+        self._readers: dict[str, list[MemorySubscription]] = {}
         self._started = False
 
     @property
@@ -217,12 +218,17 @@ class MemoryBus(StartStop):
                 wanted[readers[partition % len(readers)]].add(TopicPartition(topic, partition))
         for member, partitions in wanted.items():
             member.assign(frozenset(partitions))
+        # Who to wake on a publish, looked up per message: kept here, where membership changes.
+        by_topic: dict[str, list[MemorySubscription]] = {}
+        for each in self._groups.values():
+            for member in each.members:
+                for topic in member.topics:
+                    by_topic.setdefault(topic, []).append(member)
+        self._readers = by_topic
 
-    def _wake(self, topic: str | None = None) -> None:
-        for group in self._groups.values():
-            for member in group.members:
-                if topic is None or topic in member.topics:
-                    member.wake()
+    def _wake(self, topic: str) -> None:
+        for member in self._readers.get(topic, ()):
+            member.wake()
 
     def _trim(self, tp: TopicPartition) -> None:
         """Drop what every group reading this topic has committed."""

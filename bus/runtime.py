@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from relaychain.bus.base import Bus, BusError, Message, Subscription
 from relaychain.bus.cancellation import AnswerInstead
-from relaychain.bus.codec import CONTENT_TYPE, EventCodec, UndecodableMessage, lenient_fields
+from relaychain.bus.codec import CONTENT_TYPE, EventCodec, RecentEvents, UndecodableMessage, lenient_fields
 from relaychain.bus.errors import AgentError
 from relaychain.bus.middleware import HandleContext, Middleware, chain_consume, chain_publish
 from relaychain.schemas.envelope import DeadLetter, Error, Event, derived_id, utc_now
@@ -159,6 +159,7 @@ class AgentRuntime:
         """`answer_instead` drops events of cancelled requests (see `bus/cancellation.py`)."""
         self.bus = bus
         self.codec = codec
+        self._recent = RecentEvents(codec)
         self.routes = routes
         self.retry = retry
         self.side_channel_retry = side_channel_retry
@@ -211,7 +212,7 @@ class AgentRuntime:
     async def _handle(self, agent: Agent, group: str, seen: SeenIds, message: Message) -> None:
         ctx = HandleContext(agent=agent.name, group=group, message=message)
         try:
-            event = self.codec.decode(message.value)
+            event = self._recent.take(message.value) or self.codec.decode(message.value)
         except UndecodableMessage as exc:
             unreadable = exc
             ctx.outcome = "dead_lettered"
@@ -526,7 +527,9 @@ class AgentRuntime:
     def _message(self, event: Event, event_id: str | None = None) -> Message:
         topic = self.routes.deadletter if isinstance(event, DeadLetter) else self.routes.topic_for(event)
         headers = {EVENT_TYPE_HEADER: event.type, "content-type": CONTENT_TYPE}
-        return Message(topic=topic, value=self.codec.encode(event, event_id=event_id), key=event.key, headers=headers)
+        value = self.codec.encode(event, event_id=event_id)
+        self._recent.keep(value, event, event_id)
+        return Message(topic=topic, value=value, key=event.key, headers=headers)
 
     async def _publish_to_bus(self, message: Message) -> None:
         await self.bus.publish(message.topic, message.value, key=message.key, headers=message.headers)

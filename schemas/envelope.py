@@ -11,7 +11,8 @@ from __future__ import annotations
 import builtins
 import functools
 import hashlib
-import uuid
+import os
+import threading
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self, TypeVar
 
@@ -21,8 +22,46 @@ SCHEMA_VERSION = 1
 """The newest event schema this code understands; newer events are dead-lettered, not guessed at."""
 
 
+_UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID4_SET = (0x8000 << 48) | (4 << 76)
+
+
+class _RandomIds:
+    """Version-4 UUIDs (as 32 hex digits) cut from 4 KiB of `os.urandom` at a time.
+
+    One `os.urandom` per id was a system call per event that released the GIL,
+    handing it to the database and span-export threads and waiting to get it
+    back. A lock keeps two threads from cutting the same bytes; a forked child
+    drops what its parent had read, so no two processes hand out the same id.
+    """
+
+    _IDS_PER_READ = 256
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._bytes = b""
+        self._at = 0
+        os.register_at_fork(after_in_child=self._forget)
+
+    def next(self) -> str:
+        with self._lock:
+            if self._at >= len(self._bytes):
+                self._bytes, self._at = os.urandom(16 * self._IDS_PER_READ), 0
+            chunk = self._bytes[self._at : self._at + 16]
+            self._at += 16
+        # What uuid.UUID(version=4) sets: the RFC 4122 variant and the version, without building the object.
+        return f"{int.from_bytes(chunk) & _UUID4_CLEAR | _UUID4_SET:032x}"
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._bytes, self._at = b"", 0
+
+
+_random_ids = _RandomIds()
+
+
 def new_id() -> str:
-    return uuid.uuid4().hex
+    return _random_ids.next()
 
 
 def derived_id(parent_id: str, salt: str) -> str:

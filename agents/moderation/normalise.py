@@ -67,6 +67,8 @@ _LETTER_CHAIN = re.compile(
     rf"[^\W_](?:{_SLIPPED}{{1,3}}[^\W_](?![^\W_]))+"
 )
 _LETTER = re.compile(r"[^\W_]")
+_ANY_CJK = re.compile(rf"[{_CJK}]")
+_ANY_SLIPPED_SYMBOL = re.compile(_SLIPPED_SYMBOL)
 
 
 _STRIP_MARKS = re.compile(rf"[{_COMBINING}]")
@@ -171,8 +173,12 @@ def normalise_term(term: str) -> str:
 
 def _dropped_ranges(text: str) -> list[tuple[int, int]]:
     ranges = [m.span() for m in _ALWAYS_DROPPED.finditer(text)]
-    ranges += [m.span() for m in _BETWEEN_CJK.finditer(text)]
-    ranges += [m.span() for m in _INSIDE_WORD.finditer(text)]
+    # Each of these needs an ideograph or a symbol to match; one plain scan for that character is a
+    # fraction of the pattern's own (lookarounds tried at every position), and most texts have neither.
+    if _ANY_CJK.search(text):
+        ranges += [m.span() for m in _BETWEEN_CJK.finditer(text)]
+    if _ANY_SLIPPED_SYMBOL.search(text):
+        ranges += [m.span() for m in _INSIDE_WORD.finditer(text)]
     for chain in _LETTER_CHAIN.finditer(text):
         start = chain.start()
         for index in range(start, chain.end()):

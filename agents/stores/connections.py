@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,21 +20,28 @@ log = logging.getLogger(__name__)
 
 _OPEN_ATTEMPTS = 5
 
+IDENTITY_CHECK_S = 0.25
+"""How often the path is compared with the open file. A `stat` per statement cost more than the statement's
+own share of the event loop (the call hands the GIL to the database threads and waits to get it back)."""
+
 
 class SqliteFile:
-    """One SQLite connection in WAL mode (readers run while a writer commits).
+    """One SQLite connection in WAL mode (readers run while a writer commits), in autocommit mode:
+    each statement commits when it returns; several statements that must commit together take an
+    explicit `BEGIN`.
 
     `schema` runs on every open (idempotent DDL); `migrations[n:]` run once each,
     counted in the file's `user_version` (idempotent too: two processes may open
     a new file at once). A locked database is waited on for
     `busy_timeout_s` before `database is locked` is raised.
 
-    Before each use the path is compared with the open file (device, inode: one
-    `stat`, far cheaper than the statement that follows). A file removed while
-    open is restored at its path from the open connection (`VACUUM INTO`), so
-    what it held is not lost with it; a file replaced by another is reopened,
-    its schema created when missing. Either way nothing is written into a file
-    that is no longer at the path, and a WARNING says what happened.
+    On use, at most every `IDENTITY_CHECK_S`, and on close, the path is
+    compared with the open file (device, inode: one `stat`). A file removed
+    while open is restored at its path from the open connection (`VACUUM
+    INTO`), so what it held, rows written since the removal included, is not
+    lost with it; a file replaced by another is reopened, its schema created
+    when missing. Only what is written in the moment between a replacement and
+    the next check goes to the replaced file. A WARNING says what happened.
     """
 
     def __init__(
@@ -47,10 +55,16 @@ class SqliteFile:
         self._identity: tuple[int, int] | None = None
         self._wal_identity: tuple[int, int] | None = None
         self._opening = asyncio.Lock()
+        self._checked_at = 0.0
 
     async def connection(self) -> aiosqlite.Connection:
-        if self._db is not None and self._identity == _identity_of(self.path):
-            return self._db
+        if self._db is not None:
+            now = time.monotonic()
+            if now - self._checked_at < IDENTITY_CHECK_S:
+                return self._db
+            self._checked_at = now
+            if self._identity == _identity_of(self.path):
+                return self._db
         async with self._opening:
             if self._db is not None and self._identity != _identity_of(self.path):
                 await self._replace_moved_file(self._db)
@@ -74,7 +88,9 @@ class SqliteFile:
         import aiosqlite
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(self.path, timeout=self._busy_timeout_s)
+        # Autocommit: a single write statement is its own transaction (triggers included), durable when it
+        # returns, in one hop to the connection's thread; `execute` then `commit` took two.
+        db = await aiosqlite.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None)
         try:
             # WAL is a property of the file: set it once. Setting it again needs a lock that another opener's
             # migration may hold, and that wait is not covered by the busy timeout ("database is locked").
@@ -86,12 +102,12 @@ class SqliteFile:
             if self._schema:
                 await db.executescript(self._schema)
             await self._migrate(db)
-            await db.commit()
         except BaseException:
             await db.close()
             raise
         self._identity = _identity_of(self.path)
         self._wal_identity = _identity_of(self._wal)
+        self._checked_at = time.monotonic()
         return db
 
     @property
@@ -138,9 +154,13 @@ class SqliteFile:
         await db.close()
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        async with self._opening:
+            if self._db is not None and self._identity != _identity_of(self.path):
+                # Rows written since the last check are restored at the path before the connection goes.
+                await self._replace_moved_file(self._db)
+            if self._db is not None:
+                await self._db.close()
+                self._db = None
 
 
 def _statements(script: str) -> list[str]:

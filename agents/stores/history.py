@@ -109,7 +109,6 @@ class SqliteConversationStore:
             " ON CONFLICT (event_id) DO NOTHING",
             (conversation_id, event_id, turn.user, turn.assistant),
         )
-        await db.commit()
         return cursor.rowcount == 1
 
     async def get_summary(self, conversation_id: str) -> Summary | None:
@@ -128,7 +127,6 @@ class SqliteConversationStore:
             " WHERE excluded.turns_covered >= summaries.turns_covered",
             (conversation_id, summary.text, summary.turns_covered),
         )
-        await db.commit()
 
     async def close(self) -> None:
         await self._file.close()

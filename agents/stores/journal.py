@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
+from relaychain.agents.stores.batching import Batched
 from relaychain.agents.stores.connections import PostgresPool, SqliteFile
 from relaychain.agents.stores.errors import database_errors
 
@@ -100,31 +101,51 @@ class SqliteJournal:
     ) -> None:
         self._file = SqliteFile(path, migrations=_SQLITE_MIGRATIONS)
         self._trimming = _Trimming(retention, trim_interval)
+        self._get: Batched[str, JournalEntry | None] = Batched(self._get_many)
+        self._insert: Batched[tuple[str, str, float], bool] = Batched(self._insert_many)
 
     async def get(self, key: str) -> JournalEntry | None:
         with database_errors("journal"):
-            db = await self._file.connection()
-            # One hop to the connection's thread (execute, fetch and close apart would take three).
-            rows = list(await db.execute_fetchall("SELECT payload, recorded_at FROM completions WHERE key = ?", (key,)))
-        return JournalEntry(rows[0][0], datetime.fromtimestamp(rows[0][1], UTC)) if rows else None
+            return await self._get(key)
 
     async def record(self, key: str, payload: str) -> JournalEntry:
+        recorded_at = time.time()
         with database_errors("journal"):
-            db = await self._file.connection()
-            cutoff = self._trimming.due()
-            if cutoff is not None:
-                await db.execute("DELETE FROM completions WHERE recorded_at < ?", (cutoff.timestamp(),))
-            recorded_at = time.time()
-            cursor = await db.execute(
-                "INSERT INTO completions (key, payload, recorded_at) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING",
-                (key, payload, recorded_at),
-            )
-            await db.commit()
-        if cursor.rowcount == 1:
+            inserted = await self._insert((key, payload, recorded_at))
+        if inserted:
             return JournalEntry(payload, datetime.fromtimestamp(recorded_at, UTC))
         entry = await self.get(key)
         assert entry is not None, "a record under this key exists: it made the insert a no-op"
         return entry
+
+    async def _get_many(self, keys: list[str]) -> list[JournalEntry | None]:
+        db = await self._file.connection()
+        rows = await db.execute_fetchall(
+            f"SELECT key, payload, recorded_at FROM completions WHERE key IN ({', '.join('?' * len(keys))})", keys
+        )
+        found = {key: JournalEntry(payload, datetime.fromtimestamp(at, UTC)) for key, payload, at in rows}
+        return [found.get(key) for key in keys]
+
+    async def _insert_many(self, rows: list[tuple[str, str, float]]) -> list[bool]:
+        """One statement for the batch, committed before any caller returns; RETURNING names the new keys."""
+        db = await self._file.connection()
+        cutoff = self._trimming.due()
+        if cutoff is not None:
+            await db.execute("DELETE FROM completions WHERE recorded_at < ?", (cutoff.timestamp(),))
+        new = {
+            key
+            for (key,) in await db.execute_fetchall(
+                f"INSERT INTO completions (key, payload, recorded_at) VALUES {', '.join(['(?, ?, ?)'] * len(rows))}"
+                " ON CONFLICT (key) DO NOTHING RETURNING key",
+                [value for row in rows for value in row],
+            )
+        }
+        inserted = []
+        for key, _, _ in rows:
+            # The same key twice in one batch: the first wins, the second gets it back, as from another writer.
+            inserted.append(key in new)
+            new.discard(key)
+        return inserted
 
     async def close(self) -> None:
         await self._file.close()

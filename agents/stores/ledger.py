@@ -23,6 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from relaychain.agents.stores.batching import Batched
 from relaychain.agents.stores.connections import PostgresPool, SqliteFile
 from relaychain.agents.stores.errors import database_errors
 from relaychain.agents.tokens.pricing import COST_QUANTUM, quantize_cost
@@ -198,6 +199,39 @@ _SQLITE_MIGRATIONS: tuple[str, ...] = (
 )
 """Schema versions of the SQLite ledger, counted in the file's `user_version`; append, never edit."""
 
+_USAGE_COLUMNS = (
+    "event_id, business, model, day, currency, step, input_tokens, output_tokens,"
+    " input_cost_e8, output_cost_e8, latency_ms, created_at, cached_input_tokens, reasoning_tokens,"
+    " input_per_million, cached_input_per_million, output_per_million, price_effective_from, price_tier,"
+    " tenant"
+)
+_USAGE_PLACEHOLDERS = "(" + ", ".join("?" * 20) + ")"
+
+
+def _usage_row(usage: Usage) -> tuple[Any, ...]:
+    """The usage_events row of `usage`, in `_USAGE_COLUMNS` order."""
+    step = usage.usage
+    applied = step.price
+    return (
+        usage.id,
+        usage.business,
+        step.model,
+        _day_of(usage).isoformat(),
+        step.currency,
+        step.step,
+        step.input_tokens,
+        step.output_tokens,
+        _to_units(step.input_cost),
+        _to_units(step.output_cost),
+        step.latency_ms,
+        usage.created_at.isoformat(),
+        step.cached_input_tokens,
+        step.reasoning_tokens,
+        *(_price_columns(applied, str) if applied else (None,) * 5),
+        usage.tenant,
+    )
+
+
 _TOTALS_COLUMNS = (
     "business, model, day, currency, input_tokens, output_tokens, {input_cost}, {output_cost}, calls,"
     " cached_input_tokens, reasoning_tokens"
@@ -210,42 +244,30 @@ class SqliteLedger:
 
     def __init__(self, path: str | Path) -> None:
         self._file = SqliteFile(path, migrations=_SQLITE_MIGRATIONS)
+        self._insert: Batched[tuple[Any, ...], bool] = Batched(self._insert_rows)
 
     async def record(self, usage: Usage) -> bool:
         with database_errors("ledger"):
-            return await self._record(usage)
+            return await self._insert(_usage_row(usage))
 
-    async def _record(self, usage: Usage) -> bool:
+    async def _insert_rows(self, rows: list[tuple[Any, ...]]) -> list[bool]:
+        """One statement for the batch: the rows commit together; RETURNING names the ones that were new."""
         db = await self._file.connection()
-        step = usage.usage
-        applied = step.price
-        cursor = await db.execute(
-            "INSERT INTO usage_events (event_id, business, model, day, currency, step, input_tokens, output_tokens,"
-            " input_cost_e8, output_cost_e8, latency_ms, created_at, cached_input_tokens, reasoning_tokens,"
-            " input_per_million, cached_input_per_million, output_per_million, price_effective_from, price_tier,"
-            " tenant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (event_id) DO NOTHING",
-            (
-                usage.id,
-                usage.business,
-                step.model,
-                _day_of(usage).isoformat(),
-                step.currency,
-                step.step,
-                step.input_tokens,
-                step.output_tokens,
-                _to_units(step.input_cost),
-                _to_units(step.output_cost),
-                step.latency_ms,
-                usage.created_at.isoformat(),
-                step.cached_input_tokens,
-                step.reasoning_tokens,
-                *(_price_columns(applied, str) if applied else (None,) * 5),
-                usage.tenant,
-            ),
-        )
-        await db.commit()
-        return cursor.rowcount == 1
+        values = ", ".join([_USAGE_PLACEHOLDERS] * len(rows))
+        new = {
+            event_id
+            for (event_id,) in await db.execute_fetchall(
+                f"INSERT INTO usage_events ({_USAGE_COLUMNS}) VALUES {values}"
+                " ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                [value for row in rows for value in row],
+            )
+        }
+        recorded = []
+        for row in rows:
+            # The same event twice in one batch: the first is the new one.
+            recorded.append(row[0] in new)
+            new.discard(row[0])
+        return recorded
 
     async def totals(self, *, since: date | None = None) -> list[LedgerRow]:
         with database_errors("ledger"):

@@ -60,6 +60,15 @@ async def test_the_first_record_under_a_key_wins(open_journal: JournalFactory) -
     assert all(entry == winner for entry in entries)
 
 
+async def test_records_of_one_key_in_one_batch_all_get_the_first(open_journal: JournalFactory) -> None:
+    """Concurrent records on one handle go to the database together; the first of them wins for all."""
+    journal = await open_journal()
+    keys = [key() for _ in range(5)]
+    entries = await asyncio.gather(*(journal.record(k, f"{k}/a") for k in keys), journal.record(keys[0], "late"))
+    assert [e.payload for e in entries] == [f"{k}/a" for k in keys] + [f"{keys[0]}/a"]
+    assert [await journal.get(k) for k in keys] == entries[:-1]
+
+
 async def test_entries_older_than_the_retention_are_trimmed_on_a_write(open_journal: JournalFactory) -> None:
     keeping = await open_journal()
     old = key()

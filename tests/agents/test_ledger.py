@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from relaychain.agents.stores import connections
 from relaychain.agents.stores.ledger import (
     CostLedger,
     LedgerRow,
@@ -231,7 +232,14 @@ async def test_a_permanent_database_error_is_not_retried(tmp_path: Path) -> None
     await ledger.close()
 
 
+@pytest.fixture
+def check_identity_on_every_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The path is compared with the open file every few hundred ms; these tests look at the very next write."""
+    monkeypatch.setattr(connections, "IDENTITY_CHECK_S", 0.0)
+
+
 @pytest.mark.parametrize("removed", [("",), ("", "-wal", "-shm")], ids=["file", "file-and-wal"])
+@pytest.mark.usefixtures("check_identity_on_every_use")
 async def test_a_removed_ledger_file_is_restored_and_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, removed: tuple[str, ...]
 ) -> None:
@@ -250,6 +258,27 @@ async def test_a_removed_ledger_file_is_restored_and_logged(
     await reopened.close()
 
 
+async def test_rows_written_after_a_removal_between_checks_are_restored_on_close(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connections, "IDENTITY_CHECK_S", 3600.0)
+    path = tmp_path / "ledger.sqlite3"
+    ledger = SqliteLedger(path)
+    shop = business()
+    await ledger.record(usage(shop))
+    for suffix in ("", "-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    await ledger.record(usage(shop))
+    assert not path.exists(), "no check yet: the second row went to the open (removed) file"
+    await ledger.close()
+    assert "was removed while open" in caplog.text
+    reopened = SqliteLedger(path)
+    [row] = await rows_of(reopened, shop)
+    assert row.calls == 2, "closing restored the file with both rows"
+    await reopened.close()
+
+
+@pytest.mark.usefixtures("check_identity_on_every_use")
 async def test_a_replaced_ledger_file_is_reopened_not_written_behind_its_back(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

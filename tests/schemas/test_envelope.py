@@ -1,11 +1,16 @@
-"""`Event.advance` and `Event.reply` validate what they change, in the agent that makes the mistake."""
+"""`Event.advance` and `Event.reply` validate what they change, in the agent that makes the mistake; ids are unique."""
 
 from __future__ import annotations
+
+import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from pydantic import ValidationError
 
 from relaychain.schemas import Error, Job, Request, StepUsage, Usage
+from relaychain.schemas.envelope import new_id
 
 
 def _job() -> Job:
@@ -49,3 +54,27 @@ def test_reply_keeps_the_correlation_and_validates_the_fields() -> None:
         job.reply(Error, code="x", message="m", agent="a", business="other")
     with pytest.raises(ValidationError):
         job.reply(Usage, usage={"step": "generate"})
+
+
+def test_new_ids_are_distinct_version_4_uuids_across_reads_and_threads() -> None:
+    with ThreadPoolExecutor(4) as pool:
+        ids = list(pool.map(lambda _: new_id(), range(4 * 300)))
+    assert len(set(ids)) == len(ids), "more ids than one read of random bytes holds, from four threads"
+    parsed = [uuid.UUID(i) for i in ids]
+    assert all(u.version == 4 and u.variant == uuid.RFC_4122 and u.hex == i for u, i in zip(parsed, ids, strict=True))
+
+
+def test_a_forked_child_does_not_hand_out_its_parents_ids() -> None:
+    new_id()  # the parent has random bytes buffered
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.write(write, "".join(new_id() for _ in range(8)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    with os.fdopen(read, "rb") as pipe:
+        from_child = pipe.read().decode()
+    parent = [new_id() for _ in range(8)]
+    assert len(from_child) == 8 * 32
+    assert not {from_child[i : i + 32] for i in range(0, len(from_child), 32)} & set(parent)
