@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError, UnknownError, Unknown
 
 from relaychain.bus.base import BusError, MessageHandler, StartAt, StartStop, TopicSpec
 from relaychain.bus.kafka.admin import TopicAdmin
+from relaychain.bus.kafka.partitioner import partition_for
 from relaychain.bus.kafka.settings import KafkaSettings
 from relaychain.bus.kafka.subscription import KafkaSubscription
 
@@ -54,6 +55,8 @@ class KafkaBus(StartStop):
             acks=self.settings.acks,
             enable_idempotence=self.settings.enable_idempotence,
             linger_ms=self.settings.linger_ms,
+            max_batch_size=self.settings.max_batch_bytes,
+            partitioner=partition_for,
         )
         admin = TopicAdmin(self.settings)
         try:
