@@ -135,7 +135,14 @@ class KafkaBus(StartStop):
         """Join `group`; return once the member has its first assignment."""
         await self._started_admin().ensure(topics)
         subscription = KafkaSubscription(
-            self.settings, tuple(topics), group, handler, max_in_flight, start_at, connected=lambda: self.connected
+            self.settings,
+            tuple(topics),
+            group,
+            handler,
+            max_in_flight,
+            start_at,
+            connected=lambda: self.connected,
+            on_stopped=self._forget,
         )
         try:
             await subscription.start()
@@ -147,6 +154,11 @@ class KafkaBus(StartStop):
             raise BusError(f"group {group} gave no assignment within {self.settings.join_timeout_s}s") from exc
         self._subscriptions.append(subscription)
         return subscription
+
+    def _forget(self, subscription: KafkaSubscription) -> None:
+        # A member stopped on its own (a runtime that stops its agents while the bus goes on) is let go.
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
 
     async def _probe_loop(self) -> None:
         """Ask the broker for its topics every `probe_interval_s`: proof of a round trip, and lost topics back.
