@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased  # n
 from relaychain.bus import Bus, MemoryBus, TopicSpec  # noqa: E402
 from relaychain.bus.codec import EventCodec  # noqa: E402
 from relaychain.bus.runtime import AgentRuntime, Routes  # noqa: E402
+from relaychain.heap import tune_garbage_collector  # noqa: E402
 from relaychain.observability import JsonLinesSpanProcessor, TracingMiddleware  # noqa: E402
 from relaychain.schemas import Event  # noqa: E402
 
@@ -94,6 +95,8 @@ async def run_pipeline(
     await asyncio.gather(
         *(runtime.add(a, [topic[a.name]], group=f"{prefix}.{a.name}", max_in_flight=256) for a in agents)
     )
+    # What a worker does once its agents are warm (relaychain.app.host_agents, `runtime.tune_gc` on by default).
+    tune_garbage_collector()
     codec = runtime.codec
     hops = [Hop(slip=tuple(steps)) for _ in range(warm_up + events)]
     payloads = [(codec.encode(hop), hop.key) for hop in hops]
