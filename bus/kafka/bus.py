@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError, UnknownError, Unknown
 
 from relaychain.bus.base import BusError, MessageHandler, StartAt, StartStop, TopicSpec
 from relaychain.bus.kafka.admin import TopicAdmin
+from relaychain.bus.kafka.partitioner import partition_for
 from relaychain.bus.kafka.settings import KafkaSettings
 from relaychain.bus.kafka.subscription import KafkaSubscription
 
@@ -54,6 +55,8 @@ class KafkaBus(StartStop):
             acks=self.settings.acks,
             enable_idempotence=self.settings.enable_idempotence,
             linger_ms=self.settings.linger_ms,
+            max_batch_size=self.settings.max_batch_bytes,
+            partitioner=partition_for,
         )
         admin = TopicAdmin(self.settings)
         try:
@@ -132,7 +135,14 @@ class KafkaBus(StartStop):
         """Join `group`; return once the member has its first assignment."""
         await self._started_admin().ensure(topics)
         subscription = KafkaSubscription(
-            self.settings, tuple(topics), group, handler, max_in_flight, start_at, connected=lambda: self.connected
+            self.settings,
+            tuple(topics),
+            group,
+            handler,
+            max_in_flight,
+            start_at,
+            connected=lambda: self.connected,
+            on_stopped=self._forget,
         )
         try:
             await subscription.start()
@@ -144,6 +154,11 @@ class KafkaBus(StartStop):
             raise BusError(f"group {group} gave no assignment within {self.settings.join_timeout_s}s") from exc
         self._subscriptions.append(subscription)
         return subscription
+
+    def _forget(self, subscription: KafkaSubscription) -> None:
+        # A member stopped on its own (a runtime that stops its agents while the bus goes on) is let go.
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
 
     async def _probe_loop(self) -> None:
         """Ask the broker for its topics every `probe_interval_s`: proof of a round trip, and lost topics back.

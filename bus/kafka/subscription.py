@@ -53,9 +53,11 @@ class KafkaSubscription:
         max_in_flight: int,
         start_at: StartAt = "earliest",
         connected: Callable[[], bool] = lambda: True,
+        on_stopped: Callable[[KafkaSubscription], None] = lambda _: None,
     ) -> None:
         self.group = group
         self._connected = connected
+        self._on_stopped = on_stopped
         self.topics = topics
         self._settings = settings
         self._start_at = start_at
@@ -145,6 +147,7 @@ class KafkaSubscription:
             self._assignment = frozenset()
         finally:
             self._stopped.set()
+            self._on_stopped(self)
 
     # --- fetching ---------------------------------------------------------------
 

@@ -7,7 +7,9 @@ at the broker directly (committed offsets, partition counts) with aiokafka.
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
+import weakref
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -265,6 +267,21 @@ async def test_unacknowledged_messages_are_not_committed_on_stop(
     await bus.subscribe([topic], group=group, handler=again)
     await eventually(lambda: len(again.done) == 3)
     assert sorted(m.value for m in again.done) == [b"3", b"4", b"5"]
+
+
+@pytest.mark.kafka
+async def test_a_member_stopped_while_the_bus_runs_on_is_let_go(
+    kafka_bus: KafkaFactory, unique: Callable[[str], str]
+) -> None:
+    # A process that starts and stops runtimes on one bus (tests, a worker reloading its agents) must not
+    # keep every stopped member, its handler and everything the handler holds, for as long as the bus lives.
+    bus = await kafka_bus()
+    member = await bus.subscribe([unique("gone")], group=unique("g"), handler=Recorder())
+    gone = weakref.ref(member)
+    await member.stop()
+    del member
+    gc.collect()
+    assert gone() is None
 
 
 @pytest.mark.kafka
