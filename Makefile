@@ -45,11 +45,13 @@ BENCHES := bench/bus.py bench/tokens.py bench/pipeline.py bench/generation.py be
 BROKER_BENCHES := bench/bus.py bench/pipeline.py
 
 bench: install
+	@$(BIN)/python bench/scorecard.py --clear
 	@for script in $(BENCHES); do \
 	  if [ ! -f $$script ]; then echo "== $$script: not in this checkout, skipped"; continue; fi; \
 	  case " $(BROKER_BENCHES) " in *" $$script "*) flags=--start-broker;; *) flags=;; esac; \
 	  echo "== $$script $$flags"; $(BIN)/python $$script $$flags || exit 1; \
 	done
+	@echo "== issue 13 targets"; $(BIN)/python bench/scorecard.py
 
 clean:
 	rm -rf $(VENV) .ci-state

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased  # noqa: E402
 
+from bench import scorecard  # noqa: E402
 from relaychain.bus import Bus, MemoryBus, TopicSpec  # noqa: E402
 from relaychain.bus.codec import EventCodec  # noqa: E402
 from relaychain.bus.runtime import AgentRuntime, Routes  # noqa: E402
@@ -248,6 +249,13 @@ async def main() -> None:
             )
         )
         rows.append(("relaychain, memory bus, tracing off", untraced, "1.00x"))
+        scorecard.record(
+            "bus-tracing",
+            "memory bus, 7-hop no-op, tracing on (`bench/bus.py`)",
+            f"{traced:,.0f} hops/s, {traced / untraced:.0%} of tracing off ({untraced:,.0f})",
+            ">= 12,000 hops/s and >= 80 % of tracing off",
+            traced >= 12_000 and traced >= 0.8 * untraced,
+        )
 
         broker = None
         bootstrap = args.kafka
@@ -283,6 +291,13 @@ async def main() -> None:
             rows.append(("raw aiokafka: consume, produce, commit (baseline)", raw, "1.00x"))
             rows.append(("relaychain on Kafka, tracing on", ours, f"{ours / raw:.2f}x of raw (target 0.60x)"))
             rows.append(("relaychain on Kafka, tracing off", plain, f"{plain / raw:.2f}x of raw"))
+            scorecard.record(
+                "kafka-vs-raw",
+                "Kafka hops vs raw aiokafka, tracing on (`bench/bus.py --start-broker`)",
+                f"{ours / raw:.2f}x ({ours:,.0f} vs {raw:,.0f} hops/s; tracing off {plain / raw:.2f}x)",
+                ">= 0.6x",
+                ours >= 0.6 * raw,
+            )
         if broker is not None:
             broker.stop()
     kafka_note = f", {max(1000, args.events // 2):,} on Kafka" if bootstrap else ""
