@@ -33,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import scorecard  # noqa: E402
 from relaychain.agents.documents.causal_embeddings import CausalLMEmbedder  # noqa: E402
 from relaychain.agents.documents.chunking import chunk_sections  # noqa: E402
 from relaychain.agents.documents.e5_embeddings import E5Embedder  # noqa: E402
@@ -310,6 +311,13 @@ def main() -> None:
     minilm = throughput_rows[0][1]
     print(f"| raw transformers, same MiniLM and chunks | {raw_rate:.1f} |")
     print(f"\nrelaychain MiniLM vs raw transformers: **{minilm / raw_rate:.2f}x**\n")
+    scorecard.record(
+        "embedding-throughput",
+        "indexing throughput, MiniLM, vs raw `transformers` on the same chunks (`bench/retrieval.py`)",
+        f"{minilm / raw_rate:.2f}x ({minilm:.1f} vs {raw_rate:.1f} chunks/s)",
+        ">= 0.9x",
+        minilm >= 0.9 * raw_rate,
+    )
     print("| index | chunks | build s | query p50 ms | query p99 ms |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, size, build, p50, p99 in index_rows:
