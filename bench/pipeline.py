@@ -49,6 +49,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import scorecard
 from bench.instant import instant_factories, langchain_chain, langchain_inputs
 from relaychain import topology
 from relaychain.app import (
@@ -254,15 +255,24 @@ async def main() -> None:
         "--profile", action="store_true", help="cProfile the memory-bus run and print the top functions"
     )
     parser.add_argument("--top", type=int, default=25, help="Functions shown with --profile.")
+    parser.add_argument("--rounds", type=int, default=2, help="Alternating LangChain / memory-bus rounds; best kept.")
     args = parser.parse_args()
 
     profile = cProfile.Profile() if args.profile else None
     rows: list[tuple[str, Run]] = []
     with tempfile.TemporaryDirectory(prefix="relaychain-bench-") as tmp:
         data_dir = Path(tmp)
-        baseline = await langchain(args.requests, args.concurrency)
+        # Rounds alternate the two so a burst of load on a shared machine hits both alike; the best of each is kept.
+        baselines, memories = [], []
+        for round_ in range(args.rounds):
+            baselines.append(await langchain(args.requests, args.concurrency))
+            run_dir = data_dir / f"memory-{round_}"
+            memories.append(
+                await relaychain_memory(args.requests, args.concurrency, run_dir, profile if round_ == 0 else None)
+            )
+        baseline = max(baselines, key=lambda run: run.rate)
+        memory = max(memories, key=lambda run: run.rate)
         rows.append(("LangChain LCEL: prompt \\| FakeListChatModel \\| JsonOutputParser (baseline)", baseline))
-        memory = await relaychain_memory(args.requests, args.concurrency, data_dir, profile)
         rows.append(("relaychain, memory bus, 7 agents, tracing on", memory))
 
         broker = None
@@ -289,11 +299,25 @@ async def main() -> None:
         print(f"| {name} | {run.rate:,.0f} | {run.rate / baseline.rate:.2f}x | {run.cpu_ms()} | {run.note()} |")
     ratio = memory.rate / baseline.rate
     print(f"\nrelaychain memory / LangChain = {ratio:.2f}x: {'meets' if ratio >= 1.5 else 'misses'} the 1.5x target")
+    scorecard.record(
+        "slip-memory-vs-lcel",
+        "full slip, memory bus, tracing on, vs LangChain LCEL (`bench/pipeline.py`)",
+        f"{ratio:.2f}x ({memory.rate:,.0f} vs {baseline.rate:,.0f} req/s; CPU {memory.cpu_ms()} vs {baseline.cpu_ms()} ms)",
+        ">= 1.5x",
+        ratio >= 1.5,
+    )
     if kafka is not None:
         on_kafka = kafka.rate / memory.rate
         print(
             f"relaychain Kafka / memory bus = {on_kafka:.2f}x ({kafka.requests:,} requests):"
             f" {'meets' if on_kafka >= 0.5 else 'misses'} the 0.5x target"
+        )
+        scorecard.record(
+            "slip-kafka-vs-memory",
+            "full slip on Kafka, seven agents in one process (`bench/pipeline.py --start-broker`)",
+            f"{on_kafka:.2f}x of the memory bus ({kafka.rate:,.0f} vs {memory.rate:,.0f} req/s)",
+            ">= 0.5x of the memory bus",
+            on_kafka >= 0.5,
         )
     if profile is not None:
         print_profile(profile, args.top)
