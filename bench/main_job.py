@@ -30,6 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.scorecard import record  # noqa: E402
 from relaychain.observability.jsonl import read_spans  # noqa: E402
 from relaychain.settings import load_settings  # noqa: E402
 from relaychain.trace_view import spans_of_request  # noqa: E402
@@ -111,8 +112,15 @@ def main() -> None:
         print(f"| {name} | {seconds:.2f} | {note} |")
     print(f"| **total** | **{best.wall_s:.2f}** | CPU {best.cpu_s:.2f} s |")
     print(f"\nall runs: {', '.join(f'{r.wall_s:.2f} s' for r in runs)}")
-    verdict = "meets" if best.wall_s <= TARGET_S else "misses"
-    print(f"{best.wall_s / TARGET_S:.2f}x the {TARGET_S:.0f} s target: {verdict} it")
+    met = best.wall_s <= TARGET_S
+    print(f"{best.wall_s / TARGET_S:.2f}x the {TARGET_S:.0f} s target: {'meets' if met else 'misses'} it")
+    record(
+        "main-job",
+        "main job (`make run` car blog), warm cache, wall time",
+        f"{best.wall_s:.1f} s ({best.wall_s / TARGET_S:.2f}x the target; CPU {best.cpu_s:.1f} s)",
+        f"<= {TARGET_S:.0f} s",
+        met,
+    )
 
 
 if __name__ == "__main__":
