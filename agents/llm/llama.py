@@ -54,6 +54,9 @@ LLAMA_CPP_PACKAGE = "llama-cpp-python==0.3.36"
 """What a worker needs for `provider: llama-cpp`; pip builds it from source (a few minutes, once)."""
 
 
+PROMPT_STEP_TOKENS = 128
+
+
 class LlamaChatModel:
     """A `ChatModel` backed by the process-wide llama.cpp engine for `name`."""
 
@@ -252,6 +255,9 @@ class _Engine:
             n_ctx=self.config.context_window,
             n_threads=self.threads.decode,
             n_threads_batch=self.threads.batch,
+            # A prompt goes through in steps of this many tokens. At 128 a step's activations stay in a core's L2
+            # cache: a 1,249-token prompt took 6 % less CPU and 20 % less time than at llama.cpp's 512, same logits.
+            n_ubatch=PROMPT_STEP_TOKENS,
             # The repetition penalty looks back over the whole sequence, as transformers' does.
             last_n_tokens_size=self.config.context_window,
             verbose=False,
