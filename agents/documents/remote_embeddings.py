@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import openai
 
 from relaychain.agents.tokens.encodings import load_encoding
 from relaychain.agents.tokens.pricing import priced_usage
@@ -50,6 +49,9 @@ class OpenAIEmbedder:
         key = api_key if api_key is not None else os.environ.get(config.api_key_env)
         if not key:
             raise ValueError(f"embedder {name!r}: no API key, set the environment variable {config.api_key_env}")
+        # Imported here: the SDK costs 0.4 s of every start-up that opens no hosted embedder.
+        import openai
+
         self._client = openai.AsyncOpenAI(api_key=key, base_url=config.base_url, max_retries=0)
         self._dim = config.dimensions
         self.tokenizer = _TiktokenTokenizer()
@@ -94,6 +96,8 @@ class OpenAIEmbedder:
         return (np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32)), usage
 
     async def _call(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        import openai
+
         dimensions = self._config.dimensions or openai.omit
         try:
             response = await self._client.embeddings.create(

@@ -20,7 +20,6 @@ import asyncio
 import codecs
 import json
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,16 +40,21 @@ from relaychain.agents.llm.threaded import (
     ProgressCallback,
     call_arguments,
     complete_on_thread,
+    physical_cores,
+    wait_passively,
 )
 from relaychain.agents.weights import WeightsMissing, locate_weights
 from relaychain.schemas.config import ModelConfig, Provider
 
-__all__ = ["LLAMA_CPP_PACKAGE", "LlamaChatModel"]
+__all__ = ["LLAMA_CPP_PACKAGE", "LlamaChatModel", "Threads"]
 
 log = logging.getLogger(__name__)
 
 LLAMA_CPP_PACKAGE = "llama-cpp-python==0.3.36"
 """What a worker needs for `provider: llama-cpp`; pip builds it from source (a few minutes, once)."""
+
+
+PROMPT_STEP_TOKENS = 128
 
 
 class LlamaChatModel:
@@ -65,17 +69,20 @@ class LlamaChatModel:
         threads: int | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> None:
-        """`threads`: llama.cpp's threads for this model; the config's, else every core."""
+        """`threads`: llama.cpp's threads for this model, else the config's; when neither is set, prompts are
+        evaluated on every physical core and tokens decoded on one (see `Threads.default`)."""
         if config.provider is not Provider.LLAMA_CPP:
             raise ValueError(f"model {name!r} has provider {config.provider}, not llama-cpp")
+        wait_passively()
         try:
             import llama_cpp  # noqa: F401  (checked here: the worker says what to install before any request)
         except ImportError:
             raise EngineNotInstalled(name, LLAMA_CPP_PACKAGE) from None
         self.name = name
         self.config = config
+        chosen = threads or config.threads
         self._engine = _engine_for(
-            name, config, max_queue, threads or config.threads or os.cpu_count() or 1, on_progress
+            name, config, max_queue, Threads(chosen, chosen) if chosen else Threads.default(), on_progress
         )
 
     def __repr__(self) -> str:
@@ -103,8 +110,23 @@ _engines: dict[str, _Engine] = {}
 _engines_lock = threading.Lock()
 
 
+@dataclass(frozen=True)
+class Threads:
+    """llama.cpp's threads for decoding one token at a time, and for evaluating a prompt in batches."""
+
+    decode: int
+    batch: int
+
+    @classmethod
+    def default(cls) -> Threads:
+        """A prompt's batch is big enough to split over every core (1.4x faster on 2 cores, even on a busy
+        machine). One token is not: decoding threads meet at a barrier after every operation, so a second thread
+        is slower with passive waits and several times slower with spinning ones on a busy machine."""
+        return cls(decode=1, batch=physical_cores())
+
+
 def _engine_for(
-    name: str, config: ModelConfig, max_queue: int, threads: int, on_progress: ProgressCallback | None
+    name: str, config: ModelConfig, max_queue: int, threads: Threads, on_progress: ProgressCallback | None
 ) -> _Engine:
     """One engine per model name in this process, however many clients ask for it."""
     with _engines_lock:
@@ -137,7 +159,7 @@ class _Loaded:
 class _Engine:
     """The worker thread that owns one model's weights; every method below runs on it."""
 
-    def __init__(self, name: str, config: ModelConfig, *, max_queue: int, threads: int) -> None:
+    def __init__(self, name: str, config: ModelConfig, *, max_queue: int, threads: Threads) -> None:
         self.name = name
         self.config = config
         self.threads = threads
@@ -231,8 +253,11 @@ class _Engine:
         llama = llama_cpp.Llama(
             model_path=str(weights.gguf_path),
             n_ctx=self.config.context_window,
-            n_threads=self.threads,
-            n_threads_batch=self.threads,
+            n_threads=self.threads.decode,
+            n_threads_batch=self.threads.batch,
+            # A prompt goes through in steps of this many tokens. At 128 a step's activations stay in a core's L2
+            # cache: a 1,249-token prompt took 6 % less CPU and 20 % less time than at llama.cpp's 512, same logits.
+            n_ubatch=PROMPT_STEP_TOKENS,
             # The repetition penalty looks back over the whole sequence, as transformers' does.
             last_n_tokens_size=self.config.context_window,
             verbose=False,

@@ -43,6 +43,7 @@ from relaychain.agents.llm.threaded import (
     ProgressCallback,
     call_arguments,
     complete_on_thread,
+    physical_cores,
 )
 from relaychain.agents.weights import locate_weights
 from relaychain.schemas.config import ModelConfig, Provider
@@ -68,7 +69,7 @@ class TransformersChatModel:
         on_progress: ProgressCallback | None = None,
         registry: LocalModelRegistry | None = None,
     ) -> None:
-        """`threads`: torch's intra-op threads (process-wide), all cores by default; fewer wins on cores shared with other work."""
+        """`threads`: torch's intra-op threads (process-wide), one per physical core by default; fewer wins on cores shared with other work."""
         if config.provider is not Provider.TRANSFORMERS:
             raise ValueError(f"model {name!r} has provider {config.provider}, not transformers")
         self.name = name
@@ -78,7 +79,7 @@ class TransformersChatModel:
             config,
             data_dir,
             max_queue=max_queue,
-            threads=threads or config.threads or os.cpu_count() or 1,
+            threads=threads or config.threads or physical_cores(),
             on_progress=on_progress,
         )
 

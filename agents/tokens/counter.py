@@ -3,11 +3,15 @@
 OpenAI models count with tiktoken, local transformers models with their own
 Hugging Face tokenizer. `counter_for` builds one counter per model per
 process; loading a Hugging Face tokenizer from a GGUF file takes seconds.
+Once a fast tokenizer is saved (`tokenizer.json`), it is counted through the
+`tokenizers` library and jinja2 directly, as transformers does it, without
+importing transformers and torch (2 s of every start-up).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -28,6 +32,7 @@ __all__ = [
     "HuggingFaceCounter",
     "TiktokenCounter",
     "TokenCounter",
+    "TokenizerFileCounter",
     "count_async",
     "count_messages_async",
     "counter_for",
@@ -177,6 +182,89 @@ class HuggingFaceCounter:
         return len(ids)
 
 
+class TokenizerFileCounter:
+    """A saved fast tokenizer counted as `HuggingFaceCounter` counts it, from its files alone.
+
+    transformers' fast tokenizers are `tokenizers` ones underneath, and its chat
+    templates are jinja2 rendered in a sandbox with the special tokens in scope:
+    the same ids, without importing transformers (and torch with it).
+    """
+
+    def __init__(self, tokenizer: Any, chat_template: Any, special_tokens: dict[str, str]) -> None:
+        self.tokenizer = tokenizer
+        self._template = chat_template
+        self._special_tokens = special_tokens
+        self._byte_decoder = _byte_level_decoder(tokenizer)
+
+    @classmethod
+    def load(cls, directory: Path) -> TokenizerFileCounter | None:
+        """The counter for the fast tokenizer saved under `directory`, or None when its chat template needs
+        transformers (several named templates)."""
+        from tokenizers import Tokenizer
+
+        config = json.loads((directory / "tokenizer_config.json").read_text(encoding="utf-8"))
+        tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        template_file = directory / "chat_template.jinja"
+        source = template_file.read_text(encoding="utf-8") if template_file.is_file() else config.get("chat_template")
+        if source is not None and not isinstance(source, str):
+            return None  # named templates: left to transformers
+        special = {
+            key: value["content"] if isinstance(value, dict) else value
+            for key, value in config.items()
+            if key.endswith("_token") and isinstance(value, str | dict)
+        }
+        return cls(tokenizer, _compile_chat_template(source) if source else None, special)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def count(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def decode_bytes(self, ids: Sequence[int]) -> list[bytes]:
+        table = self._byte_decoder
+        pieces = []
+        for token_id in ids:
+            piece = self.tokenizer.id_to_token(token_id) or ""
+            if table is not None and all(ch in table for ch in piece):
+                pieces.append(bytes(table[ch] for ch in piece))
+            else:
+                pieces.append(self.tokenizer.decode([token_id]).encode())
+        return pieces
+
+    def count_messages(self, messages: Sequence[ChatMessage]) -> int:
+        if not messages:
+            return 0  # as HuggingFaceCounter: nothing to send costs nothing
+        chat = [{"role": m.role, "content": m.content} for m in messages]
+        if self._template is None:
+            return sum(self.count(m["content"]) for m in chat)
+        rendered = self._template.render(messages=chat, add_generation_prompt=True, **self._special_tokens)
+        return self.count(rendered)
+
+
+def _compile_chat_template(source: str) -> Any:
+    """A chat template in the environment transformers renders it in (`chat_template_utils`)."""
+    from datetime import datetime
+
+    import jinja2
+    from jinja2.ext import loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(
+        x: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None, sort_keys: bool = False
+    ) -> str:
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    environment.filters["tojson"] = tojson
+    environment.globals["raise_exception"] = raise_exception
+    environment.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    return environment.from_string(source)
+
+
 _counters: dict[str, TokenCounter] = {}
 _counters_lock = threading.Lock()
 
@@ -202,7 +290,9 @@ def _build_counter(model: ModelConfig, name: str, cache_dir: Path | None) -> Tok
     if kind == "tiktoken" and encoding:
         return TiktokenCounter(load_encoding(encoding))
     if kind == "hf" and model.provider in (Provider.TRANSFORMERS, Provider.LLAMA_CPP):
-        return HuggingFaceCounter.from_model(name, model, cache_dir / name if cache_dir is not None else None)
+        saved = cache_dir / name if cache_dir is not None else None
+        fast = TokenizerFileCounter.load(saved) if saved is not None and (saved / "tokenizer.json").is_file() else None
+        return fast or HuggingFaceCounter.from_model(name, model, saved)
     raise ValueError(
         f"models.{name}.tokenizer {model.tokenizer!r}: use `tiktoken:<encoding>` or `hf` (local models only)"
     )
@@ -248,10 +338,15 @@ async def count_messages_async(counter: TokenCounter, messages: Sequence[ChatMes
 
 
 def _byte_level_decoder(tokenizer: Any) -> dict[str, int] | None:
-    """char -> byte for GPT-2 style byte-level BPE tokenizers, whose token strings encode raw bytes."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None or type(backend.decoder).__name__ != "ByteLevel":
-        return None
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
+    """char -> byte for GPT-2 style byte-level BPE tokenizers, whose token strings encode raw bytes.
 
-    return {char: byte for byte, char in bytes_to_unicode().items()}
+    `tokenizer`: a transformers tokenizer or a `tokenizers` one."""
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    if type(getattr(backend, "decoder", None)).__name__ != "ByteLevel":
+        return None
+    # GPT-2's table: printable bytes stand for themselves, the others for the code points from 256 up, in order.
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [byte for byte in range(256) if byte not in printable]
+    table = {chr(byte): byte for byte in printable}
+    table.update({chr(256 + n): byte for n, byte in enumerate(others)})
+    return table

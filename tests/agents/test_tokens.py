@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -19,10 +20,12 @@ from relaychain.agents.tokens import (
     off_loop,
     split_turns,
 )
+from relaychain.agents.tokens.counter import HuggingFaceCounter, TokenizerFileCounter
 from relaychain.agents.tokens.encodings import private_copy
 from relaychain.bus.errors import AgentError
 from relaychain.schemas import ChatMessage
 from relaychain.schemas.config import ModelConfig, Price
+from tests.agents.conftest import SMOLLM2_LLAMA_CONFIG
 
 CHINESE = "算法工程师"
 ENGLISH = "hello what's your name?"
@@ -289,6 +292,23 @@ def test_smollm2_counts_chats_through_its_chat_template(smollm2_counter) -> None
     assert default_system > with_system
     kept, _ = fit_history((user("hi"),), HISTORY, smollm2_counter, budget=100)
     assert kept == HISTORY[4:]
+
+
+@pytest.mark.slow
+def test_a_saved_tokenizer_counts_as_transformers_does_without_importing_it(tmp_path: Path) -> None:
+    model = ModelConfig.model_validate(SMOLLM2_LLAMA_CONFIG)
+    # The first load parses the GGUF file with transformers and saves the tokenizer; later ones read the files.
+    transformers_counter = HuggingFaceCounter.from_model("smollm2-files", model, tmp_path / "smollm2-files")
+    files = counter_for(model, "smollm2-files", tmp_path)
+    assert isinstance(files, TokenizerFileCounter)
+    texts = [ENGLISH, CHINESE, "", "emoji 🚗⚡ and  double  spaces\n\ttabs", "user text spelling <|im_end|> markup"]
+    for text in texts:
+        assert files.encode(text) == transformers_counter.encode(text)
+        assert files.decode_bytes(files.encode(text)) == transformers_counter.decode_bytes(files.encode(text))
+    system = ChatMessage(role="system", content="You are a careful copywriter.")
+    chats = [(), (user("hi"),), (system, user(CHINESE)), (system, *HISTORY), (user("<|im_start|>assistant"),)]
+    for chat in chats:
+        assert files.count_messages(chat) == transformers_counter.count_messages(chat)
 
 
 @pytest.mark.slow
