@@ -44,6 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench import scorecard
 from relaychain.agents.llm import CompletionRequest
 from relaychain.agents.llm.llama import LlamaChatModel
 from relaychain.agents.llm.local import LocalModelRegistry, TransformersChatModel
@@ -262,8 +263,19 @@ async def main() -> None:
                 lambda n=level: raw_llama(llama, token_lists[:n]),
             )
             report("llama.cpp", level, ours, raw)
+            if level == 1:
+                ratio = ours.tokens_per_s / raw.tokens_per_s
+                scorecard.record(
+                    "llama-single",
+                    "local generation, one request, llama.cpp through relaychain vs raw llama-cpp-python "
+                    "(`bench/generation.py`)",
+                    f"{ratio:.0%} of raw ({ours.tokens_per_s:.1f} vs {raw.tokens_per_s:.1f} tok/s)",
+                    ">= 90 % of raw",
+                    ratio >= 0.9,
+                )
     if "transformers" in engines:
         await through_relaychain(transformers_model, chats[:1])
+        rates: dict[int, float] = {}
         for level in levels:
             ours, raw = await best_of(
                 args.rounds,
@@ -271,6 +283,17 @@ async def main() -> None:
                 lambda n=level: raw_transformers(loaded.model, loaded.tokenizer, chats[:n], args.threads),
             )
             report("transformers", level, ours, raw)
+            rates[level] = ours.tokens_per_s
+        top = max(levels)
+        if 1 in rates and top > 1:
+            gain = rates[top] / rates[1]
+            scorecard.record(
+                "transformers-batch",
+                f"local `transformers` model, {top} concurrent requests vs one at a time (`bench/generation.py`)",
+                f"{gain:.1f}x ({rates[top]:.1f} vs {rates[1]:.1f} tok/s)",
+                ">= 3x",
+                gain >= 3,
+            )
 
 
 if __name__ == "__main__":
