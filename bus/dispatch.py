@@ -14,6 +14,7 @@ what happens, so no failure ends as a log line with the message left behind.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import logging
 import random
@@ -108,7 +109,10 @@ class KeyedDispatcher:
         self._on_done = on_done
         self._on_failed = on_failed
         self._redelivery = redelivery
+        self._max_in_flight = max_in_flight
         self._slots = asyncio.Semaphore(max_in_flight)
+        # Submits waiting for a slot; while there are any, a free slot is theirs (see `has_room`).
+        self._blocked = 0
         self._lanes: dict[str | None, deque[Message]] = {}
         # Lanes whose head message is inside the handler right now; other heads have not started.
         self._running: set[str | None] = set()
@@ -121,8 +125,23 @@ class KeyedDispatcher:
     def in_flight(self) -> int:
         return self._in_flight
 
-    async def submit(self, message: Message) -> None:
-        await self._slots.acquire()
+    @property
+    def has_room(self) -> bool:
+        """A `submit` now would not wait: a slot is free and no earlier `submit` is queued for one."""
+        # `Semaphore.locked()` walks its waiters; a slot is taken exactly when `_in_flight` counts it, except
+        # by a blocked submit that was woken and has not run yet, and `_blocked` covers that one.
+        return self._in_flight < self._max_in_flight and not self._blocked
+
+    async def submit(self, message: Message, context: contextvars.Context | None = None) -> None:
+        """Queue `message` on its key's lane; a new lane's task runs in `context` (default: a copy of the caller's)."""
+        if self.has_room:
+            await self._slots.acquire()  # never waits
+        else:
+            self._blocked += 1
+            try:
+                await self._slots.acquire()
+            finally:
+                self._blocked -= 1
         self._in_flight += 1
         self._idle.clear()
         lane_key = message.key if message.key is not None else f"\0{message.partition}:{message.offset}"
@@ -131,9 +150,8 @@ class KeyedDispatcher:
             lane.append(message)
             return
         self._lanes[lane_key] = deque((message,))
-        task = asyncio.create_task(self._run_lane(lane_key))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        # The lane drops its own task when it ends: a done callback would cost one more loop callback per message.
+        self._tasks.add(asyncio.create_task(self._run_lane(lane_key), context=context))
 
     async def _run_lane(self, lane_key: str | None) -> None:
         lane = self._lanes[lane_key]
@@ -148,6 +166,7 @@ class KeyedDispatcher:
                 lane.popleft()
                 self._release()
         finally:
+            self._tasks.discard(asyncio.current_task())
             self._running.discard(lane_key)
             if self._lanes.get(lane_key) is lane:
                 del self._lanes[lane_key]
@@ -227,9 +246,11 @@ class KeyedDispatcher:
             await asyncio.wait_for(self._idle.wait(), timeout)
             return True
         except TimeoutError:
-            for task in list(self._tasks):
+            tasks, self._tasks = self._tasks, set()
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            # A task cancelled before its first step never reaches its `finally`; the set is dropped whole.
+            await asyncio.gather(*tasks, return_exceptions=True)
             return False
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -125,6 +127,26 @@ def test_separators_only_collapse_between_single_letters_or_cjk() -> None:
     assert normalise("敏 感").text == "敏感"
     assert normalise("this ex").text == "this ex"
     assert normalise("好，感谢").text == "好,感谢", "sentence punctuation is not a slipped separator"
+
+
+def _ascii_texts() -> list[str]:
+    """Every ASCII text of the labelled sets, then seeded random ones made of what the ASCII scans look for:
+    single letters and words, every separator and symbol, whitespace runs, at the edges too."""
+    labelled = [text for text, *_ in (*EVASIONS, *DIRTY)] + [*NEAR_MISSES, *CLEAN]
+    pieces = ["s", "e", "x", "A", "7", "sex", "bomb", "I", "kill", "ab", "_", "__", " ", "  ", "\t", "\n \n", "\x1c"]
+    pieces += list(".-*|/\\~+'`:#$%&<=>@^,!?()[]{}\"")
+    rng = random.Random(13)
+    generated = ["".join(rng.choices(pieces, k=rng.randint(1, 24))) for _ in range(5000)]
+    return [text for text in [*labelled, *generated] if text.isascii()]
+
+
+def test_the_ascii_scans_drop_exactly_what_the_full_scans_drop() -> None:
+    """Pure-ASCII text takes fewer scans (no invisible characters, no ideographs can be there): same ranges."""
+    module = sys.modules[normalise.__module__]
+    texts = _ascii_texts()
+    assert len(texts) > 5000
+    for text in texts:
+        assert module._dropped_ranges_ascii(text) == module._dropped_ranges_any(text), repr(text)
 
 
 def test_allowlist_suppresses_only_inside_its_occurrence() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 
 import pytest
 
@@ -107,4 +108,57 @@ async def test_run_until_idle_raises_what_failed_every_delivery_and_the_group_mo
     assert isinstance(caught.value.__cause__, ValueError)
     await bus.run_until_idle(timeout=5)
     assert handled == [b"good"]
+    await bus.stop()
+
+
+async def test_a_full_member_takes_later_messages_in_log_order_and_never_more_than_max_in_flight() -> None:
+    # A publish hands a message straight to a member with a free slot; with every slot taken it is left to the
+    # fetch loop, and the direct path must not overtake what the fetch loop has not handed over yet.
+    bus = MemoryBus(default_partitions=1)
+    await bus.start()
+    release = asyncio.Event()
+    handled: list[bytes] = []
+    running = 0
+    most = 0
+
+    async def slow(message: Message) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await release.wait()
+        handled.append(message.value)
+        running -= 1
+
+    await bus.subscribe(["t"], group="a", handler=slow, max_in_flight=2)
+    sent = [f"{key}{i}".encode() for i in range(5) for key in "abc"]
+    for value in sent:
+        await bus.publish("t", value, key=value[:1].decode())
+    release.set()
+    await bus.run_until_idle(timeout=5)
+    assert most <= 2
+    assert sorted(handled) == sorted(sent)
+    for key in "abc":
+        assert [v for v in handled if v.startswith(key.encode())] == [v for v in sent if v.startswith(key.encode())]
+    await bus.stop()
+
+
+_PUBLISHER = contextvars.ContextVar("publisher", default="none")
+
+
+async def test_a_handler_never_sees_the_publishers_context() -> None:
+    bus = MemoryBus()
+    await bus.start()
+    seen: list[str] = []
+
+    async def handler(message: Message) -> None:
+        seen.append(_PUBLISHER.get())
+        _PUBLISHER.set("handler")
+
+    await bus.subscribe(["t"], group="a", handler=handler)
+    _PUBLISHER.set("publisher")
+    await bus.publish("t", b"1", key="k")
+    await bus.publish("t", b"2", key="j")
+    await bus.run_until_idle()
+    assert seen == ["none", "none"]
+    assert _PUBLISHER.get() == "publisher"
     await bus.stop()
