@@ -27,6 +27,7 @@ from relaychain.bus.client import Client as AnswerClient
 from relaychain.bus.codec import EventCodec, UndecodableMessage
 from relaychain.buses import make_bus
 from relaychain.observability import Telemetry, TracingMiddleware, setup_telemetry
+from relaychain.progress import StepsSeen
 from relaychain.schemas.envelope import Event
 from relaychain.schemas.events import Job, Request
 from relaychain.settings import Settings
@@ -83,6 +84,7 @@ class Client(StartStop):
         self._progress: Subscription | None = None
         self._progress_lock = asyncio.Lock()
         self._listeners: dict[str, asyncio.Queue[Progress]] = {}
+        self._steps = StepsSeen()
 
     @classmethod
     def connect(
@@ -176,6 +178,7 @@ class Client(StartStop):
             yield future.result()
         finally:
             self._listeners.pop(request.request_id, None)
+            self._steps.forget(request.request_id)
 
     async def _follow_progress(self) -> None:
         async with self._progress_lock:
@@ -195,9 +198,9 @@ class Client(StartStop):
         except UndecodableMessage:
             return
         queue = self._listeners.get(event.request_id)
-        if queue is not None and isinstance(event, Job) and event.results:
-            done = event.results[-1]
-            queue.put_nowait(Progress(request_id=event.request_id, step=done.step, agent=done.agent))
+        if queue is not None and isinstance(event, Job):
+            for done in self._steps.new_steps(event):
+                queue.put_nowait(Progress(request_id=event.request_id, step=done.step, agent=done.agent))
 
 
 def _request(request: Request | None, fields: dict[str, Any]) -> Request:

@@ -23,6 +23,7 @@ from relaychain.bus.codec import EventCodec, UndecodableMessage
 from relaychain.bus.middleware import Middleware, chain_publish
 from relaychain.bus.runtime import EVENT_TYPE_HEADER
 from relaychain.gateway.answers import AnswerStore, Tracked
+from relaychain.progress import StepsSeen
 from relaychain.schemas import Cancel, Event, Job, Request, TokenDelta
 
 __all__ = ["Progress", "RequestHub"]
@@ -53,6 +54,7 @@ class RequestHub:
         self.answers = AnswerStore()
         self._publish = chain_publish(middlewares, self._send)
         self._listeners: dict[str, list[asyncio.Queue[StreamItem]]] = defaultdict(list)
+        self._steps = StepsSeen()
         self._in_flight_by_conversation: dict[str, str] = {}
         self._subscriptions: list[Subscription] = []
         self.dropped_deltas = 0
@@ -129,6 +131,7 @@ class RequestHub:
             queues.remove(queue)
             if not queues:
                 del self._listeners[request_id]
+                self._steps.forget(request_id)
 
     async def _on_delta(self, message: Message) -> None:
         if not self._listeners:
@@ -141,9 +144,9 @@ class RequestHub:
         if not self._listeners or message.headers.get(EVENT_TYPE_HEADER) != "job":
             return
         event = self._decode(message)
-        if isinstance(event, Job) and event.results and event.request_id in self._listeners:
-            record = event.results[-1]
-            self._fan_out(event.request_id, Progress(step=record.step, agent=record.agent))
+        if isinstance(event, Job) and event.request_id in self._listeners:
+            for record in self._steps.new_steps(event):
+                self._fan_out(event.request_id, Progress(step=record.step, agent=record.agent))
 
     def _decode(self, message: Message) -> Event | None:
         try:
