@@ -33,7 +33,13 @@ def tune_garbage_collector() -> None:
     _tuned = True
     gc.collect()
     gc.freeze()
-    # Back in view for the interpreter's last collection, so extension objects in cycles are finalised.
-    atexit.register(gc.unfreeze)
+    atexit.register(_release)
     young, middle, old = gc.get_threshold()
     gc.set_threshold(max(young, YOUNG_THRESHOLD), middle, old)
+
+
+def _release() -> None:
+    """At exit, while every module is still whole, collect what was frozen: extension objects in cycles
+    (llama.cpp models, nanobind types) are finalised here instead of leaking or failing in interpreter teardown."""
+    gc.unfreeze()
+    gc.collect()
