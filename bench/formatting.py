@@ -43,7 +43,7 @@ from relaychain.agents.formatting import (
     SchemaViolation,
     extract_json,
 )
-from relaychain.agents.llm import CompletionRequest, default_factories
+from relaychain.agents.llm import CompletionRequest, ModelRequestRejected, default_factories
 from relaychain.agents.prompts import PromptLibrary
 from relaychain.agents.router import template_scope
 from relaychain.schemas import ChatMessage, Request
@@ -143,14 +143,20 @@ async def run(settings: Settings, per_business: int, threads: int, verbose: bool
                 messages = messages_for(settings, prompts, schema, business, request)
                 for path in PATHS:
                     began = time.perf_counter()
-                    completion = await model.complete(
-                        CompletionRequest(
-                            messages=messages,
-                            max_tokens=max_tokens,
-                            json_schema=schema.json_schema if path == "constrained" else None,
-                        )
-                    )
                     tally = tallies.setdefault((business, path), Tally())
+                    try:
+                        completion = await model.complete(
+                            CompletionRequest(
+                                messages=messages,
+                                max_tokens=max_tokens,
+                                json_schema=schema.json_schema if path == "constrained" else None,
+                            )
+                        )
+                    except ModelRequestRejected:
+                        # llama.cpp cannot compile every schema (car_blog's long strings): the engine refuses.
+                        tally.outcomes["re-ask"] += 1
+                        tally.reasons["grammar refused"] += 1
+                        continue
                     tally.seconds += time.perf_counter() - began
                     tally.output_tokens += completion.output_tokens
                     outcome, reason = judge(completion.text, completion.finish_reason, schema)

@@ -229,16 +229,32 @@ class _Engine:
         return LocalResult("".join(pieces), len(prompt_ids), len(generated), finish)
 
     def _grammar(self, loaded: _Loaded, schema: dict[str, Any]) -> Any:
-        """llama.cpp's grammar for the schema, built once per schema."""
+        """llama.cpp's grammar for the schema, built and checked once per schema (a refusal is kept too)."""
+        import llama_cpp
         from llama_cpp.llama_grammar import LlamaGrammar
 
         key = json.dumps(schema, sort_keys=True)
-        grammar = loaded.grammars.get(key)
-        if grammar is None:
+        if key not in loaded.grammars:
             try:
-                grammar = loaded.grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+                grammar = LlamaGrammar.from_json_schema(key, verbose=False)
             except (ValueError, RuntimeError) as exc:
-                raise ModelRequestRejected(self.name, f"the JSON Schema has no llama.cpp grammar: {exc}") from None
+                grammar = f"the JSON Schema has no llama.cpp grammar: {exc}"
+            else:
+                # The GBNF text is only parsed when a sampler is made, and generating with a grammar llama.cpp
+                # refused (say, a long maxLength unrolled past its repetition limit) crashes the process.
+                sampler = llama_cpp.llama_sampler_init_grammar(
+                    loaded.vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
+                )
+                if not sampler:
+                    grammar = (
+                        "llama.cpp refused the grammar of the JSON Schema (too large: lower its maxLength/maxItems)"
+                    )
+                else:
+                    llama_cpp.llama_sampler_free(sampler)
+            loaded.grammars[key] = grammar
+        grammar = loaded.grammars[key]
+        if isinstance(grammar, str):
+            raise ModelRequestRejected(self.name, grammar)
         return grammar
 
     def _load(self) -> _Loaded:

@@ -121,6 +121,18 @@ async def test_generation_past_the_timeout_is_a_typed_error(smollm2_llama: Llama
     assert caught.value.code == "model_timeout"
 
 
+async def test_a_schema_llama_cpp_cannot_compile_is_a_typed_refusal_not_a_crash(
+    smollm2_llama: LlamaChatModel,
+) -> None:
+    """car_blog's schema (maxLength 1200) unrolls past llama.cpp's repetition limit: it used to segfault."""
+    huge = {"type": "object", "properties": {"body": {"type": "string", "maxLength": 1200}}, "required": ["body"]}
+    for _ in range(2):  # the refusal is remembered: the second call does not parse again
+        with pytest.raises(ModelRequestRejected, match="refused the grammar"):
+            await smollm2_llama.complete(ask("Write a blog post as JSON.", 16, json_schema=huge))
+    completion = await smollm2_llama.complete(ask("Rate the film Alien as JSON.", 48, json_schema=RATING))
+    assert set(json.loads(completion.text)) == {"title", "score"}
+
+
 async def test_a_prompt_past_the_context_window_is_rejected(smollm2_llama: LlamaChatModel) -> None:
     with pytest.raises(ModelRequestRejected, match="window"):
         await smollm2_llama.complete(ask("word " * 9000, 8))
