@@ -29,14 +29,16 @@ from typing import Any
 
 import httpx
 
-from bench.instant import InstantModel
-from relaychain.agents.llm import ChatModel, Completion, CompletionRequest, ModelFactory
-from relaychain.app import Components
-from relaychain.gateway import ApiKeys, GatewayHost, create_app
-from relaychain.gateway.serve import listening_socket
-from relaychain.schemas import Request
-from relaychain.schemas.config import ModelConfig, Provider
-from relaychain.settings import load_settings
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.instant import InstantModel  # noqa: E402
+from relaychain.agents.llm import ChatModel, Completion, CompletionRequest, ModelFactory  # noqa: E402
+from relaychain.app import Components  # noqa: E402
+from relaychain.gateway import ApiKeys, GatewayHost, create_app  # noqa: E402
+from relaychain.gateway.serve import listening_socket  # noqa: E402
+from relaychain.schemas import Request  # noqa: E402
+from relaychain.schemas.config import ModelConfig, Provider  # noqa: E402
+from relaychain.settings import load_settings  # noqa: E402
 
 CALLERS_PER_PROCESS = 8
 BODY = {
