@@ -235,6 +235,7 @@ class _Engine:
 
         key = json.dumps(schema, sort_keys=True)
         if key not in loaded.grammars:
+            grammar: LlamaGrammar | str
             try:
                 grammar = LlamaGrammar.from_json_schema(key, verbose=False)
             except (ValueError, RuntimeError) as exc:

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-__all__ = ["Batched"]
+if TYPE_CHECKING:
+    import aiosqlite
+
+__all__ = ["Batched", "insert_new"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -54,3 +57,25 @@ class Batched(Generic[T, R]):
                         future.set_result(result)
         finally:
             self._drain = None
+
+
+async def insert_new(db: aiosqlite.Connection, table: str, columns: str, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
+    """Insert `rows` in one statement, keeping what is there; whether each row was new, by its first column (the key).
+
+    The same key twice in one batch: the first row is the new one, the second finds it, as from another writer.
+    """
+    key = columns.split(",")[0].strip()
+    placeholders = "(" + ", ".join("?" * len(rows[0])) + ")"
+    new = {
+        found
+        for (found,) in await db.execute_fetchall(
+            f"INSERT INTO {table} ({columns}) VALUES {', '.join([placeholders] * len(rows))}"
+            f" ON CONFLICT ({key}) DO NOTHING RETURNING {key}",
+            [value for row in rows for value in row],
+        )
+    }
+    inserted = []
+    for row in rows:
+        inserted.append(row[0] in new)
+        new.discard(row[0])
+    return inserted

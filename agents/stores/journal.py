@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-from relaychain.agents.stores.batching import Batched
+from relaychain.agents.stores.batching import Batched, insert_new
 from relaychain.agents.stores.connections import PostgresPool, SqliteFile
 from relaychain.agents.stores.errors import database_errors
 
@@ -132,20 +132,7 @@ class SqliteJournal:
         cutoff = self._trimming.due()
         if cutoff is not None:
             await db.execute("DELETE FROM completions WHERE recorded_at < ?", (cutoff.timestamp(),))
-        new = {
-            key
-            for (key,) in await db.execute_fetchall(
-                f"INSERT INTO completions (key, payload, recorded_at) VALUES {', '.join(['(?, ?, ?)'] * len(rows))}"
-                " ON CONFLICT (key) DO NOTHING RETURNING key",
-                [value for row in rows for value in row],
-            )
-        }
-        inserted = []
-        for key, _, _ in rows:
-            # The same key twice in one batch: the first wins, the second gets it back, as from another writer.
-            inserted.append(key in new)
-            new.discard(key)
-        return inserted
+        return await insert_new(db, "completions", "key, payload, recorded_at", rows)
 
     async def close(self) -> None:
         await self._file.close()

@@ -23,7 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from relaychain.agents.stores.batching import Batched
+from relaychain.agents.stores.batching import Batched, insert_new
 from relaychain.agents.stores.connections import PostgresPool, SqliteFile
 from relaychain.agents.stores.errors import database_errors
 from relaychain.agents.tokens.pricing import COST_QUANTUM, quantize_cost
@@ -205,7 +205,6 @@ _USAGE_COLUMNS = (
     " input_per_million, cached_input_per_million, output_per_million, price_effective_from, price_tier,"
     " tenant"
 )
-_USAGE_PLACEHOLDERS = "(" + ", ".join("?" * 20) + ")"
 
 
 def _usage_row(usage: Usage) -> tuple[Any, ...]:
@@ -253,21 +252,7 @@ class SqliteLedger:
     async def _insert_rows(self, rows: list[tuple[Any, ...]]) -> list[bool]:
         """One statement for the batch: the rows commit together; RETURNING names the ones that were new."""
         db = await self._file.connection()
-        values = ", ".join([_USAGE_PLACEHOLDERS] * len(rows))
-        new = {
-            event_id
-            for (event_id,) in await db.execute_fetchall(
-                f"INSERT INTO usage_events ({_USAGE_COLUMNS}) VALUES {values}"
-                " ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-                [value for row in rows for value in row],
-            )
-        }
-        recorded = []
-        for row in rows:
-            # The same event twice in one batch: the first is the new one.
-            recorded.append(row[0] in new)
-            new.discard(row[0])
-        return recorded
+        return await insert_new(db, "usage_events", _USAGE_COLUMNS, rows)
 
     async def totals(self, *, since: date | None = None) -> list[LedgerRow]:
         with database_errors("ledger"):
