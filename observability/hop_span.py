@@ -40,7 +40,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util import types
 
-from relaychain.observability.traceparent import RemoteParent
+from relaychain.observability.traceparent import FLAGS, RemoteParent
 
 __all__ = ["HopSpan", "HopTracer"]
 
@@ -48,13 +48,6 @@ log = logging.getLogger(__name__)
 
 _PLAIN = frozenset({str, bool, int, float})
 _REMOTE_DEFAULTS = "remoteParentSampled:AlwaysOnSampler,remoteParentNotSampled:AlwaysOffSampler,"
-_FLAGS = {
-    (sampled, random_id): TraceFlags(
-        (TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT) | (TraceFlags.RANDOM_TRACE_ID if random_id else 0)
-    )
-    for sampled in (False, True)
-    for random_id in (False, True)
-}
 _NO_OP_STARTS = frozenset({SpanProcessor.on_start, SimpleSpanProcessor.on_start, BatchSpanProcessor.on_start})
 _ROOT = Context()
 _UNSET = Status(StatusCode.UNSET)
@@ -124,7 +117,7 @@ class HopTracer:
             state = result.trace_state.to_header() if result.trace_state else None
             attributes = dict(result.attributes)
             random_trace_id = parent.flags & TraceFlags.RANDOM_TRACE_ID if parent is not None else self._random_ids
-        flags = _FLAGS[bool(sampled), bool(random_trace_id)]
+        flags = FLAGS[(TraceFlags.SAMPLED if sampled else 0) | (TraceFlags.RANDOM_TRACE_ID if random_trace_id else 0)]
         span_hex = f"{self._ids.generate_span_id():016x}"
         if not recording:
             return NonRecordingSpan(_span_context(trace_hex, span_hex, flags, state))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -160,12 +162,9 @@ PROMPTS = (
 )
 
 
-async def test_concurrent_jobs_are_batched_and_match_unbatched_greedy_decoding(smollm2: LoadedModel) -> None:
-    """Left-padded batch decoding gives each job token for token what it gets alone, each stopping on its own."""
-    model = smollm2.model
-    limits = (24, 9, 30, 16)
-    alone = [await model.complete(ask(p, n)) for p, n in zip(PROMPTS, limits, strict=True)]
-    engine = model._engine
+@contextlib.contextmanager
+def batch_sizes(engine: Any) -> Iterator[list[int]]:
+    """The size of every batch the engine's thread takes while the block runs."""
     batches: list[int] = []
     take = engine._take_batch
 
@@ -175,11 +174,20 @@ async def test_concurrent_jobs_are_batched_and_match_unbatched_greedy_decoding(s
             batches.append(len(batch))
         return batch
 
-    engine._take_batch = recording_take  # type: ignore[method-assign]
+    engine._take_batch = recording_take
     try:
-        together = await queued_together(model, [ask(p, n) for p, n in zip(PROMPTS, limits, strict=True)])
+        yield batches
     finally:
         del engine._take_batch
+
+
+async def test_concurrent_jobs_are_batched_and_match_unbatched_greedy_decoding(smollm2: LoadedModel) -> None:
+    """Left-padded batch decoding gives each job token for token what it gets alone, each stopping on its own."""
+    model = smollm2.model
+    limits = (24, 9, 30, 16)
+    alone = [await model.complete(ask(p, n)) for p, n in zip(PROMPTS, limits, strict=True)]
+    with batch_sizes(model._engine) as batches:
+        together = await queued_together(model, [ask(p, n) for p, n in zip(PROMPTS, limits, strict=True)])
     assert batches == [4]
     for one, batched in zip(alone, together, strict=True):
         assert (batched.text, batched.output_tokens, batched.finish_reason) == (
@@ -239,19 +247,6 @@ async def test_cancelling_stops_generation_and_bills_the_tokens_generated(smollm
 
 async def test_a_burst_of_requests_at_an_idle_model_is_decoded_as_one_batch(smollm2: LoadedModel) -> None:
     """Requests that arrive together do not wait for the first one's whole generation."""
-    engine = smollm2.model._engine
-    batches: list[int] = []
-    take = engine._take_batch
-
-    def recording_take() -> list[Any]:
-        batch = take()
-        if batch:
-            batches.append(len(batch))
-        return batch
-
-    engine._take_batch = recording_take  # type: ignore[method-assign]
-    try:
+    with batch_sizes(smollm2.model._engine) as batches:
         await asyncio.gather(*(smollm2.model.complete(ask(p, 4)) for p in PROMPTS[:3]))
-    finally:
-        del engine._take_batch
     assert batches == [3]

@@ -370,6 +370,20 @@ def embedder_config(**embedders: dict[str, object]) -> AppConfig:
     return AppConfig.model_validate(raw)
 
 
+def hosted_embedder_config(server: OpenAITestServer) -> AppConfig:
+    """car_blog's index on the test server's embeddings (model `emb`, 64 dimensions), key in TEST_EMBEDDINGS_KEY."""
+    return embedder_config(
+        api={
+            "kind": "openai",
+            "api_key_env": "TEST_EMBEDDINGS_KEY",
+            "model": "emb",
+            "base_url": server.base_url,
+            "dimensions": 64,
+            "price": {"input_per_million": "0.02", "output_per_million": "0"},
+        }
+    )
+
+
 def test_embedder_config_is_checked_at_load() -> None:
     with pytest.raises(ValueError, match="unknown embedder"):
         retrieval = {"index": "cars", "embedder": "nope"}
@@ -426,16 +440,7 @@ async def test_a_redelivered_job_reuses_its_paid_query_embedding(
     openai_server: OpenAITestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TEST_EMBEDDINGS_KEY", "sk-test")
-    config = embedder_config(
-        api={
-            "kind": "openai",
-            "api_key_env": "TEST_EMBEDDINGS_KEY",
-            "model": "emb",
-            "base_url": openai_server.base_url,
-            "dimensions": 64,
-            "price": {"input_per_million": "0.02", "output_per_million": "0"},
-        }
-    )
+    config = hosted_embedder_config(openai_server)
     embedder = await open_embedder("api", config, tmp_path)
     journal = SqliteJournal(tmp_path / "journal.sqlite3")
     index = NumpyVectorIndex(tmp_path / "cars")
@@ -460,16 +465,7 @@ async def test_an_embeddings_api_failure_is_a_typed_error(
     openai_server: OpenAITestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TEST_EMBEDDINGS_KEY", "sk-test")
-    config = embedder_config(
-        api={
-            "kind": "openai",
-            "api_key_env": "TEST_EMBEDDINGS_KEY",
-            "model": "emb",
-            "base_url": openai_server.base_url,
-            "dimensions": 64,
-            "price": {"input_per_million": "0.02", "output_per_million": "0"},
-        }
-    )
+    config = hosted_embedder_config(openai_server)
     embedder = await open_embedder("api", config, tmp_path)
     openai_server.script("emb", Fail(429), Fail(400))
     agent = RetrieverAgent(config, {"cars": NumpyVectorIndex(tmp_path / "i")}, {"cars": embedder})
