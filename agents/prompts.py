@@ -19,6 +19,7 @@ from jinja2 import (
     FileSystemLoader,
     StrictUndefined,
     TemplateError,
+    TemplateNotFound,
     UndefinedError,
     meta,
 )
@@ -125,5 +126,18 @@ class PromptLibrary:
 
 @cache
 def _undeclared(env: SandboxedEnvironment, base_dir: Path, template: str) -> frozenset[str]:
-    source = (base_dir / template).read_text(encoding="utf-8")
-    return frozenset(meta.find_undeclared_variables(env.parse(source)))
+    """The variables `template` reads, those of the templates it includes (by a constant name) too."""
+    return frozenset(_variables(env, base_dir, template, set()))
+
+
+def _variables(env: SandboxedEnvironment, base_dir: Path, template: str, seen: set[str]) -> set[str]:
+    seen.add(template)
+    path = base_dir / template
+    if not path.is_file():
+        raise TemplateNotFound(template)
+    parsed = env.parse(path.read_text(encoding="utf-8"))
+    names = set(meta.find_undeclared_variables(parsed))
+    for included in meta.find_referenced_templates(parsed):
+        if included is not None and included not in seen:
+            names |= _variables(env, base_dir, included, seen)
+    return names

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from jinja2 import TemplateSyntaxError
+from jinja2 import TemplateNotFound, TemplateSyntaxError
 
 from relaychain import topology
 from relaychain.agents.prompts import BUILTIN_VARIABLES, DEFAULT_TEMPLATE, PromptLibrary
@@ -37,6 +37,9 @@ def check_app_config(settings: Settings) -> list[str]:
                 undeclared = prompts.variables_of(path) - declared
             except TemplateSyntaxError as exc:
                 problems.append(f"{where}.{field}: {path} line {exc.lineno}: {exc.message}")
+                continue
+            except TemplateNotFound as exc:
+                problems.append(f"{where}.{field}: {path} includes {exc.name}, which is not found")
                 continue
             if undeclared:
                 problems.append(f"{where}.{field}: {path} uses undeclared variables {sorted(undeclared)}")

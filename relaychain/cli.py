@@ -15,6 +15,7 @@ from relaychain import topology
 from relaychain.agents.llm.threaded import wait_passively
 from relaychain.commands.boundary import EXIT_FAILED, BoundaryGroup, Failed
 from relaychain.commands.options import parse_vars
+from relaychain.process_exit import run_and_leave
 from relaychain.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -209,5 +210,11 @@ def _register_commands() -> None:
 
 _register_commands()
 
+
+def entry() -> None:
+    """The console script: `main`, then an exit without the interpreter's teardown (see `process_exit`)."""
+    run_and_leave(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -178,6 +178,7 @@ class LocalResult:
     input_tokens: int
     output_tokens: int
     finish_reason: FinishReason
+    cached_input_tokens: int = 0
 
 
 def call_arguments(request: CompletionRequest, default_timeout_s: float) -> dict[str, Any]:
@@ -207,4 +208,5 @@ async def complete_on_thread(
         output_tokens=result.output_tokens,
         finish_reason=result.finish_reason,
         latency_ms=(time.perf_counter() - started) * 1000,
+        cached_input_tokens=result.cached_input_tokens,
     )

@@ -18,7 +18,7 @@ from relaychain.agents.llm import (
     ModelRequestRejected,
     ModelTimeout,
 )
-from relaychain.agents.llm.llama import LLAMA_CPP_PACKAGE, LlamaChatModel
+from relaychain.agents.llm.llama import LLAMA_CPP_PACKAGE, PROMPT_STEP_TOKENS, LlamaChatModel, reusable_rows
 from relaychain.agents.tokens.counter import HuggingFaceCounter
 from relaychain.schemas import ChatMessage
 from relaychain.schemas.config import AppConfig, ModelConfig
@@ -70,6 +70,47 @@ async def test_greedy_generation_is_deterministic(smollm2_llama: LlamaChatModel)
     first = await smollm2_llama.complete(ask("Write one sentence about the sea.", 20))
     second = await smollm2_llama.complete(ask("Write one sentence about the sea.", 20))
     assert (first.text, first.output_tokens) == (second.text, second.output_tokens)
+
+
+SHEET = " ".join(
+    f"Fact {n}: the estate car's battery holds {60 + n} kWh and charges at {100 + n} kW." for n in range(14)
+)
+
+
+def chat(system: str, user: str, max_tokens: int = 24) -> CompletionRequest:
+    return CompletionRequest(
+        messages=[ChatMessage(role="system", content=system), ChatMessage(role="user", content=user)],
+        max_tokens=max_tokens,
+    )
+
+
+async def test_a_prompt_starting_as_the_previous_one_reads_that_start_from_the_cache_same_answer(
+    smollm2_llama: LlamaChatModel,
+) -> None:
+    first_step = chat("You write car blogs.", f"{SHEET}\nWrite the opening sentence.")
+    second_step = chat("You write car blogs.", f"{SHEET}\nWrite the closing sentence.")
+    unrelated = chat("You answer questions about the sea.", "Name a fish.")
+
+    await smollm2_llama.complete(first_step)
+    continued = await smollm2_llama.complete(second_step)
+    await smollm2_llama.complete(unrelated)
+    fresh = await smollm2_llama.complete(second_step)
+
+    assert continued.cached_input_tokens >= 2 * PROMPT_STEP_TOKENS, "the shared system prompt and sheet were reused"
+    assert continued.cached_input_tokens % PROMPT_STEP_TOKENS == 0
+    assert fresh.cached_input_tokens == 0
+    assert (continued.text, continued.output_tokens) == (fresh.text, fresh.output_tokens)
+    assert continued.input_tokens == fresh.input_tokens, "cached tokens are still prompt tokens"
+
+
+def test_cache_reuse_stops_at_a_whole_batch_and_before_the_last_prompt_token() -> None:
+    step = PROMPT_STEP_TOKENS
+    shared = list(range(3 * step + 5))
+    assert reusable_rows([], shared) == 0
+    assert reusable_rows([*shared, 1], [*shared, 2, 3]) == 3 * step
+    assert reusable_rows(shared, shared) == 3 * step, "the last token is evaluated again: its logits pick the next"
+    assert reusable_rows(shared[: 3 * step], shared[: 3 * step]) == 2 * step
+    assert reusable_rows([9, *shared], shared) == 0
 
 
 async def test_max_tokens_reached_is_finish_reason_length(smollm2_llama: LlamaChatModel) -> None:
