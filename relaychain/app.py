@@ -8,6 +8,7 @@ router never loads a model.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
@@ -159,11 +160,22 @@ async def host_agents(runtime: AgentRuntime, components: Components, names: list
         components.cancelled = runtime.answer_instead.cancelled
         await follow_cancellations(runtime, components.cancelled)
     components.emit = runtime.emit
-    for name in names:
-        agent = await components.agent(name)
-        await runtime.add(
-            agent, topology.AGENT_INBOXES[name], group=topology.group_of(name), max_in_flight=max_in_flight
+    # Built one by one (builders share the components' lazily opened stores), then warmed up and joined together:
+    # the router's token counters, the generator's weights and the retriever's index load on threads at once.
+    agents = {name: await components.agent(name) for name in names}
+    joining = [
+        asyncio.create_task(
+            runtime.add(agent, topology.AGENT_INBOXES[name], group=topology.group_of(name), max_in_flight=max_in_flight)
         )
+        for name, agent in agents.items()
+    ]
+    try:
+        await asyncio.gather(*joining)
+    except BaseException:
+        for task in joining:
+            task.cancel()
+        await asyncio.gather(*joining, return_exceptions=True)
+        raise
     if components.settings.runtime.tune_gc:
         tune_garbage_collector()
 
