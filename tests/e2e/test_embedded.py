@@ -38,6 +38,8 @@ async def test_car_blog_chain_and_a_blocked_request(smollm2_data_dir: Path, tmp_
     assert all(blog[part].strip() for part in ("title", "opening", "middle", "ending"))
     assert any("halvorsen" in source.lower() for source in blog["specs_cited"]), blog["specs_cited"]
     assert [u.step for u in answer.usage] == ["generate.opening", "generate.middle", "generate.ending"]
+    # The later steps start with the opening's system prompt, brief and sheet: llama.cpp read those from its cache.
+    assert all(u.cached_input_tokens > 0 for u in answer.usage[1:]), answer.usage
     assert answer.model == "smollm2-135m" and answer.trace_id
 
     spans = spans_of_request(read_spans(traces), car_blog.request_id)
