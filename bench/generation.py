@@ -12,9 +12,11 @@ concurrency level N, N requests start together:
 - relaychain / llama.cpp: `LlamaChatModel.complete` gathered N times (one
   llama.cpp context per model: the requests queue on the model's thread);
 - raw llama-cpp-python: the same token ids through `Llama.generate`, one
-  request after another (what one context can do), each prefilled in full
-  as relaychain's engine does (it keeps no prompt cache between calls: a
-  reused cache changes greedy answers);
+  request after another (what one context can do), each prefilled in full.
+  relaychain's engine reads a prompt's start from the cache where it
+  repeats the previous prompt's for a whole 64-token batch: the llama.cpp
+  rounds take turns over a pool of twice the most concurrent requests, so
+  no call repeats the prompt before it and both sides prefill in full;
 - relaychain / transformers: `TransformersChatModel.complete` gathered N
   times (queued jobs are decoded as one batch);
 - raw transformers: one left-padded `model.generate` over the N prompts, on
@@ -134,7 +136,7 @@ def raw_llama(llama: Any, token_lists: list[list[int]]) -> Run:
     tokens = 0
     for ids in token_lists:
         generated = 0
-        llama.reset()  # no prompt cache, as in relaychain's engine (each request is prefilled in full)
+        llama.reset()  # no prompt cache: each request is prefilled in full, as relaychain prefills these
         for token in llama.generate(ids, temp=0.0, top_k=0, top_p=1.0, min_p=0.0):
             if generated == 0:
                 firsts.append(time.perf_counter() - started)
@@ -194,6 +196,19 @@ class _FirstToken:
         """Nothing to flush."""
 
 
+class Turns:
+    """Indices into a pool of prompts taken in turn: two prompts in a row are never the same one."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._next = 0
+
+    def take(self, count: int) -> list[int]:
+        taken = [(self._next + i) % self.size for i in range(count)]
+        self._next += count
+        return taken
+
+
 async def best_of(rounds: int, ours: Any, raw: Any) -> tuple[Run, Run]:
     """Alternate the two variants `rounds` times; each keeps its fastest round."""
     runs: list[tuple[Run, Run]] = []
@@ -235,7 +250,7 @@ async def main() -> None:
     # The chat template and tokenizer of the transformers engine make the prompts (the counting rule of the ledger).
     await transformers_model.load()
     loaded = transformers_model._engine.ensure_loaded()
-    chats = prompts(loaded.tokenizer, max(levels))
+    chats = prompts(loaded.tokenizer, 2 * max(levels))
     print(
         f"SmolLM2-135M, {PROMPT_TOKENS}-token prompts, up to {NEW_TOKENS} new tokens, greedy, "
         f"{args.threads} thread(s); tokens/s over all requests, ttft = mean time to first token",
@@ -255,12 +270,13 @@ async def main() -> None:
             )
             for chat in chats
         ]
-        await through_relaychain(llama_model, chats[:1])  # warm-up: first-call allocations
+        turns = Turns(len(chats))
+        await through_relaychain(llama_model, [chats[i] for i in turns.take(1)])  # warm-up: first-call allocations
         for level in levels:
             ours, raw = await best_of(
                 args.rounds,
-                lambda n=level: through_relaychain(llama_model, chats[:n]),
-                lambda n=level: raw_llama(llama, token_lists[:n]),
+                lambda n=level: through_relaychain(llama_model, [chats[i] for i in turns.take(n)]),
+                lambda n=level: raw_llama(llama, [token_lists[i] for i in turns.take(n)]),
             )
             report("llama.cpp", level, ours, raw)
             if level == 1:

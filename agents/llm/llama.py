@@ -24,6 +24,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -206,7 +207,7 @@ class _Engine:
         finish: FinishReason = "length"
         # The rows of the previous prompt that this one starts with are read from the cache (a chain's steps share
         # their system prompt, brief and documents); `generate` evaluates only the rest.
-        cached = llama.n_tokens = reusable_rows(self._cached_prompt, prompt_ids)
+        cached = llama.n_tokens = reusable_rows(self._cached_prompt, prompt_ids, llama.input_ids[: llama.n_tokens])
         self._cached_prompt = []
         tokens = llama.generate(
             prompt_ids,
@@ -306,8 +307,11 @@ class _Engine:
             self.on_progress(message)
 
 
-def reusable_rows(cached: list[int], prompt: list[int]) -> int:
+def reusable_rows(cached: list[int], prompt: list[int], held: Sequence[int]) -> int:
     """How many of `prompt`'s first rows can be read from a cache holding `cached`'s prompt rows.
+
+    `held` is what the llama.cpp context says its cache holds: code that drives the same context directly (a
+    bench's raw baseline) leaves the rows this engine evaluated neither whole nor in place.
 
     Greedy decoding must give the same answer to the same prompt, cached or not. A row evaluated with a prompt's
     batch is the same as a fresh evaluation's only when it was computed in the same batch of the same tokens, so
@@ -316,8 +320,8 @@ def reusable_rows(cached: list[int], prompt: list[int]) -> int:
     row is always evaluated, since its logits pick the first token.
     """
     common = 0
-    for old, new in zip(cached, prompt[:-1], strict=False):
-        if old != new:
+    for old, new, now in zip(cached, prompt[:-1], held, strict=False):
+        if not old == new == now:
             break
         common += 1
     return common - common % PROMPT_STEP_TOKENS

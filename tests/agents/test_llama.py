@@ -106,11 +106,16 @@ async def test_a_prompt_starting_as_the_previous_one_reads_that_start_from_the_c
 def test_cache_reuse_stops_at_a_whole_batch_and_before_the_last_prompt_token() -> None:
     step = PROMPT_STEP_TOKENS
     shared = list(range(3 * step + 5))
-    assert reusable_rows([], shared) == 0
-    assert reusable_rows([*shared, 1], [*shared, 2, 3]) == 3 * step
-    assert reusable_rows(shared, shared) == 3 * step, "the last token is evaluated again: its logits pick the next"
-    assert reusable_rows(shared[: 3 * step], shared[: 3 * step]) == 2 * step
-    assert reusable_rows([9, *shared], shared) == 0
+    held = [*shared, 1, 7, 7]  # the previous prompt, then its generated tokens
+    assert reusable_rows([], shared, held) == 0
+    assert reusable_rows([*shared, 1], [*shared, 2, 3], held) == 3 * step
+    assert reusable_rows(shared, shared, held) == 3 * step, (
+        "the last token is evaluated again: its logits pick the next"
+    )
+    assert reusable_rows(shared[: 3 * step], shared[: 3 * step], held) == 2 * step
+    assert reusable_rows([9, *shared], shared, held) == 0
+    assert reusable_rows(shared, [*shared, 1, 7, 7, 8], held) == 3 * step, "generated rows are never reused"
+    assert reusable_rows(shared, shared, shared[:100]) == step, "only rows the context still holds"
 
 
 async def test_max_tokens_reached_is_finish_reason_length(smollm2_llama: LlamaChatModel) -> None:
