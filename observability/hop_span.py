@@ -15,18 +15,21 @@ values (str, bool, int, float) skip the cleaning pass.
 from __future__ import annotations
 
 import logging
-import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from random import getrandbits
+from time import time_ns
 from types import TracebackType
 
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes, _clean_attribute_value
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, Tracer
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, SynchronousMultiSpanProcessor, Tracer
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ParentBased
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.sdk.util.instrumentation import InstrumentationInfo, InstrumentationScope
 from opentelemetry.trace import (
     INVALID_SPAN_CONTEXT,
     Link,
@@ -40,7 +43,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util import types
 
-from relaychain.observability.traceparent import FLAGS, RemoteParent
+from relaychain.observability.traceparent import FLAGS, FLAGS_HEX, RemoteParent
 
 __all__ = ["HopSpan", "HopTracer"]
 
@@ -49,9 +52,13 @@ log = logging.getLogger(__name__)
 _PLAIN = frozenset({str, bool, int, float})
 _REMOTE_DEFAULTS = "remoteParentSampled:AlwaysOnSampler,remoteParentNotSampled:AlwaysOffSampler,"
 _NO_OP_STARTS = frozenset({SpanProcessor.on_start, SimpleSpanProcessor.on_start, BatchSpanProcessor.on_start})
+_NO_OP_ENDINGS = frozenset({SpanProcessor._on_ending, SimpleSpanProcessor._on_ending, BatchSpanProcessor._on_ending})
+_FOLLOWED_FLAGS = TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID
+"""The bits of a remote parent's flags a child keeps."""
 _ROOT = Context()
-_UNSET = Status(StatusCode.UNSET)
 """The context a hop without a `traceparent` is sampled in: no parent, whatever the current context holds."""
+_UNSET = Status(StatusCode.UNSET)
+_UNREAD = object()
 
 
 def _span_context(trace_hex: str, span_hex: str, flags: TraceFlags, state: str | None) -> SpanContext:
@@ -80,15 +87,22 @@ class HopTracer:
         self._sampler = tracer.sampler
         self._ids = tracer.id_generator
         self.resource = tracer.resource
+        self.service_name = self.resource.attributes.get("service.name")
+        """Read once: a provider's resource never changes."""
         self._processor = tracer.span_processor
         self.instrumentation_info = tracer.instrumentation_info
         self.instrumentation_scope = InstrumentationScope(name)
         self._random_ids = self._ids.is_trace_id_random()
-        self._seen_processors: object = None
-        self._starts = True
+        # The SDK's default generator is `getrandbits(64)` behind a method call; the same bits, called directly.
+        self._default_ids = type(self._ids) is RandomIdGenerator
         self._follows_remote_parent = isinstance(self._sampler, ParentBased) and _REMOTE_DEFAULTS in (
             self._sampler.get_description()
         )
+        # The provider's processors, as the calls that do something: (re)read when a processor is added.
+        self._seen_processors: object = _UNREAD
+        self._starts: tuple[Callable[..., None], ...] = ()
+        self._endings: tuple[Callable[[HopSpan], None], ...] = ()
+        self._ends: tuple[Callable[[HopSpan], None], ...] = ()
 
     def start(
         self,
@@ -102,53 +116,87 @@ class HopTracer:
             parent = RemoteParent.of(parent)
         if self._disabled:
             return NonRecordingSpan(parent.span_context if parent is not None else INVALID_SPAN_CONTEXT)
-        parent_context: Context | None = None
+        # The SDK's default generator's bits without its method call; a zero draw (or another generator) asks it.
+        span_hex = f"{(self._default_ids and getrandbits(64)) or self._ids.generate_span_id():016x}"
         if parent is not None and self._follows_remote_parent:
-            # What ParentBased decides for a remote parent with its default delegates, without asking it.
-            trace_hex, sampled, state = parent.trace_hex, parent.flags & TraceFlags.SAMPLED, parent.state
-            recording = sampled
-            random_trace_id = parent.flags & TraceFlags.RANDOM_TRACE_ID
+            # What ParentBased decides for a remote parent with its default delegates, without asking it:
+            # sampled and random-trace-id as the parent says.
+            flags = FLAGS[parent.flags & _FOLLOWED_FLAGS]
+            if not flags & TraceFlags.SAMPLED:
+                return NonRecordingSpan(_span_context(parent.trace_hex, span_hex, flags, parent.state))
+            span = HopSpan(self, name, parent.trace_hex, span_hex, flags, parent.state, parent, kind, attributes)
+            parent_context = None
         else:
             parent_context = self._parent_context(parent)
             trace_id = int(parent.trace_hex, 16) if parent is not None else self._ids.generate_trace_id()
             result = self._sampler.should_sample(parent_context, trace_id, name, kind, attributes, ())
-            sampled, recording = result.decision.is_sampled(), result.decision.is_recording()
             trace_hex = parent.trace_hex if parent is not None else f"{trace_id:032x}"
             state = result.trace_state.to_header() if result.trace_state else None
-            attributes = dict(result.attributes)
             random_trace_id = parent.flags & TraceFlags.RANDOM_TRACE_ID if parent is not None else self._random_ids
-        flags = FLAGS[(TraceFlags.SAMPLED if sampled else 0) | (TraceFlags.RANDOM_TRACE_ID if random_trace_id else 0)]
-        span_hex = f"{self._ids.generate_span_id():016x}"
-        if not recording:
-            return NonRecordingSpan(_span_context(trace_hex, span_hex, flags, state))
-        span = HopSpan(self, name, trace_hex, span_hex, flags, state, parent, kind, attributes)
-        if self._any_on_start():
-            # The SDK types its processors for its own Span; they read only the ReadableSpan interface HopSpan has.
-            self._processor.on_start(span, parent_context=parent_context or self._parent_context(parent))  # type: ignore[arg-type]
+            flags = FLAGS[
+                (TraceFlags.SAMPLED if result.decision.is_sampled() else 0)
+                | (TraceFlags.RANDOM_TRACE_ID if random_trace_id else 0)
+            ]
+            if not result.decision.is_recording():
+                return NonRecordingSpan(_span_context(trace_hex, span_hex, flags, state))
+            span = HopSpan(self, name, trace_hex, span_hex, flags, state, parent, kind, dict(result.attributes))
+        if getattr(self._processor, "_span_processors", None) is not self._seen_processors:
+            self._read_processors()
+        for on_start in self._starts:
+            on_start(span, parent_context=parent_context or self._parent_context(parent))
         return span
 
     @staticmethod
     def _parent_context(parent: RemoteParent | None) -> Context:
         return _ROOT if parent is None else trace_api.set_span_in_context(NonRecordingSpan(parent.span_context), _ROOT)
 
-    def _any_on_start(self) -> bool:
-        """Whether a registered processor does anything in `on_start` (the exporting ones do not)."""
+    def _read_processors(self) -> None:
+        """The processor calls a span needs, read again when a processor was added: the SDK's multi-processor
+        is looked through (its loops, and hooks that do nothing, cost a call each per span)."""
         processors = getattr(self._processor, "_span_processors", None)
-        if processors is None:
-            return True
-        if processors is not self._seen_processors:
-            self._seen_processors = processors
-            self._starts = any(type(p).on_start not in _NO_OP_STARTS for p in processors)
-        return self._starts
+        self._seen_processors = processors
+        # The SDK types its processors' hooks for its own Span; they read only the ReadableSpan interface HopSpan has.
+        if processors is None or type(self._processor) is not SynchronousMultiSpanProcessor:
+            processor = self._processor
+            self._starts = (processor.on_start,)
+            self._endings = (processor._on_ending,)  # type: ignore[assignment]
+            self._ends = (processor.on_end,)
+            return
+        self._starts = tuple(p.on_start for p in processors if type(p).on_start not in _NO_OP_STARTS)
+        self._endings = tuple(p._on_ending for p in processors if type(p)._on_ending not in _NO_OP_ENDINGS)
+        self._ends = tuple(p.on_end for p in processors)
 
     def ended(self, span: HopSpan) -> None:
         """Hands an ended span to the processors, as the SDK's own spans do."""
-        self._processor._on_ending(span)  # type: ignore[arg-type]  # typed for the SDK's Span, as on_start above
-        self._processor.on_end(span)
+        if getattr(self._processor, "_span_processors", None) is not self._seen_processors:
+            self._read_processors()
+        for on_ending in self._endings:
+            on_ending(span)
+        for on_end in self._ends:
+            on_end(span)
 
 
 class HopSpan(trace_api.Span, ReadableSpan):
     """A recording span written from one thread (the event loop's) until `end()` hands it to the processors."""
+
+    __slots__ = (
+        "_attributes",
+        "_end_time",
+        "_flags",
+        "_kind",
+        "_name",
+        "_remote_parent",
+        "_start_time",
+        "_state",
+        "_tracer",
+        "span_hex",
+        "trace_hex",
+    )
+    _end_time: int | None
+    _own_context: SpanContext | None = None
+    _events: tuple[Event, ...] = ()
+    _links: tuple[Link, ...] = ()
+    _status = _UNSET
 
     def __init__(
         self,
@@ -163,24 +211,18 @@ class HopSpan(trace_api.Span, ReadableSpan):
         attributes: dict[str, types.AnyValue],
     ) -> None:
         # ReadableSpan's fields, set directly (its keyword-argument __init__ was a third of a hop span's start);
-        # `_context` and `_parent` are built from the hex ids only when something asks for them.
+        # `_context` and `_parent` are built from the hex ids only when something asks for them, and what most
+        # spans keep at its default (events, links, status) or share with their tracer is read from the class.
         self._name = name
         self.trace_hex = trace_hex
         self.span_hex = span_hex
         self._flags = flags
         self._state = state
         self._remote_parent = parent
-        self._own_context: SpanContext | None = None
         self._kind = kind
-        self._instrumentation_info = tracer.instrumentation_info
-        self._instrumentation_scope = tracer.instrumentation_scope
-        self._start_time = time.time_ns()
-        self._end_time: int | None = None
+        self._start_time = time_ns()
+        self._end_time = None
         self._attributes = attributes
-        self._events: tuple[Event, ...] = ()
-        self._links: tuple[Link, ...] = ()
-        self._resource = tracer.resource
-        self._status = _UNSET
         self._tracer = tracer
 
     @property  # ReadableSpan's attribute, made lazy
@@ -194,6 +236,18 @@ class HopSpan(trace_api.Span, ReadableSpan):
         return self._remote_parent.span_context if self._remote_parent is not None else None
 
     @property
+    def _resource(self) -> Resource:  # type: ignore[override]
+        return self._tracer.resource
+
+    @property
+    def _instrumentation_info(self) -> InstrumentationInfo | None:  # type: ignore[override]
+        return self._tracer.instrumentation_info
+
+    @property
+    def _instrumentation_scope(self) -> InstrumentationScope:  # type: ignore[override]
+        return self._tracer.instrumentation_scope
+
+    @property
     def parent_span_hex(self) -> str | None:
         return self._remote_parent.span_hex if self._remote_parent is not None else None
 
@@ -203,7 +257,7 @@ class HopSpan(trace_api.Span, ReadableSpan):
 
     def traceparent(self) -> str:
         """This span as the parent of what the hop publishes: the `traceparent` header value."""
-        return f"00-{self.trace_hex}-{self.span_hex}-{self._flags:02x}"
+        return f"00-{self.trace_hex}-{self.span_hex}-{FLAGS_HEX[self._flags]}"
 
     def __repr__(self) -> str:
         return f'HopSpan(name="{self._name}", context={self._context})'
@@ -267,7 +321,7 @@ class HopSpan(trace_api.Span, ReadableSpan):
         if self._end_time is not None:
             log.warning("Calling end() on an ended span.")
             return
-        self._end_time = end_time if end_time is not None else time.time_ns()
+        self._end_time = end_time if end_time is not None else time_ns()
         self._tracer.ended(self)
 
     def __exit__(

@@ -16,7 +16,17 @@ from collections.abc import Mapping, MutableMapping
 
 from opentelemetry.trace import SpanContext, TraceFlags, TraceState
 
-__all__ = ["TRACEPARENT", "TRACESTATE", "RemoteParent", "format_traceparent", "inject", "parse", "read"]
+__all__ = [
+    "FLAGS",
+    "FLAGS_HEX",
+    "TRACEPARENT",
+    "TRACESTATE",
+    "RemoteParent",
+    "format_traceparent",
+    "inject",
+    "parse",
+    "read",
+]
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
@@ -28,6 +38,8 @@ _VERSION_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 FLAGS = tuple(TraceFlags(flags) for flags in range(256))
 """`TraceFlags` by value, made once."""
+FLAGS_HEX = tuple(f"{flags:02x}" for flags in range(256))
+"""The flags field of a header by value."""
 
 
 class RemoteParent:

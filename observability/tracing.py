@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from opentelemetry import context, trace
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AnyValue
 
 from relaychain.bus.base import Message
 from relaychain.bus.middleware import ConsumeNext, HandleContext, PublishNext
-from relaychain.observability import traceparent
+from relaychain.observability import current_span, traceparent
 from relaychain.observability.hop_span import HopSpan, HopTracer
 
 _FAILED = frozenset({"error", "dead_lettered"})
@@ -19,9 +19,10 @@ class TracingMiddleware:
 
     Span creation and trace propagation are the largest per-hop cost of the
     embedded pipeline (see bench/bus.py), so the hop's span is a lean
-    `HopSpan` and the headers are read and written directly (see
-    `traceparent`). Attributes are kept few on purpose: `relaychain.outcome`
-    is only recorded when it is not `ok`.
+    `HopSpan`, the headers are read and written directly (see
+    `traceparent`) and so is the current span (see `current_span`).
+    Attributes are kept few on purpose: `relaychain.outcome` is only recorded
+    when it is not `ok`.
     """
 
     def __init__(self, tracer_provider: trace.TracerProvider) -> None:
@@ -30,24 +31,25 @@ class TracingMiddleware:
     async def consume(self, call_next: ConsumeNext, ctx: HandleContext) -> None:
         message = ctx.message
         event = ctx.event
-        attributes: dict[str, AnyValue] = {"messaging.destination.name": message.topic}
         if event is not None:
-            step = ctx.step or event.type
-            attributes["relaychain.event.id"] = event.id
-            attributes["relaychain.request.id"] = event.request_id
-            attributes["relaychain.business"] = event.business
+            attributes: dict[str, AnyValue] = {
+                "messaging.destination.name": message.topic,
+                "relaychain.event.id": event.id,
+                "relaychain.request.id": event.request_id,
+                "relaychain.business": event.business,
+            }
             if event.tenant is not None:
                 attributes["relaychain.tenant"] = event.tenant
+            name = f"{ctx.agent} {event.current_step or event.type}"
         else:
-            step = message.topic
-        span = self._tracer.start(
-            f"{ctx.agent} {step}", traceparent.read(message.headers), SpanKind.CONSUMER, attributes
-        )
-        token = context.attach(trace.set_span_in_context(span))
+            attributes = {"messaging.destination.name": message.topic}
+            name = f"{ctx.agent} {message.topic}"
+        span = self._tracer.start(name, traceparent.read(message.headers), SpanKind.CONSUMER, attributes)
+        token = current_span.enter(span)
         try:
             await call_next()
         finally:
-            context.detach(token)
+            current_span.leave(token)
             if ctx.outcome != "ok":
                 span.set_attribute("relaychain.outcome", ctx.outcome)
                 span.set_attribute("relaychain.attempts", ctx.attempts)
@@ -58,7 +60,7 @@ class TracingMiddleware:
             span.end()
 
     async def publish(self, call_next: PublishNext, message: Message) -> None:
-        span = trace.get_current_span()
+        span = current_span.current()
         headers = dict(message.headers)
         if type(span) is HopSpan and not span.has_trace_state:
             headers[traceparent.TRACEPARENT] = span.traceparent()
