@@ -23,7 +23,7 @@ from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace import INVALID_SPAN, Span, get_current_span, set_span_in_context
 from opentelemetry.trace.propagation import _SPAN_KEY
 
-from relaychain.observability.hop_span import HopSpan
+from relaychain.observability.hop_span import HopIds
 
 __all__ = ["current", "enter", "leave"]
 
@@ -55,5 +55,6 @@ def current() -> Span:
     if _VARIABLE is None:
         return get_current_span()
     span = _VARIABLE.get().get(_SPAN_KEY)
-    # A hop's own span is the common case; `isinstance` on the `Span` ABC is a slower check.
-    return span if type(span) is HopSpan or isinstance(span, Span) else INVALID_SPAN
+    if isinstance(span, HopIds):  # a hop's own span, the common case; `isinstance` on the `Span` ABC is slower
+        return span  # type: ignore[return-value]  # both kinds of HopIds are Spans
+    return span if isinstance(span, Span) else INVALID_SPAN

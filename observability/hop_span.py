@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from random import getrandbits
 from time import time_ns
 from types import TracebackType
@@ -43,9 +43,9 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util import types
 
-from relaychain.observability.traceparent import FLAGS, FLAGS_HEX, RemoteParent
+from relaychain.observability.traceparent import FLAGS, FLAGS_HEX, TRACEPARENT, RemoteParent, inject
 
-__all__ = ["HopSpan", "HopTracer"]
+__all__ = ["HopIds", "HopSpan", "HopTracer", "UnsampledHopSpan"]
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class HopTracer:
             # sampled and random-trace-id as the parent says.
             flags = FLAGS[parent.flags & _FOLLOWED_FLAGS]
             if not flags & TraceFlags.SAMPLED:
-                return NonRecordingSpan(_span_context(parent.trace_hex, span_hex, flags, parent.state))
+                return UnsampledHopSpan(parent.trace_hex, span_hex, flags, parent.state)
             span = HopSpan(self, name, parent.trace_hex, span_hex, flags, parent.state, parent, kind, attributes)
             parent_context = None
         else:
@@ -138,7 +138,7 @@ class HopTracer:
                 | (TraceFlags.RANDOM_TRACE_ID if random_trace_id else 0)
             ]
             if not result.decision.is_recording():
-                return NonRecordingSpan(_span_context(trace_hex, span_hex, flags, state))
+                return UnsampledHopSpan(trace_hex, span_hex, flags, state)
             span = HopSpan(self, name, trace_hex, span_hex, flags, state, parent, kind, dict(result.attributes))
         if getattr(self._processor, "_span_processors", None) is not self._seen_processors:
             self._read_processors()
@@ -176,24 +176,61 @@ class HopTracer:
             on_end(span)
 
 
-class HopSpan(trace_api.Span, ReadableSpan):
+class HopIds:
+    """A hop's ids as its `traceparent` header carries them (hex); the `SpanContext` is built only when asked.
+
+    A hop needs the hex far more often (the header it publishes, the exported
+    span) than a `SpanContext` (a sampler, an exporter, an agent asking).
+    """
+
+    __slots__ = ("_flags", "_own_context", "_state", "span_hex", "trace_hex")
+
+    def __init__(self, trace_hex: str, span_hex: str, flags: TraceFlags, state: str | None) -> None:
+        self.trace_hex = trace_hex
+        self.span_hex = span_hex
+        self._flags = flags
+        self._state = state
+        self._own_context: SpanContext | None = None
+
+    @property  # the API span's and ReadableSpan's attribute, made lazy
+    def _context(self) -> SpanContext:
+        if self._own_context is None:
+            self._own_context = _span_context(self.trace_hex, self.span_hex, self._flags, self._state)
+        return self._own_context
+
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def inject(self, headers: MutableMapping[str, str]) -> None:
+        """This span as the parent of what the hop publishes, in `headers`."""
+        if self._state is None:
+            headers[TRACEPARENT] = f"00-{self.trace_hex}-{self.span_hex}-{FLAGS_HEX[self._flags]}"
+        else:
+            inject(self._context, headers)
+
+
+class UnsampledHopSpan(HopIds, NonRecordingSpan):  # type: ignore[override]  # `_context` made lazy, as in HopSpan
+    """The non-recording span of a hop that is not sampled: its ids still go on to the next hop."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"UnsampledHopSpan({self._context!r})"
+
+
+class HopSpan(HopIds, trace_api.Span, ReadableSpan):  # type: ignore[misc]  # `_context` made lazy
     """A recording span written from one thread (the event loop's) until `end()` hands it to the processors."""
 
     __slots__ = (
         "_attributes",
         "_end_time",
-        "_flags",
         "_kind",
         "_name",
         "_remote_parent",
         "_start_time",
-        "_state",
         "_tracer",
-        "span_hex",
-        "trace_hex",
     )
     _end_time: int | None
-    _own_context: SpanContext | None = None
     _events: tuple[Event, ...] = ()
     _links: tuple[Link, ...] = ()
     _status = _UNSET
@@ -218,18 +255,13 @@ class HopSpan(trace_api.Span, ReadableSpan):
         self.span_hex = span_hex
         self._flags = flags
         self._state = state
+        self._own_context = None
         self._remote_parent = parent
         self._kind = kind
         self._start_time = time_ns()
         self._end_time = None
         self._attributes = attributes
         self._tracer = tracer
-
-    @property  # ReadableSpan's attribute, made lazy
-    def _context(self) -> SpanContext:  # type: ignore[override]
-        if self._own_context is None:
-            self._own_context = _span_context(self.trace_hex, self.span_hex, self._flags, self._state)
-        return self._own_context
 
     @property
     def _parent(self) -> SpanContext | None:  # type: ignore[override]
@@ -251,19 +283,8 @@ class HopSpan(trace_api.Span, ReadableSpan):
     def parent_span_hex(self) -> str | None:
         return self._remote_parent.span_hex if self._remote_parent is not None else None
 
-    @property
-    def has_trace_state(self) -> bool:
-        return self._state is not None
-
-    def traceparent(self) -> str:
-        """This span as the parent of what the hop publishes: the `traceparent` header value."""
-        return f"00-{self.trace_hex}-{self.span_hex}-{FLAGS_HEX[self._flags]}"
-
     def __repr__(self) -> str:
         return f'HopSpan(name="{self._name}", context={self._context})'
-
-    def get_span_context(self) -> SpanContext:
-        return self._context
 
     def is_recording(self) -> bool:
         return self._end_time is None

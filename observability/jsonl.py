@@ -53,6 +53,7 @@ def _hop_record(span: HopSpan) -> dict[str, Any]:
     """The same record from a hop span's own fields: its ids are hex already (as its headers had them), and
     an ended span's attributes are no longer written, so they need no copy (the properties make one each)."""
     status = span._status
+    unset = status is _UNSET  # most spans: its fields are properties, a call each
     parent = span._remote_parent
     return {
         "name": span._name,
@@ -62,8 +63,8 @@ def _hop_record(span: HopSpan) -> dict[str, Any]:
         "kind": _KIND_NAMES[id(span._kind)],
         "start_ns": span._start_time,
         "end_ns": span._end_time,
-        "status": _STATUS_NAMES[id(status.status_code)],
-        "status_description": status.description,
+        "status": "UNSET" if unset else _STATUS_NAMES[id(status.status_code)],
+        "status_description": None if unset else status.description,
         "attributes": span._attributes,
         "events": _events(span._events),
         "service": span._tracer.service_name,
@@ -77,6 +78,8 @@ def _events(events: Sequence[Event]) -> list[dict[str, Any]]:
 # Keyed by identity: an enum member hashes through a Python-level `__hash__`, a call per lookup.
 _KIND_NAMES = {id(kind): kind.name for kind in SpanKind}
 _STATUS_NAMES = {id(code): code.name for code in StatusCode}
+_UNSET = HopSpan._status
+"""A hop span's status until something sets one."""
 
 
 def span_line(span: ReadableSpan) -> bytes:

@@ -9,7 +9,7 @@ from opentelemetry.util.types import AnyValue
 from relaychain.bus.base import Message
 from relaychain.bus.middleware import ConsumeNext, HandleContext, PublishNext
 from relaychain.observability import current_span, traceparent
-from relaychain.observability.hop_span import HopSpan, HopTracer
+from relaychain.observability.hop_span import HopIds, HopTracer
 
 _FAILED = frozenset({"error", "dead_lettered"})
 
@@ -62,8 +62,8 @@ class TracingMiddleware:
     async def publish(self, call_next: PublishNext, message: Message) -> None:
         span = current_span.current()
         headers = dict(message.headers)
-        if type(span) is HopSpan and not span.has_trace_state:
-            headers[traceparent.TRACEPARENT] = span.traceparent()
+        if isinstance(span, HopIds):
+            span.inject(headers)
         else:
             span_context = span.get_span_context()
             if not span_context.is_valid:
