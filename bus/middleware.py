@@ -44,22 +44,14 @@ class Middleware(Protocol):
 def chain_consume(middlewares: Sequence[Middleware], ctx: HandleContext, last: ConsumeNext) -> ConsumeNext:
     call = last
     for middleware in reversed(middlewares):
-        call = _bind_consume(middleware, call, ctx)
+        # `partial`, not a coroutine function around the call: on every hop the middleware's own coroutine is the
+        # only one that runs (here and in `chain_publish`).
+        call = partial(middleware.consume, call, ctx)
     return call
 
 
 def chain_publish(middlewares: Sequence[Middleware], last: PublishNext) -> PublishNext:
     call = last
     for middleware in reversed(middlewares):
-        call = _bind_publish(middleware, call)
+        call = partial(middleware.publish, call)
     return call
-
-
-# Bound with `partial` rather than wrapped in a coroutine function: the middleware's own coroutine is what runs,
-# without a second coroutine around it on every hop.
-def _bind_consume(middleware: Middleware, call_next: ConsumeNext, ctx: HandleContext) -> ConsumeNext:
-    return partial(middleware.consume, call_next, ctx)
-
-
-def _bind_publish(middleware: Middleware, call_next: PublishNext) -> PublishNext:
-    return partial(middleware.publish, call_next)

@@ -44,7 +44,7 @@ def span_record(span: ReadableSpan) -> dict[str, Any]:
         "status": _STATUS_NAMES[id(status.status_code)],
         "status_description": status.description,
         "attributes": dict(span.attributes or {}),
-        "events": _events(events),
+        "events": _events(events) if events else [],
         "service": resource.attributes.get("service.name") if resource else None,
     }
 
@@ -66,13 +66,13 @@ def _hop_record(span: HopSpan) -> dict[str, Any]:
         "status": "UNSET" if unset else _STATUS_NAMES[id(status.status_code)],
         "status_description": None if unset else status.description,
         "attributes": span._attributes,
-        "events": _events(span._events),
+        "events": _events(span._events) if span._events else [],
         "service": span._tracer.service_name,
     }
 
 
 def _events(events: Sequence[Event]) -> list[dict[str, Any]]:
-    return [{"name": e.name, "attributes": dict(e.attributes or {})} for e in events] if events else []
+    return [{"name": e.name, "attributes": dict(e.attributes or {})} for e in events]
 
 
 # Keyed by identity: an enum member hashes through a Python-level `__hash__`, a call per lookup.

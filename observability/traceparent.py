@@ -40,6 +40,8 @@ FLAGS = tuple(TraceFlags(flags) for flags in range(256))
 """`TraceFlags` by value, made once."""
 FLAGS_HEX = tuple(f"{flags:02x}" for flags in range(256))
 """The flags field of a header by value."""
+_FLAGS_BY_HEX = {text: FLAGS[flags] for flags, text in enumerate(FLAGS_HEX)}
+"""`TraceFlags` by the (lower-case, validated) flags field."""
 
 
 class RemoteParent:
@@ -84,8 +86,10 @@ def read(headers: Mapping[str, str]) -> RemoteParent | None:
     value = headers.get(TRACEPARENT)
     if value is None:
         return None
-    value = value.strip(" \t")
     common = _VERSION_00.fullmatch(value)
+    if common is None:  # surrounding blanks (allowed), another version, or malformed
+        value = value.strip(" \t")
+        common = _VERSION_00.fullmatch(value)
     fields = common.groups() if common is not None else _fields(value)
     if fields is None:
         return None
@@ -95,7 +99,7 @@ def read(headers: Mapping[str, str]) -> RemoteParent | None:
     state = headers.get(TRACESTATE)
     if state is not None and (not state.strip() or len(state) > _MAX_STATE_LENGTH):
         state = None
-    return RemoteParent(trace_hex, span_hex, FLAGS[int(flags_hex, 16)], state)
+    return RemoteParent(trace_hex, span_hex, _FLAGS_BY_HEX[flags_hex], state)
 
 
 def parse(headers: Mapping[str, str]) -> SpanContext | None:
