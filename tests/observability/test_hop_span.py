@@ -103,3 +103,27 @@ def test_a_disabled_sdk_records_nothing(monkeypatch: pytest.MonkeyPatch) -> None
     span = HopTracer(TracerProvider()).start("a a", PARENT, SpanKind.CONSUMER, {})
     assert not span.is_recording()
     span.end()
+
+
+def test_an_unsampled_hop_passes_its_trace_on_unsampled() -> None:
+    tracer_provider, exporter = provider(ParentBased(TraceIdRatioBased(1.0)))
+    unsampled_parent = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(TraceFlags.DEFAULT))
+    span = HopTracer(tracer_provider).start("a a", unsampled_parent, SpanKind.CONSUMER, {})
+    headers: dict[str, str] = {}
+    span.inject(headers)  # type: ignore[attr-defined]  # a hop's span writes its own headers
+    context = span.get_span_context()
+    assert not span.is_recording() and context.is_valid and context.trace_id == 0xABC
+    assert headers == {"traceparent": f"00-{0xABC:032x}-{context.span_id:016x}-00"}
+    span.end()
+    assert exporter.get_finished_spans() == ()
+
+
+def test_a_processor_added_later_sees_the_spans_that_start_after_it() -> None:
+    tracer_provider, exporter = provider()
+    tracer = HopTracer(tracer_provider)
+    tracer.start("a a", PARENT, SpanKind.CONSUMER, {}).end()
+    recorder = Recorder()
+    tracer_provider.add_span_processor(recorder)
+    tracer.start("b b", PARENT, SpanKind.CONSUMER, {}).end()
+    assert [s.name for s in exporter.get_finished_spans()] == ["a a", "b b"]
+    assert [name for name, _ in recorder.started] == ["b b"] and [s.name for s in recorder.ended] == ["b b"]
