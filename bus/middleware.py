@@ -38,7 +38,10 @@ PublishNext = Callable[[Message], Awaitable[None]]
 class Middleware(Protocol):
     async def consume(self, call_next: ConsumeNext, ctx: HandleContext) -> None: ...
 
-    async def publish(self, call_next: PublishNext, message: Message) -> None: ...
+    async def publish(self, call_next: PublishNext, message: Message) -> None:
+        """`message` was built for this one publish: when its `headers` is a dict, a middleware may add to it in
+        place rather than copy the message (the buses copy headers as they take a message)."""
+        ...
 
 
 def chain_consume(middlewares: Sequence[Middleware], ctx: HandleContext, last: ConsumeNext) -> ConsumeNext:

@@ -61,13 +61,14 @@ class TracingMiddleware:
 
     async def publish(self, call_next: PublishNext, message: Message) -> None:
         span = current_span.current()
-        headers = dict(message.headers)
+        headers = message.headers
+        if not isinstance(headers, dict):
+            # Written in place when the publisher built a dict (see `Middleware.publish`): a copy of the headers
+            # and of the frozen message cost more than the rest of this method.
+            headers = dict(headers)
+            message = Message(message.topic, message.value, message.key, headers)
         if isinstance(span, HopIds):
             span.inject(headers)
         else:
-            span_context = span.get_span_context()
-            if not span_context.is_valid:
-                await call_next(message)
-                return
-            traceparent.inject(span_context, headers)
-        await call_next(Message(message.topic, message.value, message.key, headers))
+            traceparent.inject(span.get_span_context(), headers)  # nothing for an invalid (absent) span
+        await call_next(message)

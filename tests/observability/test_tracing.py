@@ -69,3 +69,34 @@ async def test_a_request_is_one_trace_across_runtimes(tmp_path: Path) -> None:
     assert by_name["a a"]["attributes"]["relaychain.event.id"] == hop.id
     assert "relaychain.outcome" not in by_name["a a"]["attributes"]
     await bus.stop()
+
+
+async def test_publish_adds_the_trace_to_a_dict_of_headers_and_copies_any_other_mapping(tmp_path: Path) -> None:
+    from types import MappingProxyType
+
+    from opentelemetry.trace import SpanKind
+
+    from relaychain.bus.base import Message
+    from relaychain.observability import current_span
+    from relaychain.observability.hop_span import HopTracer
+
+    tracer_provider = provider(tmp_path / "t.jsonl", "svc")
+    middleware = TracingMiddleware(tracer_provider)
+    published: list[Message] = []
+
+    async def send(message: Message) -> None:
+        published.append(message)
+
+    span = HopTracer(tracer_provider).start("a a", None, SpanKind.CONSUMER, {})
+    token = current_span.enter(span)
+    built = Message("t", b"{}", "k", {"event-type": "hop"})
+    frozen = Message("t", b"{}", "k", MappingProxyType({"event-type": "hop"}))
+    await middleware.publish(send, built)
+    await middleware.publish(send, frozen)
+    current_span.leave(token)
+
+    ids = span.get_span_context()
+    expected = f"00-{ids.trace_id:032x}-{ids.span_id:016x}-{ids.trace_flags:02x}"
+    assert published[0] is built and built.headers["traceparent"] == expected
+    assert published[1] is not frozen and dict(published[1].headers) == {"event-type": "hop", "traceparent": expected}
+    assert dict(frozen.headers) == {"event-type": "hop"}
