@@ -9,7 +9,10 @@ through `trace.get_current_span()`) and the SDK's `ReadableSpan` (what
 processors and exporters read). The provider's sampler, id generator,
 resource and span processors are the ones used, so exporters, user
 callbacks and sampling behave as with any SDK span; only plain attribute
-values (str, bool, int, float) skip the cleaning pass.
+values (str, bool, int, float) skip the cleaning pass. A hop whose trace is
+not sampled gets an `UnsampledHopSpan`, which records nothing and passes
+the trace on. Both keep their ids as the hex of the `traceparent` header
+(`HopIds`).
 """
 
 from __future__ import annotations
@@ -278,10 +281,6 @@ class HopSpan(HopIds, trace_api.Span, ReadableSpan):  # type: ignore[misc]  # `_
     @property
     def _instrumentation_scope(self) -> InstrumentationScope:  # type: ignore[override]
         return self._tracer.instrumentation_scope
-
-    @property
-    def parent_span_hex(self) -> str | None:
-        return self._remote_parent.span_hex if self._remote_parent is not None else None
 
     def __repr__(self) -> str:
         return f'HopSpan(name="{self._name}", context={self._context})'

@@ -53,7 +53,7 @@ def _hop_record(span: HopSpan) -> dict[str, Any]:
     """The same record from a hop span's own fields: its ids are hex already (as its headers had them), and
     an ended span's attributes are no longer written, so they need no copy (the properties make one each)."""
     status = span._status
-    unset = status is _UNSET  # most spans: its fields are properties, a call each
+    unset = status is _UNSET  # most spans; a Status reads its fields through properties, a call each
     parent = span._remote_parent
     return {
         "name": span._name,
