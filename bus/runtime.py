@@ -37,6 +37,7 @@ from relaychain.bus.cancellation import AnswerInstead
 from relaychain.bus.codec import CONTENT_TYPE, EventCodec, RecentEvents, UndecodableMessage, lenient_fields
 from relaychain.bus.errors import AgentError
 from relaychain.bus.middleware import HandleContext, Middleware, chain_consume, chain_publish
+from relaychain.bus.together import settle
 from relaychain.schemas.envelope import DeadLetter, Error, Event, derived_id, utc_now
 from relaychain.schemas.errors import ErrorCode
 
@@ -379,21 +380,16 @@ class AgentRuntime:
             pending = [m for m, _ in failed]
 
     async def _publish_each(self, messages: Sequence[Message]) -> list[tuple[Message, Exception]]:
-        """Publish all, concurrently when there are several; return the ones that failed with why."""
+        """Publish all, concurrently when there are several (in this task: see `settle`); return the ones that
+        failed with why."""
         if len(messages) == 1:
             try:
                 await self._publish(messages[0])
             except Exception as exc:
                 return [(messages[0], exc)]
             return []
-        results = await asyncio.gather(*(self._publish(m) for m in messages), return_exceptions=True)
-        failed = []
-        for message, result in zip(messages, results, strict=True):
-            if isinstance(result, Exception):
-                failed.append((message, result))
-            elif isinstance(result, BaseException):
-                raise result
-        return failed
+        results = await settle([self._publish(m) for m in messages])
+        return [(m, result) for m, result in zip(messages, results, strict=True) if isinstance(result, Exception)]
 
     async def _fail(self, agent: Agent, event: Event, ctx: HandleContext, failure: _Failure) -> None:
         """Answer the caller with a typed `Error` (not for side channels) and dead-letter the input."""
