@@ -99,7 +99,7 @@ class RecentEvents:
             return None
         event, event_id = kept
         # Encoded under a derived id without a copy (`EventCodec.encode`); the copy is made for the reader.
-        return event if event_id is None else event.model_copy(update={"id": event_id})
+        return event if event_id is None else event.copy_with(id=event_id)
 
 
 _CORRELATION_FIELDS = ("type", "request_id", "conversation_id", "business")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
 
 import pytest
-from pydantic import ValidationError
+from pydantic import PrivateAttr, ValidationError
 
-from relaychain.schemas import Error, Job, Request, StepUsage, Usage
+from relaychain.schemas import Error, Event, Job, Request, StepUsage, Usage
 from relaychain.schemas.envelope import new_id
 
 
@@ -44,6 +45,29 @@ def test_advance_coerces_like_the_constructor() -> None:
     done = _job().advance("generator", usage=[usage], outputs={"generate": "text"})
     assert done.usage == (StepUsage(**usage),) and done.outputs == {"generate": "text"}
     assert done.slip == ("format",) and done.results[-1].agent == "generator"
+
+
+def test_copy_with_is_model_copy_for_values_already_valid() -> None:
+    job = _job()
+    copied = job.copy_with(id="other", outputs={"generate": "text"})
+    expected = job.model_copy(update={"id": "other", "outputs": {"generate": "text"}})
+    assert copied == expected and type(copied) is Job
+    assert copied.__pydantic_fields_set__ == expected.__pydantic_fields_set__
+    assert job.id != "other" and job.outputs == {}
+    with pytest.raises(ValidationError):
+        copied.id = "frozen"  # type: ignore[misc]
+
+
+class _WithPrivate(Event):
+    type: Literal["with_private"] = "with_private"
+    _seen: int = PrivateAttr(default=0)
+
+
+def test_copy_with_keeps_what_pydantic_copies_for_models_with_private_fields() -> None:
+    event = _WithPrivate()
+    event._seen = 3
+    copied = event.copy_with(business="b")
+    assert copied._seen == 3 and copied.business == "b"
 
 
 def test_reply_keeps_the_correlation_and_validates_the_fields() -> None:
