@@ -115,6 +115,14 @@ class _FoldTable(dict[int, str]):
 _FOLD = _FoldTable()
 
 
+@cache
+def _ascii_fold() -> bytes:
+    """`_FOLD` of the ASCII characters as a `bytes.translate` table."""
+    folded = [_FOLD[code] for code in range(128)]
+    assert all(len(char) == 1 and char.isascii() for char in folded)
+    return "".join(folded).encode("ascii") + bytes(range(128, 256))
+
+
 @dataclass(frozen=True)
 class _Segment:
     """A run of kept original characters: where it starts in both texts, and the map if lengths differ."""
@@ -147,7 +155,17 @@ class NormalisedText:
 
 
 def normalise(original: str) -> NormalisedText:
-    dropped = _dropped_ranges(original)
+    if not original.isascii():
+        return _normalised(original, _dropped_ranges_any(original))
+    dropped = _dropped_ranges_ascii(original)
+    if dropped:
+        return _normalised(original, dropped)
+    # Most text: nothing dropped, and every ASCII character folds to one ASCII character (a byte table).
+    folded = original.encode("ascii").translate(_ascii_fold()).decode("ascii")
+    return NormalisedText(original, folded, [_Segment(0, 0, None)])
+
+
+def _normalised(original: str, dropped: list[tuple[int, int]]) -> NormalisedText:
     pieces: list[str] = []
     segments: list[_Segment] = []
     norm_length = 0
@@ -171,10 +189,6 @@ def normalise_term(term: str) -> str:
     return normalise(term.strip()).text
 
 
-def _dropped_ranges(text: str) -> list[tuple[int, int]]:
-    return _dropped_ranges_ascii(text) if text.isascii() else _dropped_ranges_any(text)
-
-
 def _dropped_ranges_any(text: str) -> list[tuple[int, int]]:
     ranges = [m.span() for m in _ALWAYS_DROPPED.finditer(text)]
     # Each of these needs an ideograph or a symbol to match; one plain scan for that character is a
@@ -187,19 +201,30 @@ def _dropped_ranges_any(text: str) -> list[tuple[int, int]]:
     return _merged(ranges)
 
 
+def _ascii_part(char_class: str) -> str:
+    """The ASCII members of a one-character pattern as a class of their own, much faster to scan with."""
+    pattern = re.compile(char_class)
+    return "[" + "".join(re.escape(chr(code)) for code in range(128) if pattern.fullmatch(chr(code))) + "]"
+
+
 # What the patterns above can still match in pure-ASCII text (no invisible character, no ideograph exists
-# there): runs of whitespace, ASCII symbols inside a word, and a letter chain, which needs a letter standing
-# alone before a separator. These scans have no lookbehind to try at every position.
+# there): runs of whitespace, ASCII symbols inside a word, and a letter chain, which needs two letters standing
+# alone with one to three separators between them (a single-letter word such as English "a" is not enough).
+# These scans look for ASCII characters only, and the first has no lookbehind to try at every position.
 _ASCII_SPACE_RUN = re.compile(r"\s\s+")
-_ASCII_CHAIN_START = re.compile(rf"(?:^|[^a-zA-Z0-9])[a-zA-Z0-9]{_SLIPPED}")
+_ASCII_SYMBOL = re.compile(_ascii_part(_SLIPPED_SYMBOL))
+_ASCII_LETTER = _ascii_part(r"[^\W_]")
+_ASCII_CHAIN = re.compile(
+    rf"(?<!{_ASCII_LETTER}){_ASCII_LETTER}{_ascii_part(_SLIPPED)}{{1,3}}{_ASCII_LETTER}(?!{_ASCII_LETTER})"
+)
 
 
 def _dropped_ranges_ascii(text: str) -> list[tuple[int, int]]:
     """`_dropped_ranges_any` of pure-ASCII text: the same ranges by fewer scans (tests compare the two)."""
     ranges = [(m.start() + 1, m.end()) for m in _ASCII_SPACE_RUN.finditer(text)]
-    if _ANY_SLIPPED_SYMBOL.search(text):
+    if _ASCII_SYMBOL.search(text):
         ranges += [m.span() for m in _INSIDE_WORD.finditer(text)]
-    if _ASCII_CHAIN_START.search(text):
+    if _ASCII_CHAIN.search(text):
         ranges += _letter_chain_separators(text)
     return _merged(ranges) if ranges else ranges
 
