@@ -47,6 +47,14 @@ def extract_json(text: str, *, finish_reason: str | None = None) -> Extracted:
         raise ExtractionError("truncated", "Your answer was cut off by the length limit before the JSON was complete.")
     fence = _FENCE.search(text)
     body = fence.group(1) if fence else text
+    if body.lstrip().startswith("{"):
+        # The usual answer: one JSON object and nothing else, which is what the bracket scan below would find.
+        try:
+            whole = json.loads(body)
+        except json.JSONDecodeError:
+            pass
+        else:
+            return Extracted(whole, repaired=False)
     start = _first_opening(body)
     if start is None:
         raise ExtractionError("no_json", "Your answer contained no JSON object.")

@@ -35,6 +35,9 @@ class Push(BaseModel):
         ("{'title': 'Hi', 'body': 'Sale',}", {"title": "Hi", "body": "Sale"}, True),
         ('{title: "Hi", body: "Sale"}', {"title": "Hi", "body": "Sale"}, True),
         ('{"title": "Don\'t miss", "body": "x"}', {"title": "Don't miss", "body": "x"}, False),
+        (' \n{"title": "}{", "body": "[x"}\n', {"title": "}{", "body": "[x"}, False),
+        ('{"title": "first"} {"title": "second"}', {"title": "first"}, False),
+        ('{"title": "Hi"} and then [1, 2]', {"title": "Hi"}, False),
     ],
 )
 def test_extracts_and_repairs(text: str, value: object, repaired: bool) -> None:
