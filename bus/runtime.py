@@ -24,11 +24,12 @@ runtime raise, and the bus redelivers the input.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -192,11 +193,7 @@ class AgentRuntime:
         warm_up = getattr(agent, "warm_up", None)
         if warm_up is not None and inspect.iscoroutinefunction(warm_up):
             await warm_up()
-        seen = SeenIds()
-
-        async def handle(message: Message) -> None:
-            await self._handle(agent, group, seen, message)
-
+        handle = functools.partial(self._handle, agent, group, SeenIds())
         subscription = await self.bus.subscribe(topics, group=group, handler=handle, max_in_flight=max_in_flight)
         self._subscriptions.append(subscription)
         return subscription
@@ -527,5 +524,6 @@ class AgentRuntime:
         self._recent.keep(value, event, event_id)
         return Message(topic=topic, value=value, key=event.key, headers=headers)
 
-    async def _publish_to_bus(self, message: Message) -> None:
-        await self.bus.publish(message.topic, message.value, key=message.key, headers=message.headers)
+    def _publish_to_bus(self, message: Message) -> Awaitable[None]:
+        # Not a coroutine of its own: one frame less on every publish.
+        return self.bus.publish(message.topic, message.value, key=message.key, headers=message.headers)
