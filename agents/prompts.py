@@ -19,7 +19,6 @@ from jinja2 import (
     FileSystemLoader,
     StrictUndefined,
     TemplateError,
-    TemplateNotFound,
     UndefinedError,
     meta,
 )
@@ -102,7 +101,7 @@ class PromptLibrary:
         return self._render(template, variables)
 
     def variables_of(self, template: str) -> frozenset[str]:
-        return _undeclared(self._env, self.base_dir, template)
+        return _undeclared(self._env, template)
 
     def _messages(
         self, business: str, template: str, variables: Mapping[str, Any], model: str
@@ -125,19 +124,19 @@ class PromptLibrary:
 
 
 @cache
-def _undeclared(env: SandboxedEnvironment, base_dir: Path, template: str) -> frozenset[str]:
+def _undeclared(env: SandboxedEnvironment, template: str) -> frozenset[str]:
     """The variables `template` reads, those of the templates it includes (by a constant name) too."""
-    return frozenset(_variables(env, base_dir, template, set()))
+    return frozenset(_variables(env, template, set()))
 
 
-def _variables(env: SandboxedEnvironment, base_dir: Path, template: str, seen: set[str]) -> set[str]:
+def _variables(env: SandboxedEnvironment, template: str, seen: set[str]) -> set[str]:
     seen.add(template)
-    path = base_dir / template
-    if not path.is_file():
-        raise TemplateNotFound(template)
-    parsed = env.parse(path.read_text(encoding="utf-8"))
+    assert env.loader is not None
+    # Found as rendering finds it (TemplateNotFound when it is not there), never outside the config's folder.
+    source, _, _ = env.loader.get_source(env, template)
+    parsed = env.parse(source)
     names = set(meta.find_undeclared_variables(parsed))
     for included in meta.find_referenced_templates(parsed):
         if included is not None and included not in seen:
-            names |= _variables(env, base_dir, included, seen)
+            names |= _variables(env, included, seen)
     return names

@@ -12,8 +12,9 @@ One worker thread per model owns the weights (one llama.cpp context decodes
 one sequence at a time) behind the same bounded queue as the transformers
 engine. The rows of a prompt that begins as the previous one did are read
 from llama.cpp's cache (reported as cached prompt tokens), so a chain's
-steps that share their system prompt and documents read them once. Generation runs token by token on that thread, so a cancellation,
-the deadline or the caller's length limit stops it at the next token.
+steps that share their system prompt and documents read them once.
+Generation runs token by token on that thread, so a cancellation, the
+deadline or the caller's length limit stops it at the next token.
 """
 
 from __future__ import annotations
