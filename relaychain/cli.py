@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from relaychain import topology
-from relaychain.agents.llm.threaded import wait_passively
+from relaychain.agents.llm.threaded import wait_briefly
 from relaychain.commands.boundary import EXIT_FAILED, BoundaryGroup, Failed
 from relaychain.commands.options import parse_vars
 from relaychain.process_exit import run_and_leave
@@ -39,7 +39,7 @@ def _settings(**overrides: Any) -> Settings:
 def main(config: Path | None, data_dir: Path | None, verbose: int) -> None:
     """relaychain: event-driven LLM agents on an embedded bus or Kafka."""
     # Before any command imports torch or llama.cpp: their OpenMP runtime reads the wait policy once, at load.
-    wait_passively()
+    wait_briefly()
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

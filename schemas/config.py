@@ -101,7 +101,9 @@ class ModelConfig(_Strict):
     available: bool = True
     timeout_s: float = Field(default=60.0, gt=0)
     threads: int | None = Field(
-        default=None, gt=0, description="local models: inference threads (one per physical core when unset)."
+        default=None,
+        gt=0,
+        description="local models: inference threads, fixed (unset: one per physical core, llama.cpp decoding on one or all by measured speed).",
     )
     max_batch: int = Field(
         default=8, gt=0, description="transformers: most queued requests for this model decoded together as one batch."

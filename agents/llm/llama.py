@@ -37,6 +37,7 @@ from relaychain.agents.llm.base import (
     ModelRequestRejected,
     ModelTimeout,
 )
+from relaychain.agents.llm.decode_threads import DecodeThreads
 from relaychain.agents.llm.threaded import (
     CallSide,
     LocalResult,
@@ -45,7 +46,7 @@ from relaychain.agents.llm.threaded import (
     call_arguments,
     complete_on_thread,
     physical_cores,
-    wait_passively,
+    wait_briefly,
 )
 from relaychain.agents.weights import WeightsMissing, locate_weights
 from relaychain.schemas.config import ModelConfig, Provider
@@ -83,7 +84,7 @@ class LlamaChatModel:
         evaluated on every physical core and tokens decoded on one (see `Threads.default`)."""
         if config.provider is not Provider.LLAMA_CPP:
             raise ValueError(f"model {name!r} has provider {config.provider}, not llama-cpp")
-        wait_passively()
+        wait_briefly()
         try:
             import llama_cpp  # noqa: F401  (checked here: the worker says what to install before any request)
         except ImportError:
@@ -122,17 +123,24 @@ _engines_lock = threading.Lock()
 
 @dataclass(frozen=True)
 class Threads:
-    """llama.cpp's threads for decoding one token at a time, and for evaluating a prompt in batches."""
+    """llama.cpp's threads for decoding one token at a time, and for evaluating a prompt in batches.
+
+    `adaptive`: decoding switches between one thread and `decode` by measured speed (`DecodeThreads`)."""
 
     decode: int
     batch: int
+    adaptive: bool = False
 
     @classmethod
     def default(cls) -> Threads:
         """A prompt's batch is big enough to split over every core (1.4x faster on 2 cores, even on a busy
-        machine). One token is not: decoding threads meet at a barrier after every operation, so a second thread
-        is slower with passive waits and several times slower with spinning ones on a busy machine."""
-        return cls(decode=1, batch=physical_cores())
+        machine). One token is not always: decoding threads meet at a barrier after every operation, so every core
+        helps only while the others are idle, and the engine measures which holds."""
+        cores = physical_cores()
+        return cls(decode=cores, batch=cores, adaptive=cores > 1)
+
+    def decoding(self) -> DecodeThreads:
+        return DecodeThreads((self.decode, 1) if self.adaptive else (self.decode,))
 
 
 def _engine_for(
@@ -176,6 +184,8 @@ class _Engine:
         self.on_progress: ProgressCallback | None = None
         self.thread = ModelThread(name, max_queue=max_queue)
         self._loaded: _Loaded | None = None
+        self._decoding = threads.decoding()
+        self._decoding_now = threads.decode
         self._cached_prompt: list[int] = []
         """The last prompt whose rows are in llama.cpp's cache, evaluated in whole batches."""
 
@@ -219,7 +229,11 @@ class _Engine:
             repeat_penalty=penalty,
             grammar=grammar,
         )
+        delivered = 0.0
         for token in tokens:
+            arrived = time.perf_counter()
+            if generated:
+                self._decoding.observed(arrived - delivered)
             generated.append(token)
             if llama_cpp.llama_vocab_is_eog(loaded.vocab, token):
                 finish = "stop"
@@ -237,10 +251,19 @@ class _Engine:
                 break
             if time.monotonic() >= deadline:
                 raise ModelTimeout(self.name, call.timeout_s)
+            self._use_decoding_threads(llama)
+            delivered = time.perf_counter()
         tokens.close()
         self._cached_prompt = prompt_ids
         pieces.append(decoder.decode(b"", final=True))
         return LocalResult("".join(pieces), len(prompt_ids), len(generated), finish, cached)
+
+    def _use_decoding_threads(self, llama: Any) -> None:
+        import llama_cpp
+
+        if self._decoding.now != self._decoding_now:
+            self._decoding_now = self._decoding.now
+            llama_cpp.llama_set_n_threads(llama.ctx, self._decoding_now, self.threads.batch)
 
     def _grammar(self, loaded: _Loaded, schema: dict[str, Any]) -> Any:
         """llama.cpp's grammar for the schema, built and checked once per schema (a refusal is kept too)."""

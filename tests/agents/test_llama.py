@@ -18,6 +18,7 @@ from relaychain.agents.llm import (
     ModelRequestRejected,
     ModelTimeout,
 )
+from relaychain.agents.llm.decode_threads import DecodeThreads
 from relaychain.agents.llm.llama import LLAMA_CPP_PACKAGE, PROMPT_STEP_TOKENS, LlamaChatModel, reusable_rows
 from relaychain.agents.tokens.counter import HuggingFaceCounter
 from relaychain.schemas import ChatMessage
@@ -70,6 +71,31 @@ async def test_greedy_generation_is_deterministic(smollm2_llama: LlamaChatModel)
     first = await smollm2_llama.complete(ask("Write one sentence about the sea.", 20))
     second = await smollm2_llama.complete(ask("Write one sentence about the sea.", 20))
     assert (first.text, first.output_tokens) == (second.text, second.output_tokens)
+
+
+class Alternating:
+    """A `DecodeThreads` that switches between two threads and one at every token."""
+
+    def __init__(self) -> None:
+        self.now = 2
+        self.used: set[int] = set()
+
+    def observed(self, seconds: float) -> None:
+        self.used.add(self.now)
+        self.now = 3 - self.now
+
+
+async def test_switching_decode_threads_between_tokens_does_not_change_a_greedy_answer(
+    smollm2_llama: LlamaChatModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request = ask("Describe an electric estate car for a family in three sentences.", 60)
+    monkeypatch.setattr(smollm2_llama._engine, "_decoding", DecodeThreads((1,)))
+    one_thread = await smollm2_llama.complete(request)
+    switching = Alternating()
+    monkeypatch.setattr(smollm2_llama._engine, "_decoding", switching)
+    alternating = await smollm2_llama.complete(request)
+    assert switching.used == {1, 2}
+    assert (alternating.text, alternating.output_tokens) == (one_thread.text, one_thread.output_tokens)
 
 
 SHEET = " ".join(
