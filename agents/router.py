@@ -14,8 +14,6 @@ text again, so this keeps them all under the bus's size limit.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import Any
@@ -24,14 +22,12 @@ from opentelemetry import trace
 
 from relaychain.agents.memory_policies import TextCounter, bound_messages
 from relaychain.agents.prompts import PromptLibrary
-from relaychain.agents.tokens.encodings import EncodingUnavailable
+from relaychain.agents.tokens.counter_loads import CounterLoads
 from relaychain.bus.errors import AgentError
 from relaychain.schemas.config import AppConfig, BusinessConfig
 from relaychain.schemas.envelope import Event, StepRecord
 from relaychain.schemas.errors import ErrorCode
 from relaychain.schemas.events import Job, Request
-
-log = logging.getLogger(__name__)
 
 SpendToday = Callable[[str, str], Awaitable[Decimal]]
 """(business, model) -> what the business has spent on the model today, in the model's currency."""
@@ -50,15 +46,17 @@ class RouterAgent:
         *,
         counter_for: Callable[[str], TextCounter] | None = None,
         tenant_spend_today: TenantSpendToday | None = None,
+        started: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         """`counter_for(model_name)` lets token-budget memory policies bound a caller's `messages` by tokens;
-        `tenant_spend_today` enforces the gateway tenants' daily budgets."""
+        `tenant_spend_today` enforces the gateway tenants' daily budgets. `started` returns once the process has
+        started: the counters of models only a hint picks load after it (see `CounterLoads`)."""
         self.config = config
         self.prompts = prompts
         self.spend_today = spend_today
         self.tenant_spend_today = tenant_spend_today
-        self._counter_for = counter_for
-        self._counters: dict[str, TextCounter] = {}
+        # A Hugging Face tokenizer takes seconds to load: off the loop, once per model.
+        self._counters = CounterLoads(counter_for, later=started) if counter_for is not None else None
 
     async def handle(self, event: Event) -> Sequence[Event]:
         if not isinstance(event, Request):
@@ -123,29 +121,20 @@ class RouterAgent:
         )
 
     async def warm_up(self) -> None:
-        """Load the token counters that token-budget memory policies bound callers' histories with."""
-        for business in self.config.businesses.values():
-            if business.memory.kind in ("tokens", "summary"):
-                for model in business.allowed_models:
-                    try:
-                        await self._counter(model)
-                    except AgentError as exc:
-                        log.warning(
-                            "%s; requests with history for %s will be answered %s", exc.message, model, exc.code
-                        )
+        """Load the token counters that token-budget memory policies bound callers' histories with (those of
+        models only a request's hint picks in the background: see `CounterLoads`)."""
+        if self._counters is None:
+            return
+        names = [
+            model
+            for business in self.config.businesses.values()
+            if business.memory.kind in ("tokens", "summary")
+            for model in business.allowed_models
+        ]
+        await self._counters.warm_up(self.config, names, "requests with history")
 
     async def _counter(self, model: str) -> TextCounter | None:
-        if self._counter_for is None:
-            return None
-        counter = self._counters.get(model)
-        if counter is None:
-            # A Hugging Face tokenizer takes seconds to load: off the loop, once per model.
-            try:
-                counter = await asyncio.to_thread(self._counter_for, model)
-            except (EncodingUnavailable, ValueError, OSError) as exc:
-                raise AgentError(ErrorCode.TOKENIZER_UNAVAILABLE, f"no tokenizer for model {model!r}: {exc}") from exc
-            self._counters[model] = counter
-        return counter
+        return None if self._counters is None else await self._counters.get(model)
 
     async def _check_tenant_budget(self, request: Request) -> None:
         tenant = self.config.tenants.get(request.tenant) if request.tenant is not None else None

@@ -18,9 +18,8 @@ is replayed into the ledger after its next successful write.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 from opentelemetry import trace
@@ -28,7 +27,7 @@ from opentelemetry import trace
 from relaychain.agents.stores.ledger import CostLedger
 from relaychain.agents.stores.unbilled import UnbilledSpool
 from relaychain.agents.tokens.counter import TokenCounter, counter_for, off_loop
-from relaychain.agents.tokens.encodings import EncodingUnavailable
+from relaychain.agents.tokens.counter_loads import CounterLoads
 from relaychain.agents.tokens.trim import fit_history
 from relaychain.bus.errors import AgentError
 from relaychain.schemas import ChatMessage, Event, Job, Usage
@@ -52,14 +51,15 @@ class TokenizerAgent:
         counters: Callable[[str], TokenCounter] | None = None,
         *,
         unbilled: UnbilledSpool | None = None,
+        started: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         """`counters(model_name)` gives a model's token counter; by default `counter_for` on the config.
-        `unbilled` keeps usage the ledger failed to take until it can."""
+        `unbilled` keeps usage the ledger failed to take until it can. `started` returns once the process has
+        started: the counters of models only a hint picks load after it (see `CounterLoads`)."""
         self._config = config
         self._ledger = ledger
         self._unbilled = unbilled
-        self._counters = counters or self._configured_counter
-        self._resolved: dict[str, TokenCounter] = {}
+        self._counters = CounterLoads(counters or self._configured_counter, later=started)
 
     async def handle(self, event: Event) -> Sequence[Event]:
         if isinstance(event, Usage):
@@ -74,13 +74,10 @@ class TokenizerAgent:
 
     async def warm_up(self) -> None:
         """Load the token counters of every available model a business may use, so no request pays the load
-        (a model marked `available: false`, e.g. chatglm before its weights are set, is never routed to)."""
+        (a model marked `available: false`, e.g. chatglm before its weights are set, is never routed to); those
+        of models only a request's hint picks load in the background (see `CounterLoads`)."""
         names = {name for business in self._config.businesses.values() for name in business.allowed_models}
-        for name in sorted(n for n in names & self._config.models.keys() if self._config.models[n].available):
-            try:
-                await self._counter(name)
-            except AgentError as exc:
-                log.warning("%s; budget steps for %s will be answered %s", exc.message, name, exc.code)
+        await self._counters.warm_up(self._config, names, "budget steps")
 
     async def _bill(self, usage: Usage) -> None:
         span = trace.get_current_span()
@@ -115,7 +112,7 @@ class TokenizerAgent:
             )
         prompt = prompt_messages(job)
         size = sum(len(m.content) for m in (*prompt, *job.history))
-        fit = partial(fit_history, prompt, job.history, await self._counter(job.model), budget)
+        fit = partial(fit_history, prompt, job.history, await self._counters.get(job.model), budget)
         history, tokens = await off_loop(size, fit)
         span = trace.get_current_span()
         span.set_attribute("gen_ai.request.model", job.model)
@@ -123,19 +120,6 @@ class TokenizerAgent:
         span.set_attribute("relaychain.tokens.budget", budget)
         span.set_attribute("relaychain.history.dropped", len(job.history) - len(history))
         return job.advance(self.name, history=history)
-
-    async def _counter(self, model_name: str) -> TokenCounter:
-        counter = self._resolved.get(model_name)
-        if counter is None:
-            # The first use builds it: a Hugging Face tokenizer takes seconds to load from a GGUF file.
-            try:
-                counter = await asyncio.to_thread(self._counters, model_name)
-            except (EncodingUnavailable, ValueError, OSError) as exc:
-                raise AgentError(
-                    ErrorCode.TOKENIZER_UNAVAILABLE, f"no tokenizer for model {model_name!r}: {exc}"
-                ) from exc
-            self._resolved[model_name] = counter
-        return counter
 
     def _configured_counter(self, model_name: str) -> TokenCounter:
         return counter_for(self._config.models[model_name], model_name)

@@ -154,7 +154,12 @@ async def build_router(components: Components) -> Agent:
             return await tenant_costs.tenant_spent(tenant, datetime.now(UTC).date())
 
     return RouterAgent(
-        app, components.prompts, spend, counter_for=counters(components), tenant_spend_today=tenant_spend
+        app,
+        components.prompts,
+        spend,
+        counter_for=counters(components),
+        tenant_spend_today=tenant_spend,
+        started=components.hosted.wait,
     )
 
 
@@ -233,6 +238,7 @@ async def build_tokenizer(components: Components) -> Agent:
         await ledger(components),
         counters(components),
         unbilled=unbilled_spool(components.settings),
+        started=components.hosted.wait,
     )
 
 

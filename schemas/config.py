@@ -300,6 +300,16 @@ class AppConfig(_Strict):
     )
     tenants: dict[str, TenantConfig] = Field(default_factory=dict, description="Tenant id -> its daily budget.")
 
+    def unasked_models(self) -> set[str]:
+        """The models a request without a model hint can be routed to: each business's default and its fallbacks."""
+        models: set[str] = set()
+        for business in self.businesses.values():
+            candidate: str | None = business.default_model
+            while candidate is not None and candidate in self.models and candidate not in models:
+                models.add(candidate)
+                candidate = self.models[candidate].fallback
+        return models
+
     @model_validator(mode="after")
     def _rates(self) -> AppConfig:
         for pair, rate in self.exchange_rates.items():
