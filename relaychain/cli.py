@@ -1,10 +1,19 @@
 """The `relaychain` command. Thin: parse, load settings, call the module that does the work."""
 
+# ruff: noqa: E402  (the environment below is set before the imports that load numpy)
+
 from __future__ import annotations
+
+import os
+
+# OpenBLAS starts its threads when numpy loads it (through the agents imported below), and they spin-wait for work
+# for 2^28 cycles before they sleep: 0.1 s of CPU on every start of the command, taken from the core the other
+# start-up threads need. At 2^4 they sleep at once; waking one for a large product costs microseconds. A value the
+# user set is kept; OpenBLAS reads it once, when it loads.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 import asyncio
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
