@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from relaychain.agents.documents.embeddings import TransformerEmbedder, default_model_path
-from relaychain.agents.documents.numpy_bert import NumpyBert
+from relaychain.agents.documents.numpy_bert import NumpyBert, _mapped_weights
 
 TEXTS = [
     "Halvorsen Nordkap E7",
@@ -58,3 +58,22 @@ def test_only_plain_bert_models_get_the_numpy_path(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").write_bytes(b"")
     assert NumpyBert.open(tmp_path, max_tokens=256) is None
     assert NumpyBert.open(tmp_path / "missing", max_tokens=256) is None
+
+
+def test_mapped_weights_are_the_files_tensors(tmp_path: Path) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    tensors = {
+        "weight": np.arange(24, dtype=np.float32).reshape(2, 3, 4),
+        "half": np.linspace(-1, 1, 5, dtype=np.float16),
+        "ids": np.arange(7, dtype=np.int64)[None, :],
+        "flags": np.array([True, False]),
+    }
+    save_file(tensors, str(tmp_path / "model.safetensors"), metadata={"format": "np"})
+    mapped = _mapped_weights(tmp_path / "model.safetensors")
+    read = load_file(tmp_path / "model.safetensors")
+    assert mapped.keys() == read.keys() == tensors.keys()
+    for name, tensor in read.items():
+        assert mapped[name].dtype == tensor.dtype and mapped[name].shape == tensor.shape
+        assert np.array_equal(mapped[name], tensor)
+        assert not mapped[name].flags.writeable, "the file's pages are shared, never written"
