@@ -46,17 +46,15 @@ class RouterAgent:
         *,
         counter_for: Callable[[str], TextCounter] | None = None,
         tenant_spend_today: TenantSpendToday | None = None,
-        started: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         """`counter_for(model_name)` lets token-budget memory policies bound a caller's `messages` by tokens;
-        `tenant_spend_today` enforces the gateway tenants' daily budgets. `started` returns once the process has
-        started: the counters of models only a hint picks load after it (see `CounterLoads`)."""
+        `tenant_spend_today` enforces the gateway tenants' daily budgets."""
         self.config = config
         self.prompts = prompts
         self.spend_today = spend_today
         self.tenant_spend_today = tenant_spend_today
         # A Hugging Face tokenizer takes seconds to load: off the loop, once per model.
-        self._counters = CounterLoads(counter_for, later=started) if counter_for is not None else None
+        self._counters = CounterLoads(counter_for) if counter_for is not None else None
 
     async def handle(self, event: Event) -> Sequence[Event]:
         if not isinstance(event, Request):
@@ -121,8 +119,8 @@ class RouterAgent:
         )
 
     async def warm_up(self) -> None:
-        """Load the token counters that token-budget memory policies bound callers' histories with (those of
-        models only a request's hint picks in the background: see `CounterLoads`)."""
+        """Load the token counters that token-budget memory policies bound callers' histories with, of the models
+        requests go to unasked (a hinted model's is built by its first request: see `CounterLoads`)."""
         if self._counters is None:
             return
         names = [

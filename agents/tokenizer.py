@@ -19,7 +19,7 @@ is replayed into the ledger after its next successful write.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 from opentelemetry import trace
@@ -51,15 +51,13 @@ class TokenizerAgent:
         counters: Callable[[str], TokenCounter] | None = None,
         *,
         unbilled: UnbilledSpool | None = None,
-        started: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         """`counters(model_name)` gives a model's token counter; by default `counter_for` on the config.
-        `unbilled` keeps usage the ledger failed to take until it can. `started` returns once the process has
-        started: the counters of models only a hint picks load after it (see `CounterLoads`)."""
+        `unbilled` keeps usage the ledger failed to take until it can."""
         self._config = config
         self._ledger = ledger
         self._unbilled = unbilled
-        self._counters = CounterLoads(counters or self._configured_counter, later=started)
+        self._counters = CounterLoads(counters or self._configured_counter)
 
     async def handle(self, event: Event) -> Sequence[Event]:
         if isinstance(event, Usage):
@@ -73,9 +71,9 @@ class TokenizerAgent:
         )
 
     async def warm_up(self) -> None:
-        """Load the token counters of every available model a business may use, so no request pays the load
-        (a model marked `available: false`, e.g. chatglm before its weights are set, is never routed to); those
-        of models only a request's hint picks load in the background (see `CounterLoads`)."""
+        """Load the token counters of the available models requests go to unasked, so none of them pays the load
+        (a model only a request's hint picks has its counter built by its first budget step: see `CounterLoads`;
+        a model marked `available: false`, e.g. chatglm before its weights are set, is never routed to)."""
         names = {name for business in self._config.businesses.values() for name in business.allowed_models}
         await self._counters.warm_up(self._config, names, "budget steps")
 

@@ -84,8 +84,6 @@ class Components:
         """Fed from the control topic once agents are hosted; the generator stops on it mid-generation."""
         self.emit: Callable[[Event], Awaitable[None]] | None = None
         """The runtime's publish, for events an agent sends while it works (token deltas)."""
-        self.hosted = asyncio.Event()
-        """Set once every agent has joined: loads no request waits for start after it, not during start-up."""
 
     @cached_property
     def prompts(self) -> PromptLibrary:
@@ -180,7 +178,6 @@ async def host_agents(runtime: AgentRuntime, components: Components, names: list
         raise
     if components.settings.runtime.tune_gc:
         tune_garbage_collector()
-    components.hosted.set()
 
 
 def _construct(path: str) -> Any:

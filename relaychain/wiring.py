@@ -154,12 +154,7 @@ async def build_router(components: Components) -> Agent:
             return await tenant_costs.tenant_spent(tenant, datetime.now(UTC).date())
 
     return RouterAgent(
-        app,
-        components.prompts,
-        spend,
-        counter_for=counters(components),
-        tenant_spend_today=tenant_spend,
-        started=components.hosted.wait,
+        app, components.prompts, spend, counter_for=counters(components), tenant_spend_today=tenant_spend
     )
 
 
@@ -238,7 +233,6 @@ async def build_tokenizer(components: Components) -> Agent:
         await ledger(components),
         counters(components),
         unbilled=unbilled_spool(components.settings),
-        started=components.hosted.wait,
     )
 
 

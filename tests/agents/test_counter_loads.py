@@ -1,4 +1,4 @@
-"""Token counters loaded off the loop: the unasked models' before warm-up returns, the hinted ones after start-up."""
+"""Token counters loaded off the loop, once each: the unasked models' at warm-up, a hinted one by its first step."""
 
 from __future__ import annotations
 
@@ -51,21 +51,19 @@ def test_unasked_models_are_the_defaults_and_their_fallbacks() -> None:
     assert CONFIG.unasked_models() == {"default", "fallback"}
 
 
-async def test_hinted_counters_load_once_the_process_has_started() -> None:
+async def test_warm_up_loads_the_unasked_models_counters_and_a_step_the_hinted_one() -> None:
     built: list[str] = []
-    started = asyncio.Event()
-    loads = CounterLoads(lambda name: built.append(name) or name, later=started.wait)
+    loads = CounterLoads(lambda name: built.append(name) or name)
 
     await loads.warm_up(CONFIG, ["default", "fallback", "hinted", "off"], "budget steps")
-    assert built == ["default", "fallback"], "the unasked models' counters are loaded before warm-up returns"
+    assert built == ["default", "fallback"], "a request without a hint finds its counters loaded"
 
-    started.set()
     assert await loads.get("hinted") == "hinted"
     assert await loads.get("default") == "default"
-    assert sorted(built) == ["default", "fallback", "hinted"], "each built once; an unavailable model never"
+    assert built == ["default", "fallback", "hinted"], "each built once; an unavailable model's never"
 
 
-async def test_a_step_and_the_background_share_one_load() -> None:
+async def test_two_steps_share_one_load() -> None:
     built: list[str] = []
     loads = CounterLoads(lambda name: built.append(name) or name)
     # Both ask before the load's thread has run: the second finds the first's load in flight.
