@@ -38,9 +38,10 @@ PublishNext = Callable[[Message], Awaitable[None]]
 class Middleware(Protocol):
     async def consume(self, call_next: ConsumeNext, ctx: HandleContext) -> None: ...
 
-    async def publish(self, call_next: PublishNext, message: Message) -> None:
+    def publish(self, call_next: PublishNext, message: Message) -> Awaitable[None]:
         """`message` was built for this one publish: when its `headers` is a dict, a middleware may add to it in
-        place rather than copy the message (the buses copy headers as they take a message)."""
+        place rather than copy the message (the buses copy headers as they take a message). An `async def`, or a
+        plain method returning `call_next(message)` (no coroutine of its own) when nothing follows the publish."""
         ...
 
 

@@ -18,9 +18,9 @@ the trace on. Both keep their ids as the hex of the `traceparent` header
 from __future__ import annotations
 
 import logging
+import os
 import traceback
 from collections.abc import Callable, Mapping, MutableMapping
-from random import getrandbits
 from time import time_ns
 from types import TracebackType
 
@@ -62,6 +62,22 @@ _ROOT = Context()
 """The context a hop without a `traceparent` is sampled in: no parent, whatever the current context holds."""
 _UNSET = Status(StatusCode.UNSET)
 _UNREAD = object()
+_SAMPLED = int(TraceFlags.SAMPLED)
+_CHILD_FLAGS = tuple(FLAGS[flags & _FOLLOWED_FLAGS] for flags in range(256))
+"""A child's flags by its remote parent's, made once."""
+_SPAN_IDS: list[str] = []
+"""Span ids as hex, cut from one `os.urandom` per 512: `getrandbits(64)` and formatting it cost twice as much."""
+_ZERO_SPAN_ID = "0" * 16
+os.register_at_fork(after_in_child=_SPAN_IDS.clear)  # a forked child never hands out its parent's ids
+
+
+def _more_span_ids() -> str:
+    """One span id; the next 511 (fewer an invalid all-zero one) are kept for the spans after it."""
+    digits = os.urandom(8 * 512).hex()
+    _SPAN_IDS.extend([digits[at : at + 16] for at in range(0, len(digits), 16)])
+    if _ZERO_SPAN_ID in _SPAN_IDS:  # one draw in 2^64: not a valid id
+        _SPAN_IDS.remove(_ZERO_SPAN_ID)
+    return _SPAN_IDS.pop()
 
 
 def _span_context(trace_hex: str, span_hex: str, flags: TraceFlags, state: str | None) -> SpanContext:
@@ -96,7 +112,6 @@ class HopTracer:
         self.instrumentation_info = tracer.instrumentation_info
         self.instrumentation_scope = InstrumentationScope(name)
         self._random_ids = self._ids.is_trace_id_random()
-        # The SDK's default generator is `getrandbits(64)` behind a method call; the same bits, called directly.
         self._default_ids = type(self._ids) is RandomIdGenerator
         self._follows_remote_parent = isinstance(self._sampler, ParentBased) and _REMOTE_DEFAULTS in (
             self._sampler.get_description()
@@ -119,13 +134,16 @@ class HopTracer:
             parent = RemoteParent.of(parent)
         if self._disabled:
             return NonRecordingSpan(parent.span_context if parent is not None else INVALID_SPAN_CONTEXT)
-        # The SDK's default generator's bits without its method call; a zero draw (or another generator) asks it.
-        span_hex = f"{(self._default_ids and getrandbits(64)) or self._ids.generate_span_id():016x}"
+        # The SDK's default generator draws random bits: here the same from `os.urandom`; another generator is asked.
+        if self._default_ids:
+            span_hex = _SPAN_IDS.pop() if _SPAN_IDS else _more_span_ids()
+        else:
+            span_hex = f"{self._ids.generate_span_id():016x}"
         if parent is not None and self._follows_remote_parent:
             # What ParentBased decides for a remote parent with its default delegates, without asking it:
             # sampled and random-trace-id as the parent says.
-            flags = FLAGS[parent.flags & _FOLLOWED_FLAGS]
-            if not flags & TraceFlags.SAMPLED:
+            flags = _CHILD_FLAGS[parent.flags]
+            if not flags & _SAMPLED:
                 return UnsampledHopSpan(parent.trace_hex, span_hex, flags, parent.state)
             span = HopSpan(self, name, parent.trace_hex, span_hex, flags, parent.state, parent, kind, attributes)
             parent_context = None

@@ -135,7 +135,9 @@ class JsonLinesSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         if self._closed:
             return
-        line = span_line(span)
+        # `span_line`, without its call.
+        record = _hop_record(span) if type(span) is HopSpan else span_record(span)
+        line = orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
         with self._lock:
             if self._pending_lines >= self._max_pending:
                 self._dropped += 1

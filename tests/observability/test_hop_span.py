@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -12,6 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags
 
+from relaychain.observability import hop_span
 from relaychain.observability.hop_span import HopTracer
 
 PARENT = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
@@ -127,3 +130,20 @@ def test_a_processor_added_later_sees_the_spans_that_start_after_it() -> None:
     tracer.start("b b", PARENT, SpanKind.CONSUMER, {}).end()
     assert [s.name for s in exporter.get_finished_spans()] == ["a a", "b b"]
     assert [name for name, _ in recorder.started] == ["b b"] and [s.name for s in recorder.ended] == ["b b"]
+
+
+def test_span_ids_are_random_hex_and_a_forked_child_draws_its_own() -> None:
+    tracer = HopTracer(provider()[0])
+    ids = [tracer.start("a a", PARENT, SpanKind.CONSUMER, {}).get_span_context().span_id for _ in range(2000)]
+    assert len(set(ids)) == len(ids) and 0 not in ids
+    assert hop_span._SPAN_IDS  # ids left over from the last draw
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child reports what it would hand out next
+        os.write(writer, tracer.start("a a", PARENT, SpanKind.CONSUMER, {}).span_hex.encode())  # type: ignore[attr-defined]
+        os._exit(0)
+    os.close(writer)
+    child_id = os.read(reader, 64).decode()
+    os.waitpid(child, 0)
+    assert child_id != hop_span._SPAN_IDS[-1]  # what the parent hands out next
+    assert len(child_id) == 16 and int(child_id, 16) != 0
