@@ -385,8 +385,13 @@ class AgentRuntime:
             except Exception as exc:
                 return [(messages[0], exc)]
             return []
-        results = await settle([self._publish(m) for m in messages])
+        results = await settle([self._publish_alone(m) for m in messages])
         return [(m, result) for m, result in zip(messages, results, strict=True) if isinstance(result, Exception)]
+
+    async def _publish_alone(self, message: Message) -> None:
+        # A coroutine of its own: a plain publish hook (`Middleware.publish`) that raises as it is called fails this
+        # message only, after the others' publishes have begun.
+        await self._publish(message)
 
     async def _fail(self, agent: Agent, event: Event, ctx: HandleContext, failure: _Failure) -> None:
         """Answer the caller with a typed `Error` (not for side channels) and dead-letter the input."""
