@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 from relaychain.agents.documents.numpy_bert import NumpyBert
+from relaychain.agents.hf_imports import TRANSFORMERS_LOCK
 
 if TYPE_CHECKING:
     from relaychain.schemas import StepUsage
@@ -141,15 +142,18 @@ class TransformerEmbedder:
             if self._model is not None:
                 return self._model
             import torch
-            from transformers import AutoModel, AutoTokenizer
-            from transformers.utils import logging as hf_logging
 
-            hf_logging.disable_progress_bar()
+            with TRANSFORMERS_LOCK:
+                from transformers import AutoModel, AutoTokenizer
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()
+                self._hf_tokenizer = AutoTokenizer.from_pretrained(self.path)
+                model = AutoModel.from_pretrained(self.path).eval()
             torch.set_num_threads(self._threads)
-            self._hf_tokenizer = AutoTokenizer.from_pretrained(self.path)
             self._plain_tokenizer = PlainTokenizer(self._hf_tokenizer)
             self._torch = torch
-            self._model = AutoModel.from_pretrained(self.path).eval()
+            self._model = model
             return self._model
 
     @classmethod

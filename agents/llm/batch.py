@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from relaychain.agents.hf_imports import TRANSFORMERS_LOCK
 from relaychain.agents.llm.base import FinishReason
 
 __all__ = ["Outcome", "Row", "decode_batch"]
@@ -52,7 +53,9 @@ def decode_batch(
 ) -> list[Outcome]:
     """Decode `rows` together; greedy when `temperature` is None."""
     import torch
-    from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+
+    with TRANSFORMERS_LOCK:
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
     eos = _eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]

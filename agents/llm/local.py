@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from relaychain.agents.hf_imports import TRANSFORMERS_LOCK
 from relaychain.agents.llm.base import (
     Completion,
     CompletionRequest,
@@ -288,32 +289,33 @@ class _Engine:
         return grammar
 
     def _load(self) -> _Loaded:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        with TRANSFORMERS_LOCK:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        started = time.perf_counter()
-        weights = locate_weights(self.name, self.config)
-        source, gguf = weights.directory, weights.gguf_file
-        if gguf is None:
-            self._progress(f"loading {self.name} from {source}")
-            # chatglm and other custom architectures ship their model code with the weights: run it only when
-            # the config says so for this model.
-            remote_code = {"trust_remote_code": self.config.trust_remote_code}
-            model = AutoModelForCausalLM.from_pretrained(source, **remote_code)
-            tokenizer = AutoTokenizer.from_pretrained(source, **remote_code)
-        elif _cache_matches(self.cache_dir, source / gguf):
-            self._progress(f"loading {self.name} from the cache {self.cache_dir}")
-            model, tokenizer = (
-                AutoModelForCausalLM.from_pretrained(self.cache_dir),
-                AutoTokenizer.from_pretrained(self.cache_dir),
-            )
-        else:
-            self._progress(f"converting {self.name} from {gguf} (first run only, about a minute)")
-            tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf)
-            model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf)
-            self._progress(f"saving {self.name} as safetensors to {self.cache_dir}")
-            _save_cache(model, tokenizer, self.cache_dir, source / gguf)
-        model.eval()
-        self._progress(f"{self.name} ready in {time.perf_counter() - started:.1f} s")
+            started = time.perf_counter()
+            weights = locate_weights(self.name, self.config)
+            source, gguf = weights.directory, weights.gguf_file
+            if gguf is None:
+                self._progress(f"loading {self.name} from {source}")
+                # chatglm and other custom architectures ship their model code with the weights: run it only when
+                # the config says so for this model.
+                remote_code = {"trust_remote_code": self.config.trust_remote_code}
+                model = AutoModelForCausalLM.from_pretrained(source, **remote_code)
+                tokenizer = AutoTokenizer.from_pretrained(source, **remote_code)
+            elif _cache_matches(self.cache_dir, source / gguf):
+                self._progress(f"loading {self.name} from the cache {self.cache_dir}")
+                model, tokenizer = (
+                    AutoModelForCausalLM.from_pretrained(self.cache_dir),
+                    AutoTokenizer.from_pretrained(self.cache_dir),
+                )
+            else:
+                self._progress(f"converting {self.name} from {gguf} (first run only, about a minute)")
+                tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf)
+                model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf)
+                self._progress(f"saving {self.name} as safetensors to {self.cache_dir}")
+                _save_cache(model, tokenizer, self.cache_dir, source / gguf)
+            model.eval()
+            self._progress(f"{self.name} ready in {time.perf_counter() - started:.1f} s")
         return _Loaded(model=model, tokenizer=tokenizer)
 
     def _progress(self, message: str) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import tiktoken
 
+from relaychain.agents.hf_imports import TRANSFORMERS_LOCK
 from relaychain.agents.tokens.encodings import load_encoding, private_copy
 from relaychain.agents.weights import locate_weights
 from relaychain.schemas import ChatMessage
@@ -133,16 +134,17 @@ class HuggingFaceCounter:
     @classmethod
     def from_model(cls, name: str, model: ModelConfig, cache_dir: Path | None = None) -> HuggingFaceCounter:
         """Parsing a GGUF file's vocabulary takes ~10 s; the tokenizer is saved to `cache_dir` once and reloads in well under one."""
-        from transformers import AutoTokenizer
+        with TRANSFORMERS_LOCK:
+            from transformers import AutoTokenizer
 
-        if cache_dir is not None and (cache_dir / "tokenizer_config.json").is_file():
-            return cls(AutoTokenizer.from_pretrained(str(cache_dir), local_files_only=True))
-        weights = locate_weights(name, model)
-        directory, gguf_file = weights.directory, weights.gguf_file
-        kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
-        if model.trust_remote_code:
-            kwargs["trust_remote_code"] = True
-        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True, **kwargs)
+            if cache_dir is not None and (cache_dir / "tokenizer_config.json").is_file():
+                return cls(AutoTokenizer.from_pretrained(str(cache_dir), local_files_only=True))
+            weights = locate_weights(name, model)
+            directory, gguf_file = weights.directory, weights.gguf_file
+            kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+            if model.trust_remote_code:
+                kwargs["trust_remote_code"] = True
+            tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True, **kwargs)
         if cache_dir is not None and gguf_file:
             staging = cache_dir.with_name(f".{cache_dir.name}.{os.getpid()}")
             tokenizer.save_pretrained(str(staging))
