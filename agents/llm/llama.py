@@ -20,6 +20,7 @@ deadline or the caller's length limit stops it at the next token.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import codecs
 import json
 import logging
@@ -121,6 +122,16 @@ _engines: dict[str, _Engine] = {}
 _engines_lock = threading.Lock()
 
 
+@atexit.register
+def _free_models() -> None:
+    """Free every loaded model while the interpreter is whole: left to `Llama.__del__` at teardown, the free
+    finds llama_cpp's module globals already gone and prints a TypeError traceback. The model threads have been
+    joined by now (the executor's exit hook runs before atexit's)."""
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.free()
+
+
 @dataclass(frozen=True)
 class Threads:
     """llama.cpp's threads for decoding one token at a time, and for evaluating a prompt in batches.
@@ -188,6 +199,12 @@ class _Engine:
         self._decoding_now = threads.decode
         self._cached_prompt: list[int] = []
         """The last prompt whose rows are in llama.cpp's cache, evaluated in whole batches."""
+
+    def free(self) -> None:
+        if self._loaded is not None:
+            self._loaded.llama.close()
+            self._loaded = None
+            self._decoding_now = self.threads.decode
 
     def ensure_loaded(self) -> _Loaded:
         if self._loaded is None:

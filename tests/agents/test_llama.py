@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +28,8 @@ from relaychain.schemas.config import AppConfig, ModelConfig
 from tests.agents.conftest import SMOLLM2_LLAMA_CONFIG
 
 pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
 
 RATING = {
     "type": "object",
@@ -264,3 +268,26 @@ async def test_the_shipped_config_runs_smollm2_on_llama_cpp_through_the_pool(tmp
     finally:
         await pool.aclose()
     assert completion.provider == "llama-cpp" and completion.text.strip()
+
+
+EXITING = """
+import asyncio
+from relaychain.agents.llm import CompletionRequest
+from relaychain.agents.llm.llama import LlamaChatModel
+from relaychain.schemas import ChatMessage
+from relaychain.schemas.config import ModelConfig
+from tests.agents.conftest import SMOLLM2_LLAMA_CONFIG
+
+model = LlamaChatModel("smollm2-135m", ModelConfig.model_validate(SMOLLM2_LLAMA_CONFIG))
+request = CompletionRequest(messages=[ChatMessage(role="user", content="Hi")], max_tokens=4)
+print(asyncio.run(model.complete(request)).output_tokens)
+"""
+
+
+def test_a_process_that_used_a_model_exits_cleanly_without_a_teardown_traceback() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", EXITING], capture_output=True, text=True, timeout=120, check=False, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "4"
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
