@@ -105,13 +105,12 @@ class RouterAgent:
                 details={"allowed": list(business.allowed_models)},
             )
         tried: list[str] = []
-        candidate: str | None = name
-        while candidate is not None and candidate not in tried:
+        for candidate in self.config.fallback_chain(name):
             tried.append(candidate)
-            model = self.config.models[candidate]
-            if model.available and not await self._over_budget(request.business, candidate, business):
+            if self.config.models[candidate].available and not await self._over_budget(
+                request.business, candidate, business
+            ):
                 return candidate
-            candidate = model.fallback
         raise AgentError(
             ErrorCode.MODEL_UNAVAILABLE,
             f"no available model for {request.business!r}: tried {tried}",

@@ -300,15 +300,18 @@ class AppConfig(_Strict):
     )
     tenants: dict[str, TenantConfig] = Field(default_factory=dict, description="Tenant id -> its daily budget.")
 
+    def fallback_chain(self, name: str) -> list[str]:
+        """`name` (a configured model) and the models it falls back to, in order, each once."""
+        chain: list[str] = []
+        candidate: str | None = name
+        while candidate is not None and candidate not in chain:
+            chain.append(candidate)
+            candidate = self.models[candidate].fallback
+        return chain
+
     def unasked_models(self) -> set[str]:
         """The models a request without a model hint can be routed to: each business's default and its fallbacks."""
-        models: set[str] = set()
-        for business in self.businesses.values():
-            candidate: str | None = business.default_model
-            while candidate is not None and candidate in self.models and candidate not in models:
-                models.add(candidate)
-                candidate = self.models[candidate].fallback
-        return models
+        return {model for business in self.businesses.values() for model in self.fallback_chain(business.default_model)}
 
     @model_validator(mode="after")
     def _rates(self) -> AppConfig:

@@ -268,19 +268,14 @@ class _Engine:
                 break
             if time.monotonic() >= deadline:
                 raise ModelTimeout(self.name, call.timeout_s)
-            self._use_decoding_threads(llama)
+            if self._decoding.now != self._decoding_now:
+                self._decoding_now = self._decoding.now
+                llama_cpp.llama_set_n_threads(llama.ctx, self._decoding_now, self.threads.batch)
             delivered = time.perf_counter()
         tokens.close()
         self._cached_prompt = prompt_ids
         pieces.append(decoder.decode(b"", final=True))
         return LocalResult("".join(pieces), len(prompt_ids), len(generated), finish, cached)
-
-    def _use_decoding_threads(self, llama: Any) -> None:
-        import llama_cpp
-
-        if self._decoding.now != self._decoding_now:
-            self._decoding_now = self._decoding.now
-            llama_cpp.llama_set_n_threads(llama.ctx, self._decoding_now, self.threads.batch)
 
     def _grammar(self, loaded: _Loaded, schema: dict[str, Any]) -> Any:
         """llama.cpp's grammar for the schema, built and checked once per schema (a refusal is kept too)."""

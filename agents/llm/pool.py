@@ -117,12 +117,8 @@ class ModelPool:
 
     def chain(self, name: str) -> list[str]:
         """`name` and its fallbacks in order, each once, unavailable ones left out."""
-        order: list[str] = []
-        candidate: str | None = name
-        while candidate is not None and candidate not in order:
-            order.append(candidate)
-            candidate = self.model_config(candidate).fallback
-        return [m for m in order if self.model_config(m).available]
+        self.model_config(name)  # an unknown name is a typed error, not a KeyError
+        return [m for m in self.config.fallback_chain(name) if self.config.models[m].available]
 
     async def complete_with_fallback(self, name: str, request: CompletionRequest) -> Completion:
         """The first model down `name`'s fallback chain that answers; `max_tokens` is capped per model."""

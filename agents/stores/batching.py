@@ -47,7 +47,7 @@ class Batched(Generic[T, R]):
                 del self._waiting[: self._max_batch]
                 try:
                     results = await self._run([item for item, _ in batch])
-                except Exception as exc:
+                except Exception as exc:  # every caller of the batch gets the failure, raised from its own await
                     for _, future in batch:
                         if not future.done():
                             future.set_exception(exc)

@@ -51,6 +51,13 @@ def test_unasked_models_are_the_defaults_and_their_fallbacks() -> None:
     assert CONFIG.unasked_models() == {"default", "fallback"}
 
 
+def test_a_fallback_chain_is_in_order_and_ends_where_it_would_loop() -> None:
+    looping = CONFIG.model_copy(update={"models": {**CONFIG.models, "fallback": CONFIG.models["default"]}})
+    assert CONFIG.fallback_chain("default") == ["default", "fallback"]
+    assert looping.fallback_chain("default") == ["default", "fallback"]
+    assert CONFIG.fallback_chain("hinted") == ["hinted"]
+
+
 async def test_warm_up_loads_the_unasked_models_counters_and_a_step_the_hinted_one() -> None:
     built: list[str] = []
     loads = CounterLoads(lambda name: built.append(name) or name)
