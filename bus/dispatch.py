@@ -110,8 +110,9 @@ class KeyedDispatcher:
         self._on_failed = on_failed
         self._redelivery = redelivery
         self._max_in_flight = max_in_flight
-        self._slots = asyncio.Semaphore(max_in_flight)
-        # Submits waiting for a slot; while there are any, a free slot is theirs (see `has_room`).
+        # Submits waiting for a slot, first come first served; `_release` hands a freed slot to the first.
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        # Submits waiting or woken and not yet run; while there are any, a free slot is theirs (see `has_room`).
         self._blocked = 0
         self._lanes: dict[str | None, deque[Message]] = {}
         # Lanes whose head message is inside the handler right now; other heads have not started.
@@ -128,21 +129,43 @@ class KeyedDispatcher:
     @property
     def has_room(self) -> bool:
         """A `submit` now would not wait: a slot is free and no earlier `submit` is queued for one."""
-        # `Semaphore.locked()` walks its waiters; a slot is taken exactly when `_in_flight` counts it, except
-        # by a blocked submit that was woken and has not run yet, and `_blocked` covers that one.
         return self._in_flight < self._max_in_flight and not self._blocked
+
+    def offer(self, message: Message, context: contextvars.Context | None = None) -> bool:
+        """`submit` without waiting: queue `message` if `has_room`, else queue nothing and return False.
+
+        A fetch loop offers a whole batch in one go and awaits `submit` only for the message that
+        finds no slot: no coroutine per message."""
+        if not self.has_room:
+            return False
+        self._in_flight += 1
+        self._queue(message, context)
+        return True
 
     async def submit(self, message: Message, context: contextvars.Context | None = None) -> None:
         """Queue `message` on its key's lane; a new lane's task runs in `context` (default: a copy of the caller's)."""
         if self.has_room:
-            await self._slots.acquire()  # never waits
+            self._in_flight += 1
         else:
-            self._blocked += 1
-            try:
-                await self._slots.acquire()
-            finally:
-                self._blocked -= 1
-        self._in_flight += 1
+            await self._wait_for_slot()
+        self._queue(message, context)
+
+    async def _wait_for_slot(self) -> None:
+        """Return owning a slot (`_release` counted it in `_in_flight` for us)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._blocked += 1
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                # Handed a slot and cancelled before using it: the slot goes on to the next one.
+                self._release()
+            raise
+        finally:
+            self._blocked -= 1
+
+    def _queue(self, message: Message, context: contextvars.Context | None) -> None:
         self._idle.clear()
         lane_key = message.key if message.key is not None else f"\0{message.partition}:{message.offset}"
         lane = self._lanes.get(lane_key)
@@ -155,12 +178,20 @@ class KeyedDispatcher:
 
     async def _run_lane(self, lane_key: str | None) -> None:
         lane = self._lanes[lane_key]
+        handler = self._handler
         try:
             while lane:
                 message = lane[0]
                 self._running.add(lane_key)
                 try:
-                    await self._deliver(message)
+                    # The first delivery is called here, not through a coroutine of its own: most succeed.
+                    await handler(message)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    await self._redeliver(message, exc)
+                else:
+                    self._on_done(message)
                 finally:
                     self._running.discard(lane_key)
                 lane.popleft()
@@ -174,33 +205,40 @@ class KeyedDispatcher:
                 self._release()
             lane.clear()
 
-    async def _deliver(self, message: Message) -> None:
+    async def _redeliver(self, message: Message, exc: Exception) -> None:
+        """Hand `message`, whose handler just raised `exc`, over again until it succeeds or runs out of deliveries."""
         while True:
+            if message.delivery >= self._redelivery.max_deliveries:
+                self._on_failed(message, exc)
+                return
+            log.warning(
+                "handler raised on %s[%s]@%s (delivery %d), redelivering: %r",
+                message.topic,
+                message.partition,
+                message.offset,
+                message.delivery,
+                exc,
+            )
+            await asyncio.sleep(self._redelivery.delay(message.delivery))
+            message = dataclasses.replace(message, delivery=message.delivery + 1)
             try:
                 await self._handler(message)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                if message.delivery >= self._redelivery.max_deliveries:
-                    self._on_failed(message, exc)
-                    return
-                log.warning(
-                    "handler raised on %s[%s]@%s (delivery %d), redelivering: %r",
-                    message.topic,
-                    message.partition,
-                    message.offset,
-                    message.delivery,
-                    exc,
-                )
-                await asyncio.sleep(self._redelivery.delay(message.delivery))
-                message = dataclasses.replace(message, delivery=message.delivery + 1)
+            except Exception as again:
+                exc = again
             else:
                 self._on_done(message)
                 return
 
     def _release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                # The slot passes straight to the longest-waiting submit; `_in_flight` stays as it is.
+                waiter.set_result(None)
+                return
         self._in_flight -= 1
-        self._slots.release()
         if self._in_flight == 0:
             self._idle.set()
 

@@ -4,10 +4,15 @@ aiokafka's default partitioner hashes byte by byte in Python: about 7 µs for a
 32-character id, paid on every publish (every hop). This one unpacks the key's
 4-byte words in one call and gives the same partition for every key, so
 records of one key keep landing where other Kafka clients put them.
+
+A request's events keep its key through every hop (the request or
+conversation id), so a process publishes one key several times in a row:
+recent keys' hashes are kept, and a repeat costs a dict lookup, not a hash.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import struct
 from collections.abc import Sequence
@@ -43,8 +48,12 @@ def murmur2(data: bytes) -> int:
     return h ^ (h >> 15)
 
 
+# Big enough for every key of the requests in flight in one process (a few hundred per agent, seven agents).
+_hash_of_recent_key = functools.lru_cache(maxsize=8192)(murmur2)
+
+
 def partition_for(key: bytes | None, all_partitions: Sequence[int], available: Sequence[int]) -> int:
     """aiokafka's `partitioner` callable: a key's partition by murmur2; no key, any available partition."""
     if key is None:
         return random.choice(available or all_partitions)
-    return all_partitions[(murmur2(key) & 0x7FFFFFFF) % len(all_partitions)]
+    return all_partitions[(_hash_of_recent_key(key) & 0x7FFFFFFF) % len(all_partitions)]

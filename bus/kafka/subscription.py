@@ -176,25 +176,34 @@ class KafkaSubscription:
     async def _submit_batch(
         self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]], generation: int, rewind: int = 0
     ) -> None:
+        offsets, dispatcher = self._offsets, self._dispatcher
+        # Revokes, rewinds and resyncs run only while this loop awaits: the checks are due after an await only.
+        checked = False
         for record in records:
-            if self._rewinds.get(tp, 0) != rewind:
-                # Rewound since this batch was fetched: the partition is read again from the beginning.
-                return
-            if self._generation != generation:
-                # Revoked since this batch was fetched: the next owner reads these from the committed offset.
-                return
-            if self._offsets.commit_point(tp) is None:
-                # Tracking starts at the first record of the generation: the position aiokafka
-                # resumed from (the committed offset). Not in on_partitions_assigned: records of
-                # the new assignment can reach us before that callback has run.
-                self._offsets.start(tp, record.offset)
-                self._committed[tp] = record.offset
-            self._offsets.fetched(tp, record.offset)
-            await self._dispatcher.submit(_to_message(record))
+            if not checked:
+                if self._rewinds.get(tp, 0) != rewind:
+                    # Rewound since this batch was fetched: the partition is read again from the beginning.
+                    return
+                if self._generation != generation:
+                    # Revoked since this batch was fetched: the next owner reads these from the committed offset.
+                    return
+                if offsets.commit_point(tp) is None:
+                    # Tracking starts at the first record of the generation: the position aiokafka
+                    # resumed from (the committed offset). Not in on_partitions_assigned: records of
+                    # the new assignment can reach us before that callback has run.
+                    offsets.start(tp, record.offset)
+                    self._committed[tp] = record.offset
+                checked = True
+            offsets.fetched(tp, record.offset)
+            message = _to_message(record)
+            if dispatcher.offer(message):
+                continue
+            await dispatcher.submit(message)
+            checked = False
             if self._generation != generation:
                 # submit was blocked across a revoke; the lane task it created has not started yet
                 # (nothing awaited since), so this drops it. No newer message of `tp` exists yet.
-                self._dispatcher.drop_partitions([tp])
+                dispatcher.drop_partitions([tp])
                 return
 
     def _acked(self, message: Message) -> None:
