@@ -63,3 +63,13 @@ def test_only_the_newest_events_are_kept() -> None:
     for value, event in zip(values, events, strict=True):
         recent.keep(value, event, None)
     assert [recent.take(v) for v in values] == [None, events[1], events[2]]
+
+
+def test_the_kept_bytes_stay_within_max_bytes() -> None:
+    codec = EventCodec(PUBLIC_EVENTS)
+    events = [job() for _ in range(3)]
+    values = [codec.encode(e) for e in events]
+    recent = RecentEvents(codec, max_bytes=len(values[1]) + len(values[2]))
+    for value, event in zip(values, events, strict=True):
+        recent.keep(value, event, None)
+    assert [recent.take(v) for v in values] == [None, events[1], events[2]]
