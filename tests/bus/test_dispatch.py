@@ -1,4 +1,4 @@
-"""KeyedDispatcher on revoke: what is dropped, what is kept, how long to wait."""
+"""KeyedDispatcher: slots and their order, what a revoke drops and keeps, how long to wait."""
 
 from __future__ import annotations
 
@@ -89,3 +89,47 @@ async def test_a_raising_handler_gets_its_message_again_then_on_failed() -> None
     assert done == [0]
     assert failed == [(1, "always")]
     assert sorted(deliveries) == [1, 1, 2, 2, 3]
+
+
+async def test_offer_takes_free_slots_only_and_never_overtakes_a_waiting_submit() -> None:
+    release = asyncio.Event()
+    handled: list[int] = []
+
+    async def handler(m: Message) -> None:
+        await release.wait()
+        handled.append(m.offset or 0)
+
+    dispatcher = KeyedDispatcher(handler, max_in_flight=2, on_done=lambda m: None, on_failed=_unexpected)
+    assert dispatcher.offer(message(0, 0, "a")) and dispatcher.offer(message(0, 1, "b"))
+    assert not dispatcher.offer(message(0, 2, "a")) and dispatcher.in_flight == 2
+    waiting = asyncio.create_task(dispatcher.submit(message(0, 2, "a")))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    release.set()
+    await asyncio.sleep(0)  # both handlers finish: one slot goes to the waiting submit, one is free
+    # The waiting submit has been handed its slot but not run yet: an offer must not queue ahead of it.
+    assert not dispatcher.has_room and not dispatcher.offer(message(0, 3, "a"))
+    await waiting
+    assert dispatcher.offer(message(0, 3, "a"))
+    assert await dispatcher.drain(1.0)
+    assert handled == [0, 1, 2, 3] and dispatcher.in_flight == 0
+
+
+async def test_a_submit_cancelled_after_it_was_handed_a_slot_passes_the_slot_on() -> None:
+    release = asyncio.Event()
+
+    async def handler(m: Message) -> None:
+        await release.wait()
+
+    dispatcher = KeyedDispatcher(handler, max_in_flight=1, on_done=lambda m: None, on_failed=_unexpected)
+    await dispatcher.submit(message(0, 0, "a"))
+    first = asyncio.create_task(dispatcher.submit(message(0, 1, "b")))
+    second = asyncio.create_task(dispatcher.submit(message(0, 2, "c")))
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.sleep(0)  # the handler returns; its slot is handed to `first`, which has not run yet
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    await asyncio.wait_for(second, 1.0)  # a slot lost with `first` would leave it waiting for ever
+    assert await dispatcher.drain(1.0)
+    assert dispatcher.in_flight == 0 and dispatcher.has_room
