@@ -141,7 +141,7 @@ class MemoryBus(StartStop):
             self._rebalance_all()
         tp = TopicPartition(topic, partition)
         for member in self._readers.get(topic, ()):
-            await member.offer(tp, message)
+            member.offer(tp, message)
 
     async def subscribe(
         self,
@@ -296,7 +296,7 @@ class MemorySubscription:
     def wake(self) -> None:
         self._wakeup.set()
 
-    async def offer(self, tp: TopicPartition, message: Message) -> None:
+    def offer(self, tp: TopicPartition, message: Message) -> None:
         """A message just appended to `tp`: straight to its lane when this member owns `tp`, has fetched all
         before it and has a free slot, so no fetch-loop wake-up and pass stand between a publish and its
         handler; else the fetch loop takes it in log order.
@@ -307,10 +307,16 @@ class MemorySubscription:
         offset = message.offset
         if tp not in self._assignment or offset is None:
             return
-        if self._positions.get(tp) == offset and self._dispatcher.has_room and not self._stopping:
+        dispatcher = self._dispatcher
+        # `has_room` first: the context is copied only for a message that gets a slot.
+        if (
+            self._positions.get(tp) == offset
+            and not self._stopping
+            and dispatcher.has_room
+            and dispatcher.offer(message, self._context.copy())
+        ):
             self._positions[tp] = offset + 1
             self._offsets.fetched(tp, offset)
-            await self._dispatcher.submit(message, self._context.copy())
         else:
             self.wake()
 
