@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from relaychain.bus.base import Message
 from relaychain.schemas.envelope import Event
@@ -43,6 +43,26 @@ class Middleware(Protocol):
         place rather than copy the message (the buses copy headers as they take a message). An `async def`, or a
         plain method returning `call_next(message)` (no coroutine of its own) when nothing follows the publish."""
         ...
+
+
+@runtime_checkable
+class ConsumeHooks(Protocol):
+    """What a middleware that only acts before and after the rest of the consume chain may define besides
+    `consume`: when it is the outermost middleware, the runtime calls `enter` and `exit` around the rest itself
+    (`split_consume`), so no coroutine of the middleware's own, with its frame and await, runs on every hop.
+    `exit` gets what `enter` returned and runs however the rest ended (`ctx.outcome` says how); the middleware's
+    `consume` must do the same as the pair, for the chains that call it."""
+
+    def enter(self, ctx: HandleContext) -> object: ...
+
+    def exit(self, token: object, ctx: HandleContext) -> None: ...
+
+
+def split_consume(middlewares: Sequence[Middleware]) -> tuple[ConsumeHooks | None, tuple[Middleware, ...]]:
+    """The outermost middleware as hooks when it has them, and the middlewares for `chain_consume` inside it."""
+    if middlewares and isinstance(middlewares[0], ConsumeHooks):
+        return middlewares[0], tuple(middlewares[1:])
+    return None, tuple(middlewares)
 
 
 def chain_consume(middlewares: Sequence[Middleware], ctx: HandleContext, last: ConsumeNext) -> ConsumeNext:

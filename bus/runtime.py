@@ -37,7 +37,7 @@ from relaychain.bus.base import Bus, BusError, Message, Subscription
 from relaychain.bus.cancellation import AnswerInstead
 from relaychain.bus.codec import CONTENT_TYPE, EventCodec, RecentEvents, UndecodableMessage, lenient_fields
 from relaychain.bus.errors import AgentError
-from relaychain.bus.middleware import HandleContext, Middleware, chain_consume, chain_publish
+from relaychain.bus.middleware import HandleContext, Middleware, chain_consume, chain_publish, split_consume
 from relaychain.bus.together import settle
 from relaychain.schemas.envelope import DeadLetter, Error, Event, derived_id, utc_now
 from relaychain.schemas.errors import ErrorCode
@@ -171,6 +171,7 @@ class AgentRuntime:
         self._on_side_channel_loss = on_side_channel_loss
         self.answer_instead = answer_instead
         self._middlewares = tuple(middlewares)
+        self._consume_hooks, self._inner_middlewares = split_consume(self._middlewares)
         self._publish = chain_publish(self._middlewares, self._publish_to_bus)
         self._subscriptions: list[Subscription] = []
 
@@ -235,8 +236,15 @@ class AgentRuntime:
                 )
             finished.append(True)
 
+        hooks = self._consume_hooks
         try:
-            await chain_consume(self._middlewares, ctx, process)()
+            # The outermost middleware's hooks, when it has them, are called here rather than through a coroutine.
+            token = hooks.enter(ctx) if hooks is not None else None
+            try:
+                await chain_consume(self._inner_middlewares, ctx, process)()
+            finally:
+                if hooks is not None:
+                    hooks.exit(token, ctx)
         except Exception as exc:
             if finished:
                 # The outputs (or the failure answer) are on the broker; only a hook after them failed.

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from contextvars import Token
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AnyValue
 
 from relaychain.bus.base import Message
@@ -33,6 +35,14 @@ class TracingMiddleware:
         self._tracer = HopTracer(tracer_provider)
 
     async def consume(self, call_next: ConsumeNext, ctx: HandleContext) -> None:
+        token = self.enter(ctx)
+        try:
+            await call_next()
+        finally:
+            self.exit(token, ctx)
+
+    def enter(self, ctx: HandleContext) -> tuple[Span, Token[Context]]:
+        """The hop's span, started and made current (`ConsumeHooks`: the runtime calls this and `exit` directly)."""
         message = ctx.message
         event = ctx.event
         if event is not None:
@@ -49,19 +59,19 @@ class TracingMiddleware:
             attributes = {"messaging.destination.name": message.topic}
             name = f"{ctx.agent} {message.topic}"
         span = self._tracer.start(name, traceparent.read(message.headers), _CONSUMER, attributes)
-        token = current_span.enter(span)
-        try:
-            await call_next()
-        finally:
-            current_span.leave(token)
-            if ctx.outcome != "ok":
-                span.set_attribute("relaychain.outcome", ctx.outcome)
-                span.set_attribute("relaychain.attempts", ctx.attempts)
-            if ctx.outcome in _FAILED:
-                span.set_status(Status(StatusCode.ERROR, ctx.error_code))
-            if ctx.error_code is not None:
-                span.set_attribute("error.type", ctx.error_code)
-            span.end()
+        return span, current_span.enter(span)
+
+    def exit(self, token: tuple[Span, Token[Context]], ctx: HandleContext) -> None:
+        span, current = token
+        current_span.leave(current)
+        if ctx.outcome != "ok":
+            span.set_attribute("relaychain.outcome", ctx.outcome)
+            span.set_attribute("relaychain.attempts", ctx.attempts)
+        if ctx.outcome in _FAILED:
+            span.set_status(Status(StatusCode.ERROR, ctx.error_code))
+        if ctx.error_code is not None:
+            span.set_attribute("error.type", ctx.error_code)
+        span.end()
 
     def publish(self, call_next: PublishNext, message: Message) -> Awaitable[None]:
         # Not a coroutine of its own: the next publish is returned to be awaited (one frame less per hop).
