@@ -43,7 +43,9 @@ def enter(span: Span) -> Token[Context]:
     """Make `span` current (in a new context holding what the current one does); `leave` undoes it."""
     if _VARIABLE is None:
         return context.attach(set_span_in_context(span))
-    return _VARIABLE.set(Context({**_VARIABLE.get(), _SPAN_KEY: span}))
+    current = _VARIABLE.get()
+    # A hop's context is usually empty (a lane's task starts from its member's): then no copy of it to unpack.
+    return _VARIABLE.set(Context({**current, _SPAN_KEY: span}) if current else Context({_SPAN_KEY: span}))
 
 
 leave: Callable[[Token[Context]], None] = context.detach if _VARIABLE is None else _VARIABLE.reset

@@ -46,7 +46,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util import types
 
-from relaychain.observability.traceparent import FLAGS, FLAGS_HEX, TRACEPARENT, RemoteParent, inject
+from relaychain.observability.traceparent import FLAGS, FLAGS_HEX, TRACEPARENT, RemoteParent, fields, inject
 
 __all__ = ["HopIds", "HopSpan", "HopTracer", "UnsampledHopSpan"]
 
@@ -116,6 +116,8 @@ class HopTracer:
         self._follows_remote_parent = isinstance(self._sampler, ParentBased) and _REMOTE_DEFAULTS in (
             self._sampler.get_description()
         )
+        self._follows_with_own_ids = self._follows_remote_parent and self._default_ids
+        """What `start_child` does without `start`'s general rules, for a message with a parent."""
         # The provider's processors, as the calls that do something: (re)read when a processor is added.
         self._seen_processors: object = _UNREAD
         self._starts: tuple[Callable[..., None], ...] = ()
@@ -145,7 +147,9 @@ class HopTracer:
             flags = _CHILD_FLAGS[parent.flags]
             if not flags & _SAMPLED:
                 return UnsampledHopSpan(parent.trace_hex, span_hex, flags, parent.state)
-            span = HopSpan(self, name, parent.trace_hex, span_hex, flags, parent.state, parent, kind, attributes)
+            span = HopSpan(
+                self, name, parent.trace_hex, span_hex, flags, parent.state, parent.span_hex, parent, kind, attributes
+            )
             parent_context = None
         else:
             parent_context = self._parent_context(parent)
@@ -160,11 +164,35 @@ class HopTracer:
             ]
             if not result.decision.is_recording():
                 return UnsampledHopSpan(trace_hex, span_hex, flags, state)
-            span = HopSpan(self, name, trace_hex, span_hex, flags, state, parent, kind, dict(result.attributes))
+            parent_hex = parent.span_hex if parent is not None else None
+            span = HopSpan(
+                self, name, trace_hex, span_hex, flags, state, parent_hex, parent, kind, dict(result.attributes)
+            )
         if getattr(self._processor, "_span_processors", None) is not self._seen_processors:
             self._read_processors()
         for on_start in self._starts:
             on_start(span, parent_context=parent_context or self._parent_context(parent))
+        return span
+
+    def start_child(
+        self, name: str, headers: Mapping[str, str], kind: SpanKind, attributes: dict[str, types.AnyValue]
+    ) -> trace_api.Span:
+        """`start` with the parent that `headers` carry (`traceparent.read`). A hop's usual case, a parent
+        followed with the default ids, is done here without the objects `start` makes for its other cases."""
+        parent = fields(headers)
+        if parent is None or not self._follows_with_own_ids or self._disabled:
+            return self.start(name, RemoteParent(*parent) if parent is not None else None, kind, attributes)
+        trace_hex, parent_hex, parent_flags, state = parent
+        span_hex = _SPAN_IDS.pop() if _SPAN_IDS else _more_span_ids()
+        flags = _CHILD_FLAGS[parent_flags]
+        if not flags & _SAMPLED:
+            return UnsampledHopSpan(trace_hex, span_hex, flags, state)
+        # The parent's own object is made only if something asks for it (`HopSpan._remote_parent`).
+        span = HopSpan(self, name, trace_hex, span_hex, flags, state, parent_hex, parent_flags, kind, attributes)
+        if getattr(self._processor, "_span_processors", None) is not self._seen_processors:
+            self._read_processors()
+        for on_start in self._starts:
+            on_start(span, parent_context=self._parent_context(span._remote_parent))
         return span
 
     @staticmethod
@@ -247,7 +275,8 @@ class HopSpan(HopIds, trace_api.Span, ReadableSpan):  # type: ignore[misc]  # `_
         "_end_time",
         "_kind",
         "_name",
-        "_remote_parent",
+        "_parent_hex",
+        "_parent_or_flags",
         "_start_time",
         "_tracer",
     )
@@ -264,10 +293,13 @@ class HopSpan(HopIds, trace_api.Span, ReadableSpan):  # type: ignore[misc]  # `_
         span_hex: str,
         flags: TraceFlags,
         state: str | None,
-        parent: RemoteParent | None,
+        parent_hex: str | None,
+        parent: RemoteParent | TraceFlags | None,
         kind: SpanKind,
         attributes: dict[str, types.AnyValue],
     ) -> None:
+        """`parent` is the remote parent, or only its flags when the parent's ids are the span's trace id,
+        `parent_hex` and its state `state` (`_remote_parent` makes the object when asked)."""
         # ReadableSpan's fields, set directly (its keyword-argument __init__ was a third of a hop span's start);
         # `_context` and `_parent` are built from the hex ids only when something asks for them, and what most
         # spans keep at its default (events, links, status) or share with their tracer is read from the class.
@@ -277,7 +309,8 @@ class HopSpan(HopIds, trace_api.Span, ReadableSpan):  # type: ignore[misc]  # `_
         self._flags = flags
         self._state = state
         self._own_context = None
-        self._remote_parent = parent
+        self._parent_hex = parent_hex
+        self._parent_or_flags = parent
         self._kind = kind
         self._start_time = time_ns()
         self._end_time = None
@@ -285,8 +318,17 @@ class HopSpan(HopIds, trace_api.Span, ReadableSpan):  # type: ignore[misc]  # `_
         self._tracer = tracer
 
     @property
+    def _remote_parent(self) -> RemoteParent | None:
+        parent = self._parent_or_flags
+        if parent is None or isinstance(parent, RemoteParent):
+            return parent
+        self._parent_or_flags = remote = RemoteParent(self.trace_hex, self._parent_hex, parent, self._state)  # type: ignore[arg-type]
+        return remote
+
+    @property
     def _parent(self) -> SpanContext | None:  # type: ignore[override]
-        return self._remote_parent.span_context if self._remote_parent is not None else None
+        remote = self._remote_parent
+        return remote.span_context if remote is not None else None
 
     @property
     def _resource(self) -> Resource:  # type: ignore[override]

@@ -54,12 +54,11 @@ def _hop_record(span: HopSpan) -> dict[str, Any]:
     an ended span's attributes are no longer written, so they need no copy (the properties make one each)."""
     status = span._status
     unset = status is _UNSET  # most spans; a Status reads its fields through properties, a call each
-    parent = span._remote_parent
     return {
         "name": span._name,
         "trace_id": span.trace_hex,
         "span_id": span.span_hex,
-        "parent_span_id": parent.span_hex if parent is not None else None,
+        "parent_span_id": span._parent_hex,
         "kind": _KIND_NAMES[id(span._kind)],
         "start_ns": span._start_time,
         "end_ns": span._end_time,
@@ -138,12 +137,16 @@ class JsonLinesSpanProcessor(SpanProcessor):
         # `span_line`, without its call.
         record = _hop_record(span) if type(span) is HopSpan else span_record(span)
         line = orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not `with`: its __enter__/__exit__ calls cost as much as the rest of this block
+        try:
             if self._pending_lines >= self._max_pending:
                 self._dropped += 1
                 return
             self._pending += line
             self._pending_lines += 1
+        finally:
+            lock.release()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         self._write()

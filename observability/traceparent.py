@@ -22,6 +22,7 @@ __all__ = [
     "TRACEPARENT",
     "TRACESTATE",
     "RemoteParent",
+    "fields",
     "format_traceparent",
     "inject",
     "parse",
@@ -83,6 +84,12 @@ class RemoteParent:
 
 def read(headers: Mapping[str, str]) -> RemoteParent | None:
     """The remote parent carried by `headers`; None when absent or malformed (the hop then starts a trace)."""
+    parent = fields(headers)
+    return RemoteParent(*parent) if parent is not None else None
+
+
+def fields(headers: Mapping[str, str]) -> tuple[str, str, TraceFlags, str | None] | None:
+    """`read` as the parent's trace id, span id, flags and trace state, without an object to hold them."""
     value = headers.get(TRACEPARENT)
     if value is None:
         return None
@@ -90,16 +97,16 @@ def read(headers: Mapping[str, str]) -> RemoteParent | None:
     if common is None:  # surrounding blanks (allowed), another version, or malformed
         value = value.strip(" \t")
         common = _VERSION_00.fullmatch(value)
-    fields = common.groups() if common is not None else _fields(value)
-    if fields is None:
+    ids = common.groups() if common is not None else _fields(value)
+    if ids is None:
         return None
-    trace_hex, span_hex, flags_hex = fields
+    trace_hex, span_hex, flags_hex = ids
     if trace_hex == _ZERO_TRACE or span_hex == _ZERO_SPAN:
         return None
     state = headers.get(TRACESTATE)
     if state is not None and (not state.strip() or len(state) > _MAX_STATE_LENGTH):
         state = None
-    return RemoteParent(trace_hex, span_hex, _FLAGS_BY_HEX[flags_hex], state)
+    return trace_hex, span_hex, _FLAGS_BY_HEX[flags_hex], state
 
 
 def parse(headers: Mapping[str, str]) -> SpanContext | None:

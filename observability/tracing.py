@@ -58,17 +58,18 @@ class TracingMiddleware:
         else:
             attributes = {"messaging.destination.name": message.topic}
             name = f"{ctx.agent} {message.topic}"
-        span = self._tracer.start(name, traceparent.read(message.headers), _CONSUMER, attributes)
+        span = self._tracer.start_child(name, message.headers, _CONSUMER, attributes)
         return span, current_span.enter(span)
 
     def exit(self, token: tuple[Span, Token[Context]], ctx: HandleContext) -> None:
         span, current = token
         current_span.leave(current)
-        if ctx.outcome != "ok":
-            span.set_attribute("relaychain.outcome", ctx.outcome)
+        outcome = ctx.outcome
+        if outcome != "ok":
+            span.set_attribute("relaychain.outcome", outcome)
             span.set_attribute("relaychain.attempts", ctx.attempts)
-        if ctx.outcome in _FAILED:
-            span.set_status(Status(StatusCode.ERROR, ctx.error_code))
+            if outcome in _FAILED:
+                span.set_status(Status(StatusCode.ERROR, ctx.error_code))
         if ctx.error_code is not None:
             span.set_attribute("error.type", ctx.error_code)
         span.end()

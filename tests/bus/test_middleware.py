@@ -94,7 +94,7 @@ async def test_hooks_run_around_the_coroutine_middlewares_and_see_the_outcome() 
         await bus.run_until_idle(timeout=5)
         assert log[:2] == ["enter agent", "around before"]
         assert log[-2:] == ["around after dead_lettered", "exit token agent dead_lettered"]
-        assert [runtime.codec.decode(m.value).type for m in bus.messages("answers")] == ["pong", "error"]
+        assert sorted(runtime.codec.decode(m.value).type for m in bus.messages("answers")) == ["error", "pong"]
 
 
 async def test_an_unreadable_message_goes_through_the_hooks_too() -> None:

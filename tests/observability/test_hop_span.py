@@ -147,3 +147,26 @@ def test_span_ids_are_random_hex_and_a_forked_child_draws_its_own() -> None:
     os.waitpid(child, 0)
     assert child_id != hop_span._SPAN_IDS[-1]  # what the parent hands out next
     assert len(child_id) == 16 and int(child_id, 16) != 0
+
+
+def test_a_span_started_from_headers_has_the_parent_they_carry() -> None:
+    from relaychain.observability import traceparent
+
+    tracer_provider, exporter = provider()
+    recorder = Recorder()
+    tracer_provider.add_span_processor(recorder)
+    headers = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": "k=v"}
+    span = HopTracer(tracer_provider).start_child("router route", headers, SpanKind.CONSUMER, {})
+    span.end()
+
+    parent = traceparent.parse(headers)
+    (exported,) = exporter.get_finished_spans()
+    assert exported.parent == parent and parent is not None and parent.is_remote
+    assert exported.parent.trace_state == parent.trace_state and exported.parent.trace_flags.sampled
+    assert exported.context.trace_id == parent.trace_id and exported.context.trace_state.get("k") == "v"
+    ((_, parent_context),) = recorder.started
+    assert trace.get_current_span(parent_context).get_span_context() == parent
+    unsampled = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"}
+    assert not HopTracer(tracer_provider).start_child("a a", unsampled, SpanKind.CONSUMER, {}).is_recording()
+    root = HopTracer(tracer_provider).start_child("a a", {}, SpanKind.CONSUMER, {})
+    assert root.is_recording() and root.parent is None  # type: ignore[attr-defined]
