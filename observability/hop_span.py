@@ -31,7 +31,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, SynchronousMultiSpanProcessor, Tracer
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.sdk.trace.sampling import ParentBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationInfo, InstrumentationScope
 from opentelemetry.trace import (
     INVALID_SPAN_CONTEXT,
@@ -63,6 +63,9 @@ _ROOT = Context()
 _UNSET = Status(StatusCode.UNSET)
 _UNREAD = object()
 _SAMPLED = int(TraceFlags.SAMPLED)
+_ALL_IDS = 1 << 64
+_ROOT_FLAGS = (FLAGS[TraceFlags.RANDOM_TRACE_ID], FLAGS[TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID])
+"""A root's flags by whether it is sampled; its trace id is random."""
 _CHILD_FLAGS = tuple(FLAGS[flags & _FOLLOWED_FLAGS] for flags in range(256))
 """A child's flags by its remote parent's, made once."""
 _SPAN_IDS: list[str] = []
@@ -94,6 +97,21 @@ def _clean(value: types.AnyValue) -> types.AnyValue:
     return value if type(value) in _PLAIN else _clean_attribute_value(value, None)
 
 
+def _span_id() -> str:
+    return _SPAN_IDS.pop() if _SPAN_IDS else _more_span_ids()
+
+
+def _root_bound(sampler: Sampler) -> int | None:
+    """The bound under which a root's trace id's low 64 bits are sampled, when the sampler is `ParentBased`
+    with a root sampler whose rule that is (ratio-based, always on, always off); else None (it is asked)."""
+    root = getattr(sampler, "_root", None) if type(sampler) is ParentBased else None
+    if type(root) is TraceIdRatioBased:
+        return root.bound
+    if root is ALWAYS_ON or root is ALWAYS_OFF:
+        return _ALL_IDS if root is ALWAYS_ON else 0
+    return None
+
+
 class HopTracer:
     """Starts hop spans with an SDK provider's sampler, ids, resource and span processors."""
 
@@ -116,8 +134,7 @@ class HopTracer:
         self._follows_remote_parent = isinstance(self._sampler, ParentBased) and _REMOTE_DEFAULTS in (
             self._sampler.get_description()
         )
-        self._follows_with_own_ids = self._follows_remote_parent and self._default_ids
-        """What `start_child` does without `start`'s general rules, for a message with a parent."""
+        self._root_bound = _root_bound(self._sampler)
         # The provider's processors, as the calls that do something: (re)read when a processor is added.
         self._seen_processors: object = _UNREAD
         self._starts: tuple[Callable[..., None], ...] = ()
@@ -177,14 +194,28 @@ class HopTracer:
     def start_child(
         self, name: str, headers: Mapping[str, str], kind: SpanKind, attributes: dict[str, types.AnyValue]
     ) -> trace_api.Span:
-        """`start` with the parent that `headers` carry (`traceparent.read`). A hop's usual case, a parent
-        followed with the default ids, is done here without the objects `start` makes for its other cases."""
+        """`start` with the parent that `headers` carry (`traceparent.read`). A hop's usual cases, a parent
+        followed or a root sampled by ratio, with the default ids, are done here without asking the sampler
+        and without the objects `start` makes for its other cases."""
         parent = fields(headers)
-        if parent is None or not self._follows_with_own_ids or self._disabled:
+        if self._disabled or not self._default_ids:
             return self.start(name, RemoteParent(*parent) if parent is not None else None, kind, attributes)
-        trace_hex, parent_hex, parent_flags, state = parent
-        span_hex = _SPAN_IDS.pop() if _SPAN_IDS else _more_span_ids()
-        flags = _CHILD_FLAGS[parent_flags]
+        parent_hex: str | None
+        parent_flags: TraceFlags | None
+        state: str | None
+        if parent is not None and self._follows_remote_parent:
+            trace_hex, parent_hex, parent_flags, state = parent
+            span_hex = _SPAN_IDS.pop() if _SPAN_IDS else _more_span_ids()
+            flags = _CHILD_FLAGS[parent_flags]
+        elif parent is None and self._root_bound is not None:
+            # What ParentBased asks of a ratio-based (or always on/off) root sampler: the low 64 bits of the
+            # trace id under its bound. Two random span ids make the (random, never zero) trace id.
+            trace_hex = _span_id() + _span_id()
+            span_hex = _span_id()
+            flags = _ROOT_FLAGS[int(trace_hex[16:], 16) < self._root_bound]
+            parent_hex = parent_flags = state = None
+        else:
+            return self.start(name, RemoteParent(*parent) if parent is not None else None, kind, attributes)
         if not flags & _SAMPLED:
             return UnsampledHopSpan(trace_hex, span_hex, flags, state)
         # The parent's own object is made only if something asks for it (`HopSpan._remote_parent`).

@@ -11,7 +11,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags
 
 from relaychain.observability import hop_span
@@ -103,9 +103,33 @@ def test_an_exception_inside_the_span_is_recorded() -> None:
 
 def test_a_disabled_sdk_records_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
-    span = HopTracer(TracerProvider()).start("a a", PARENT, SpanKind.CONSUMER, {})
+    tracer = HopTracer(TracerProvider())
+    span = tracer.start("a a", PARENT, SpanKind.CONSUMER, {})
     assert not span.is_recording()
     span.end()
+    headers = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    for carried in (headers, {}):
+        assert not tracer.start_child("a a", carried, SpanKind.CONSUMER, {}).is_recording()
+
+
+@pytest.mark.parametrize("root", [TraceIdRatioBased(0.3), ALWAYS_ON, ALWAYS_OFF])
+def test_a_root_from_headers_is_sampled_as_the_sampler_decides(root: Sampler) -> None:
+    sampler = ParentBased(root)
+    tracer_provider, exporter = provider(sampler)
+    tracer = HopTracer(tracer_provider)
+    spans = [tracer.start_child("a a", {}, SpanKind.CONSUMER, {"k": "v"}) for _ in range(400)]
+    for span in spans:
+        context = span.get_span_context()
+        decision = sampler.should_sample(None, context.trace_id, "a a").decision
+        assert span.is_recording() is decision.is_sampled() is context.trace_flags.sampled
+        assert context.is_valid and context.trace_flags & TraceFlags.RANDOM_TRACE_ID
+        span.end()
+    recorded = [s for s in spans if s.get_span_context().trace_flags.sampled]
+    assert len(exporter.get_finished_spans()) == len(recorded)
+    assert all(dict(s.attributes) == {"k": "v"} and s.parent is None for s in exporter.get_finished_spans())
+    assert len({s.get_span_context().trace_id for s in spans}) == len(spans)
+    if isinstance(root, TraceIdRatioBased):
+        assert 40 < len(recorded) < 200
 
 
 def test_an_unsampled_hop_passes_its_trace_on_unsampled() -> None:
