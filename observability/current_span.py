@@ -20,12 +20,10 @@ from contextvars import ContextVar, Token
 from opentelemetry import context
 from opentelemetry.context import Context
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
-from opentelemetry.trace import INVALID_SPAN, Span, get_current_span, set_span_in_context
+from opentelemetry.trace import Span, set_span_in_context
 from opentelemetry.trace.propagation import _SPAN_KEY
 
-from relaychain.observability.hop_span import HopIds
-
-__all__ = ["current", "enter", "leave"]
+__all__ = ["current_context", "enter", "leave"]
 
 
 def _context_variable() -> ContextVar[Context] | None:
@@ -52,11 +50,5 @@ leave: Callable[[Token[Context]], None] = context.detach if _VARIABLE is None el
 """Undo an `enter` (the variable's own `reset`: no Python call around it)."""
 
 
-def current() -> Span:
-    """`trace.get_current_span()`."""
-    if _VARIABLE is None:
-        return get_current_span()
-    span = _VARIABLE.get().get(_SPAN_KEY)
-    if isinstance(span, HopIds):  # a hop's own span, the common case; `isinstance` on the `Span` ABC is slower
-        return span  # type: ignore[return-value]  # both kinds of HopIds are Spans
-    return span if isinstance(span, Span) else INVALID_SPAN
+current_context: Callable[[], Context] = context.get_current if _VARIABLE is None else _VARIABLE.get
+"""OpenTelemetry's current context (the variable's own `get`: no Python call around it)."""

@@ -8,6 +8,7 @@ from contextvars import Token
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.util.types import AnyValue
 
 from relaychain.bus.base import Message
@@ -76,7 +77,7 @@ class TracingMiddleware:
 
     def publish(self, call_next: PublishNext, message: Message) -> Awaitable[None]:
         # Not a coroutine of its own: the next publish is returned to be awaited (one frame less per hop).
-        span = current_span.current()
+        span = current_span.current_context().get(_SPAN_KEY)  # `current_span.current()`, without its call
         headers = message.headers
         if not isinstance(headers, dict):
             # Written in place when the publisher built a dict (see `Middleware.publish`): a copy of the headers
@@ -85,6 +86,6 @@ class TracingMiddleware:
             message = Message(message.topic, message.value, message.key, headers)
         if isinstance(span, HopIds):
             span.inject(headers)
-        else:
-            traceparent.inject(span.get_span_context(), headers)  # nothing for an invalid (absent) span
+        elif isinstance(span, Span):
+            traceparent.inject(span.get_span_context(), headers)  # nothing for an invalid span
         return call_next(message)

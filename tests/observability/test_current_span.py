@@ -9,6 +9,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import INVALID_SPAN, SpanKind
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from relaychain.observability import current_span
 from relaychain.observability.hop_span import HopTracer
@@ -22,12 +23,12 @@ def test_the_entered_span_is_current_until_left_and_parents_spans_started_inside
     outer = trace.get_current_span()
 
     token = current_span.enter(hop)
-    assert trace.get_current_span() is hop and current_span.current() is hop
+    assert trace.get_current_span() is hop and current_span.current_context().get(_SPAN_KEY) is hop
     with tracer_provider.get_tracer("test").start_as_current_span("llm call"):
-        assert current_span.current() is not hop
+        assert current_span.current_context().get(_SPAN_KEY) is not hop
     current_span.leave(token)
 
-    assert trace.get_current_span() is outer and current_span.current() is INVALID_SPAN
+    assert trace.get_current_span() is outer is INVALID_SPAN and _SPAN_KEY not in current_span.current_context()
     hop.end()
     child, exported_hop = exporter.get_finished_spans()
     assert exported_hop is hop
