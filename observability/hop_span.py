@@ -22,7 +22,8 @@ import os
 import traceback
 from collections.abc import Callable, Mapping, MutableMapping
 from time import time_ns
-from types import TracebackType
+from types import SimpleNamespace, TracebackType
+from typing import Any
 
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes, _clean_attribute_value
@@ -62,6 +63,8 @@ _ROOT = Context()
 """The context a hop without a `traceparent` is sampled in: no parent, whatever the current context holds."""
 _UNSET = Status(StatusCode.UNSET)
 _UNREAD = object()
+_NO_PROCESSOR_LIST = SimpleNamespace(_span_processors=None)
+"""Stands for an active span processor without a list of processors (not the SDK's multi-processor)."""
 _SAMPLED = int(TraceFlags.SAMPLED)
 _ALL_IDS = 1 << 64
 _ROOT_FLAGS = (FLAGS[TraceFlags.RANDOM_TRACE_ID], FLAGS[TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID])
@@ -136,6 +139,8 @@ class HopTracer:
         )
         self._root_bound = _root_bound(self._sampler)
         # The provider's processors, as the calls that do something: (re)read when a processor is added.
+        self._watched: Any = self._processor if hasattr(self._processor, "_span_processors") else _NO_PROCESSOR_LIST
+        """What holds the processors' list, read on every span (an attribute read, not a `getattr` call)."""
         self._seen_processors: object = _UNREAD
         self._starts: tuple[Callable[..., None], ...] = ()
         self._endings: tuple[Callable[[HopSpan], None], ...] = ()
@@ -185,7 +190,7 @@ class HopTracer:
             span = HopSpan(
                 self, name, trace_hex, span_hex, flags, state, parent_hex, parent, kind, dict(result.attributes)
             )
-        if getattr(self._processor, "_span_processors", None) is not self._seen_processors:
+        if self._watched._span_processors is not self._seen_processors:
             self._read_processors()
         for on_start in self._starts:
             on_start(span, parent_context=parent_context or self._parent_context(parent))
@@ -220,7 +225,7 @@ class HopTracer:
             return UnsampledHopSpan(trace_hex, span_hex, flags, state)
         # The parent's own object is made only if something asks for it (`HopSpan._remote_parent`).
         span = HopSpan(self, name, trace_hex, span_hex, flags, state, parent_hex, parent_flags, kind, attributes)
-        if getattr(self._processor, "_span_processors", None) is not self._seen_processors:
+        if self._watched._span_processors is not self._seen_processors:
             self._read_processors()
         for on_start in self._starts:
             on_start(span, parent_context=self._parent_context(span._remote_parent))
@@ -248,7 +253,7 @@ class HopTracer:
 
     def ended(self, span: HopSpan) -> None:
         """Hands an ended span to the processors, as the SDK's own spans do."""
-        if getattr(self._processor, "_span_processors", None) is not self._seen_processors:
+        if self._watched._span_processors is not self._seen_processors:
             self._read_processors()
         for on_ending in self._endings:
             on_ending(span)
