@@ -54,15 +54,24 @@ class OffsetTracker:
         self._pending[tp].append(offset)
 
     def acked(self, tp: TopicPartition, offset: int) -> None:
+        """Acknowledge a fetched offset; one of an untracked (revoked) partition or below the commit point
+        (an older copy of something committed) changes nothing."""
         pending = self._pending.get(tp)
-        if pending is None:
+        if not pending or offset < pending[0]:
             return
         acked = self._acked[tp]
-        acked.add(offset)
-        while pending and pending[0] in acked:
-            done = pending.popleft()
-            acked.discard(done)
-            self._commit_point[tp] = done + 1
+        if offset != pending[0]:
+            # Ahead of an unfinished one: it waits in the set until the run before it is acknowledged.
+            acked.add(offset)
+            return
+        # Most acknowledgements are of the oldest pending offset: no set insertion for those.
+        pending.popleft()
+        point = offset + 1
+        while acked and pending and pending[0] in acked:
+            point = pending.popleft()
+            acked.discard(point)
+            point += 1
+        self._commit_point[tp] = point
 
     def commit_point(self, tp: TopicPartition) -> int | None:
         return self._commit_point.get(tp)

@@ -207,13 +207,8 @@ class KafkaSubscription:
                 return
 
     def _acked(self, message: Message) -> None:
-        tp = TopicPartition(message.topic, message.partition or 0)
-        offset = message.offset or 0
-        point = self._offsets.commit_point(tp)
-        # Unknown partition (revoked) or an older copy of something already committed: nothing to move.
-        if point is None or offset < point:
-            return
-        self._offsets.acked(tp, offset)
+        # A revoked partition or an older copy of something already committed moves nothing (see `acked`).
+        self._offsets.acked(TopicPartition(message.topic, message.partition or 0), message.offset or 0)
 
     def _failed(self, message: Message, exc: Exception) -> None:
         if self._failure is None:

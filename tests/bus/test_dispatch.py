@@ -1,17 +1,53 @@
-"""KeyedDispatcher: slots and their order, what a revoke drops and keeps, how long to wait."""
+"""KeyedDispatcher: slots and their order, what a revoke drops and keeps, how long to wait; OffsetTracker's commit point."""
 
 from __future__ import annotations
 
 import asyncio
 
 from relaychain.bus import Message, TopicPartition
-from relaychain.bus.dispatch import KeyedDispatcher, Redelivery
+from relaychain.bus.dispatch import KeyedDispatcher, OffsetTracker, Redelivery
 
 P0, P1 = TopicPartition("t", 0), TopicPartition("t", 1)
 
 
 def message(partition: int, offset: int, key: str) -> Message:
     return Message("t", str(offset).encode(), key, {}, partition, offset)
+
+
+def test_commit_point_moves_over_contiguous_acknowledged_offsets_only() -> None:
+    tracker = OffsetTracker()
+    tracker.start(P0, 10)
+    for offset in (10, 11, 12, 14, 15):  # 13 is a gap in the log (e.g. a transaction marker): never fetched
+        tracker.fetched(P0, offset)
+    tracker.acked(P0, 12)
+    tracker.acked(P0, 11)
+    assert tracker.commit_point(P0) == 10  # 10 is unfinished: nothing after it counts yet
+    tracker.acked(P0, 10)
+    assert tracker.commit_point(P0) == 13
+    tracker.acked(P0, 15)
+    assert tracker.commit_point(P0) == 13
+    tracker.acked(P0, 14)
+    assert tracker.commit_point(P0) == 16
+
+
+def test_acks_of_older_copies_and_untracked_partitions_move_nothing() -> None:
+    tracker = OffsetTracker()
+    tracker.start(P0, 0)
+    for offset in range(3):
+        tracker.fetched(P0, offset)
+    tracker.acked(P0, 0)
+    tracker.acked(P0, 0)  # a redelivered copy acknowledged again
+    tracker.acked(P1, 1)  # revoked: no longer tracked
+    assert tracker.commit_point(P0) == 1
+    assert tracker.commit_point(P1) is None
+    tracker.acked(P0, 2)
+    tracker.acked(P0, 1)
+    assert tracker.commit_point(P0) == 3
+    tracker.acked(P0, 1)  # below the commit point, nothing pending: still nothing moves
+    tracker.fetched(P0, 3)
+    assert tracker.commit_point(P0) == 3
+    tracker.acked(P0, 3)
+    assert tracker.commit_point(P0) == 4
 
 
 async def test_drop_keeps_running_heads_and_drops_everything_not_started() -> None:
