@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import traceback
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from time import time_ns
 from types import SimpleNamespace, TracebackType
 from typing import Any
@@ -61,7 +61,6 @@ _FOLLOWED_FLAGS = TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID
 """The bits of a remote parent's flags a child keeps."""
 _ROOT = Context()
 """The context a hop without a `traceparent` is sampled in: no parent, whatever the current context holds."""
-_UNSET = Status(StatusCode.UNSET)
 _UNREAD = object()
 _NO_PROCESSOR_LIST = SimpleNamespace(_span_processors=None)
 """Stands for an active span processor without a list of processors (not the SDK's multi-processor)."""
@@ -75,6 +74,44 @@ _SPAN_IDS: list[str] = []
 """Span ids as hex, cut from one `os.urandom` per 512: `getrandbits(64)` and formatting it cost twice as much."""
 _ZERO_SPAN_ID = "0" * 16
 os.register_at_fork(after_in_child=_SPAN_IDS.clear)  # a forked child never hands out its parent's ids
+
+# The JSON-lines record of a span (`jsonl` writes it): kept here, where a hop span builds its own from the start.
+_UNSET = Status(StatusCode.UNSET)
+"""A hop span's status until something sets one (its record's default)."""
+# Keyed by identity: an enum member hashes through a Python-level `__hash__`, a call per lookup.
+_KIND_NAMES = {id(kind): kind.name for kind in SpanKind}
+_STATUS_NAMES = {id(code): code.name for code in StatusCode}
+
+
+def span_record(span: ReadableSpan) -> dict[str, Any]:
+    """The JSON-lines record of an ended span: a hop span's is the one it kept (see `HopSpan.__init__`; not a
+    copy), any other span's is made here with the same fields."""
+    if type(span) is HopSpan:
+        return span._record
+    # Only a span built by hand lacks a context; an ended SDK span always has one.
+    context = span.get_span_context() or INVALID_SPAN_CONTEXT
+    parent = span.parent
+    status = span.status
+    resource = span.resource
+    events = span.events
+    return {
+        "name": span.name,
+        "trace_id": f"{context.trace_id:032x}",
+        "span_id": f"{context.span_id:016x}",
+        "parent_span_id": f"{parent.span_id:016x}" if parent is not None else None,
+        "kind": _KIND_NAMES[id(span.kind)],
+        "start_ns": span.start_time,
+        "end_ns": span.end_time,
+        "status": _STATUS_NAMES[id(status.status_code)],
+        "status_description": status.description,
+        "attributes": dict(span.attributes or {}),
+        "events": _events(events),
+        "service": resource.attributes.get("service.name") if resource else None,
+    }
+
+
+def _events(events: Sequence[Event]) -> list[dict[str, Any]]:
+    return [{"name": e.name, "attributes": dict(e.attributes or {})} for e in events]
 
 
 def _more_span_ids() -> str:
@@ -310,10 +347,8 @@ class HopSpan(HopIds, trace_api.Span, ReadableSpan):  # type: ignore[misc]  # `_
         "_attributes",
         "_end_time",
         "_kind",
-        "_name",
-        "_parent_hex",
         "_parent_or_flags",
-        "_start_time",
+        "_record",
         "_tracer",
     )
     _end_time: int | None
@@ -339,26 +374,49 @@ class HopSpan(HopIds, trace_api.Span, ReadableSpan):  # type: ignore[misc]  # `_
         # ReadableSpan's fields, set directly (its keyword-argument __init__ was a third of a hop span's start);
         # `_context` and `_parent` are built from the hex ids only when something asks for them, and what most
         # spans keep at its default (events, links, status) or share with their tracer is read from the class.
-        self._name = name
         self.trace_hex = trace_hex
         self.span_hex = span_hex
         self._flags = flags
         self._state = state
         self._own_context = None
-        self._parent_hex = parent_hex
         self._parent_or_flags = parent
         self._kind = kind
-        self._start_time = time_ns()
         self._end_time = None
         self._attributes = attributes
         self._tracer = tracer
+        # Its JSON-lines record, kept from the start and written as the span changes (name, status, events,
+        # end): ending a hop reads nothing back to make it. Name, start and parent are only kept here;
+        # `attributes` is the span's own dict (not written once the span has ended: the record needs no copy).
+        self._record: dict[str, Any] = {
+            "name": name,
+            "trace_id": trace_hex,
+            "span_id": span_hex,
+            "parent_span_id": parent_hex,
+            "kind": _KIND_NAMES[id(kind)],
+            "start_ns": time_ns(),
+            "end_ns": None,
+            "status": "UNSET",
+            "status_description": None,
+            "attributes": attributes,
+            "events": [],
+            "service": tracer.service_name,
+        }
+
+    @property
+    def _name(self) -> str:  # type: ignore[override]
+        return self._record["name"]  # type: ignore[no-any-return]
+
+    @property
+    def _start_time(self) -> int:  # type: ignore[override]
+        return self._record["start_ns"]  # type: ignore[no-any-return]
 
     @property
     def _remote_parent(self) -> RemoteParent | None:
         parent = self._parent_or_flags
         if parent is None or isinstance(parent, RemoteParent):
             return parent
-        self._parent_or_flags = remote = RemoteParent(self.trace_hex, self._parent_hex, parent, self._state)  # type: ignore[arg-type]
+        parent_hex = self._record["parent_span_id"]
+        self._parent_or_flags = remote = RemoteParent(self.trace_hex, parent_hex, parent, self._state)
         return remote
 
     @property
@@ -396,6 +454,7 @@ class HopSpan(HopIds, trace_api.Span, ReadableSpan):  # type: ignore[misc]  # `_
         if self._end_time is None:
             cleaned = BoundedAttributes(attributes=attributes, immutable=True)
             self._events = (*self._events, Event(name, cleaned, timestamp))
+            self._record["events"] = _events(self._events)
 
     def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
         if self._end_time is None and context.is_valid:
@@ -403,7 +462,7 @@ class HopSpan(HopIds, trace_api.Span, ReadableSpan):  # type: ignore[misc]  # `_
 
     def update_name(self, name: str) -> None:
         if self._end_time is None:
-            self._name = name
+            self._record["name"] = name
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
         """As the SDK: OK is final, UNSET changes nothing."""
@@ -413,6 +472,9 @@ class HopSpan(HopIds, trace_api.Span, ReadableSpan):  # type: ignore[misc]  # `_
             status = Status(status, description)
         if status.status_code is not StatusCode.UNSET:
             self._status = status
+            record = self._record
+            record["status"] = _STATUS_NAMES[id(status.status_code)]
+            record["status_description"] = status.description
 
     def record_exception(
         self,
@@ -437,7 +499,7 @@ class HopSpan(HopIds, trace_api.Span, ReadableSpan):  # type: ignore[misc]  # `_
         if self._end_time is not None:
             log.warning("Calling end() on an ended span.")
             return
-        self._end_time = end_time if end_time is not None else time_ns()
+        self._end_time = self._record["end_ns"] = end_time if end_time is not None else time_ns()
         self._tracer.ended(self)
 
     def __exit__(

@@ -15,75 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.trace import INVALID_SPAN_CONTEXT, SpanKind, StatusCode
 
-from relaychain.observability.hop_span import HopSpan
+from relaychain.observability.hop_span import HopSpan, span_record
 
 log = logging.getLogger(__name__)
 
 
-def span_record(span: ReadableSpan) -> dict[str, Any]:
-    if type(span) is HopSpan:
-        return _hop_record(span)
-    # Only a span built by hand lacks a context; an ended SDK span always has one.
-    context = span.get_span_context() or INVALID_SPAN_CONTEXT
-    parent = span.parent
-    status = span.status
-    resource = span.resource
-    events = span.events
-    return {
-        "name": span.name,
-        "trace_id": f"{context.trace_id:032x}",
-        "span_id": f"{context.span_id:016x}",
-        "parent_span_id": f"{parent.span_id:016x}" if parent is not None else None,
-        "kind": _KIND_NAMES[id(span.kind)],
-        "start_ns": span.start_time,
-        "end_ns": span.end_time,
-        "status": _STATUS_NAMES[id(status.status_code)],
-        "status_description": status.description,
-        "attributes": dict(span.attributes or {}),
-        "events": _events(events) if events else [],
-        "service": resource.attributes.get("service.name") if resource else None,
-    }
-
-
-def _hop_record(span: HopSpan) -> dict[str, Any]:
-    """The same record from a hop span's own fields: its ids are hex already (as its headers had them), and
-    an ended span's attributes are no longer written, so they need no copy (the properties make one each)."""
-    status = span._status
-    unset = status is _UNSET  # most spans; a Status reads its fields through properties, a call each
-    return {
-        "name": span._name,
-        "trace_id": span.trace_hex,
-        "span_id": span.span_hex,
-        "parent_span_id": span._parent_hex,
-        "kind": _KIND_NAMES[id(span._kind)],
-        "start_ns": span._start_time,
-        "end_ns": span._end_time,
-        "status": "UNSET" if unset else _STATUS_NAMES[id(status.status_code)],
-        "status_description": None if unset else status.description,
-        "attributes": span._attributes,
-        "events": _events(span._events) if span._events else [],
-        "service": span._tracer.service_name,
-    }
-
-
-def _events(events: Sequence[Event]) -> list[dict[str, Any]]:
-    return [{"name": e.name, "attributes": dict(e.attributes or {})} for e in events]
-
-
-# Keyed by identity: an enum member hashes through a Python-level `__hash__`, a call per lookup.
-_KIND_NAMES = {id(kind): kind.name for kind in SpanKind}
-_STATUS_NAMES = {id(code): code.name for code in StatusCode}
-_UNSET = HopSpan._status
-"""A hop span's status until something sets one."""
-
-
 def span_line(span: ReadableSpan) -> bytes:
-    record = _hop_record(span) if type(span) is HopSpan else span_record(span)
-    return orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
+    return orjson.dumps(span_record(span), default=str, option=orjson.OPT_APPEND_NEWLINE)
 
 
 class JsonLinesSpanExporter(SpanExporter):
@@ -134,8 +75,8 @@ class JsonLinesSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         if self._closed:
             return
-        # `span_line`, without its call.
-        record = _hop_record(span) if type(span) is HopSpan else span_record(span)
+        # `span_line`, without its call; a hop span has kept its record (see `span_record`).
+        record = span._record if type(span) is HopSpan else span_record(span)
         line = orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
         lock = self._lock
         lock.acquire()  # not `with`: its __enter__/__exit__ calls cost as much as the rest of this block

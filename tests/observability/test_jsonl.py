@@ -72,3 +72,22 @@ def test_spans_beyond_the_pending_limit_are_dropped_and_counted(
     tracer.start("d d", PARENT, SpanKind.CONSUMER, {}).end()
     processor.shutdown()
     assert [s["name"] for s in read_spans(tmp_path / "t.jsonl")] == ["a a", "b b", "d d"]
+
+
+def test_a_hop_spans_line_has_what_it_became_before_it_ended_and_nothing_after(tmp_path: Path) -> None:
+    processor = JsonLinesSpanProcessor(tmp_path / "t.jsonl", flush_interval_s=60)
+    tracer_provider = provider(processor)
+    hop = HopTracer(tracer_provider).start("router route", PARENT, SpanKind.CONSUMER, {"a": 1})
+    hop.update_name("router reroute")
+    hop.set_status(StatusCode.OK)
+    hop.end(end_time=hop.start_time + 5)
+    hop.update_name("too late")
+    hop.set_attribute("b", 2)
+    hop.set_status(StatusCode.ERROR, "too late")
+    processor.force_flush()
+
+    (line,) = read_spans(tmp_path / "t.jsonl")
+    assert (line["name"], line["status"], line["status_description"]) == ("router reroute", "OK", None)
+    assert (line["end_ns"] - line["start_ns"], line["attributes"], line["events"]) == (5, {"a": 1}, [])
+    assert span_record(hop) == line
+    tracer_provider.shutdown()
