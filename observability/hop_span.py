@@ -288,15 +288,6 @@ class HopTracer:
         self._endings = tuple(p._on_ending for p in processors if type(p)._on_ending not in _NO_OP_ENDINGS)
         self._ends = tuple(p.on_end for p in processors)
 
-    def ended(self, span: HopSpan) -> None:
-        """Hands an ended span to the processors, as the SDK's own spans do."""
-        if self._watched._span_processors is not self._seen_processors:
-            self._read_processors()
-        for on_ending in self._endings:
-            on_ending(span)
-        for on_end in self._ends:
-            on_end(span)
-
 
 class HopIds:
     """A hop's ids as its `traceparent` header carries them (hex); the `SpanContext` is built only when asked.
@@ -500,7 +491,14 @@ class HopSpan(HopIds, trace_api.Span, ReadableSpan):  # type: ignore[misc]  # `_
             log.warning("Calling end() on an ended span.")
             return
         self._end_time = self._record["end_ns"] = end_time if end_time is not None else time_ns()
-        self._tracer.ended(self)
+        # Handed to the processors as the SDK's own spans are; the tracer's calls are read here (a call less).
+        tracer = self._tracer
+        if tracer._watched._span_processors is not tracer._seen_processors:
+            tracer._read_processors()
+        for on_ending in tracer._endings:
+            on_ending(self)
+        for on_end in tracer._ends:
+            on_end(self)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc_val: BaseException | None, exc_tb: TracebackType | None
