@@ -12,7 +12,9 @@ callbacks and sampling behave as with any SDK span; only plain attribute
 values (str, bool, int, float) skip the cleaning pass. A hop whose trace is
 not sampled gets an `UnsampledHopSpan`, which records nothing and passes
 the trace on. Both keep their ids as the hex of the `traceparent` header
-(`HopIds`).
+(`HopIds`). A `HopSpan` also keeps, from its start, the record its JSON
+line is made of; the record's fields are defined here (`span_record`, for
+any span) and `jsonl` writes them.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 `relaychain trace REQUEST_ID` reads it back; anything that reads JSON lines
 (jq, a notebook) can too. `JsonLinesSpanProcessor` is what relaychain
 installs; `JsonLinesSpanExporter` is the same format for a processor of the
-user's choice.
+user's choice. A line is a span's record (`hop_span.span_record`) as JSON.
 """
 
 from __future__ import annotations
