@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from relaychain.bus.base import Message
 from relaychain.schemas.envelope import Event
@@ -45,20 +45,33 @@ class Middleware(Protocol):
         ...
 
 
+Token = TypeVar("Token")
+
+
 @runtime_checkable
-class ConsumeHooks(Protocol):
+class ConsumeHooks(Protocol[Token]):
     """What a middleware that only acts before and after the rest of the consume chain may define besides
     `consume`: when it is the outermost middleware, the runtime calls `enter` and `exit` around the rest itself
     (`split_consume`), so no coroutine of the middleware's own, with its frame and await, runs on every hop.
     `exit` gets what `enter` returned and runs however the rest ended (`ctx.outcome` says how); the middleware's
-    `consume` must do the same as the pair, for the chains that call it."""
+    `consume` must do the same as the pair, for the chains that call it: `consume_with_hooks` does."""
 
-    def enter(self, ctx: HandleContext) -> object: ...
+    def enter(self, ctx: HandleContext) -> Token: ...
 
-    def exit(self, token: object, ctx: HandleContext) -> None: ...
+    def exit(self, token: Token, ctx: HandleContext) -> None: ...
 
 
-def split_consume(middlewares: Sequence[Middleware]) -> tuple[ConsumeHooks | None, tuple[Middleware, ...]]:
+async def consume_with_hooks(hooks: ConsumeHooks[Token], call_next: ConsumeNext, ctx: HandleContext) -> None:
+    """The `consume` a middleware with hooks owes the chains that call it: `enter`, the rest, `exit` however it
+    ended. (The runtime inlines the same for the outermost middleware, which is the point of the hooks.)"""
+    token = hooks.enter(ctx)
+    try:
+        await call_next()
+    finally:
+        hooks.exit(token, ctx)
+
+
+def split_consume(middlewares: Sequence[Middleware]) -> tuple[ConsumeHooks[Any] | None, tuple[Middleware, ...]]:
     """The outermost middleware as hooks when it has them, and the middlewares for `chain_consume` inside it."""
     if middlewares and isinstance(middlewares[0], ConsumeHooks):
         return middlewares[0], tuple(middlewares[1:])

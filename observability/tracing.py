@@ -12,7 +12,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.util.types import AnyValue
 
 from relaychain.bus.base import Message
-from relaychain.bus.middleware import ConsumeNext, HandleContext, PublishNext
+from relaychain.bus.middleware import ConsumeNext, HandleContext, PublishNext, consume_with_hooks
 from relaychain.observability import current_span, traceparent
 from relaychain.observability.hop_span import HopIds, HopTracer
 
@@ -36,11 +36,7 @@ class TracingMiddleware:
         self._tracer = HopTracer(tracer_provider)
 
     async def consume(self, call_next: ConsumeNext, ctx: HandleContext) -> None:
-        token = self.enter(ctx)
-        try:
-            await call_next()
-        finally:
-            self.exit(token, ctx)
+        await consume_with_hooks(self, call_next, ctx)
 
     def enter(self, ctx: HandleContext) -> tuple[Span, Token[Context]]:
         """The hop's span, started and made current (`ConsumeHooks`: the runtime calls this and `exit` directly)."""

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from relaychain.bus import MemoryBus
 from relaychain.bus.base import Message
 from relaychain.bus.codec import EventCodec
-from relaychain.bus.middleware import ConsumeNext, HandleContext, PublishNext, split_consume
+from relaychain.bus.middleware import ConsumeNext, HandleContext, PublishNext, consume_with_hooks, split_consume
 from relaychain.bus.runtime import AgentRuntime, RetryPolicy, Routes
 from relaychain.schemas import Event
 from tests.bus.test_contract import Ping, Pong
@@ -27,11 +27,7 @@ class Hooks:
         self.log.append(f"exit {token} {ctx.outcome}")
 
     async def consume(self, call_next: ConsumeNext, ctx: HandleContext) -> None:
-        token = self.enter(ctx)
-        try:
-            await call_next()
-        finally:
-            self.exit(token, ctx)
+        await consume_with_hooks(self, call_next, ctx)
 
     async def publish(self, call_next: PublishNext, message: Message) -> None:
         await call_next(message)
