@@ -38,6 +38,7 @@ from relaychain.agents.llm.base import (
     ModelRequestRejected,
     ModelTimeout,
 )
+from relaychain.agents.llm.c_stderr import held_stderr
 from relaychain.agents.llm.decode_threads import DecodeThreads
 from relaychain.agents.llm.threaded import (
     CallSide,
@@ -292,12 +293,17 @@ class _Engine:
             else:
                 # The GBNF text is only parsed when a sampler is made, and generating with a grammar llama.cpp
                 # refused (say, a long maxLength unrolled past its repetition limit) crashes the process.
-                sampler = llama_cpp.llama_sampler_init_grammar(
-                    loaded.vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
-                )
+                # A refusal prints the whole grammar to stderr: its reason goes into the answer instead.
+                with held_stderr() as printed:
+                    sampler = llama_cpp.llama_sampler_init_grammar(
+                        loaded.vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
+                    )
+                reason, others = _refusal(printed.text, grammar._grammar)
+                printed.release(others)
                 if not sampler:
                     grammar = (
-                        "llama.cpp refused the grammar of the JSON Schema (too large: lower its maxLength/maxItems)"
+                        f"llama.cpp refused the grammar of the JSON Schema ({reason or 'no reason given'}; "
+                        "lower its maxLength/maxItems)"
                     )
                 else:
                     llama_cpp.llama_sampler_free(sampler)
@@ -365,3 +371,24 @@ def reusable_rows(cached: list[int], prompt: list[int], held: Sequence[int]) -> 
 
 def _token_text(llama: Any, token: int) -> str:
     return "" if token < 0 else llama.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+
+_REFUSAL = "error parsing grammar: "
+
+
+def _refusal(printed: str, grammar: str) -> tuple[str | None, str]:
+    """llama.cpp's reason for refusing `grammar`, and what else was printed meanwhile.
+
+    Its parser prints `<function>: error parsing grammar: <reason>`, a blank line and the grammar whole."""
+    at = printed.find(_REFUSAL)
+    if at < 0:
+        return None, printed
+    line_start = printed.rfind("\n", 0, at) + 1
+    reason_end = printed.find("\n", at)
+    reason_end = len(printed) if reason_end < 0 else reason_end
+    reason = printed[at + len(_REFUSAL) : reason_end].strip()
+    dump_at = printed.find(grammar, reason_end)
+    # The dump is cut only where it is whole; another thread's output inside it stays, and the dump with it.
+    end = dump_at + len(grammar) if dump_at >= 0 and not printed[reason_end:dump_at].strip() else reason_end
+    end = end + 1 if printed[end : end + 1] == "\n" else end
+    return reason, printed[:line_start] + printed[end:]

@@ -21,7 +21,7 @@ from relaychain.agents.llm import (
     ModelTimeout,
 )
 from relaychain.agents.llm.decode_threads import DecodeThreads
-from relaychain.agents.llm.llama import LLAMA_CPP_PACKAGE, PROMPT_STEP_TOKENS, LlamaChatModel, reusable_rows
+from relaychain.agents.llm.llama import LLAMA_CPP_PACKAGE, PROMPT_STEP_TOKENS, LlamaChatModel, _refusal, reusable_rows
 from relaychain.agents.tokens.counter import HuggingFaceCounter
 from relaychain.schemas import ChatMessage
 from relaychain.schemas.config import AppConfig, ModelConfig
@@ -198,13 +198,15 @@ async def test_generation_past_the_timeout_is_a_typed_error(smollm2_llama: Llama
 
 
 async def test_a_schema_llama_cpp_cannot_compile_is_a_typed_refusal_not_a_crash(
-    smollm2_llama: LlamaChatModel,
+    smollm2_llama: LlamaChatModel, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """car_blog's schema (maxLength 1200) unrolls past llama.cpp's repetition limit: it used to segfault."""
     huge = {"type": "object", "properties": {"body": {"type": "string", "maxLength": 1200}}, "required": ["body"]}
     for _ in range(2):  # the refusal is remembered: the second call does not parse again
-        with pytest.raises(ModelRequestRejected, match="refused the grammar"):
+        with pytest.raises(ModelRequestRejected, match=r"refused the grammar .*repetition"):
             await smollm2_llama.complete(ask("Write a blog post as JSON.", 16, json_schema=huge))
+    # llama.cpp prints the refused grammar whole (kilobytes of GBNF); only its reason reaches the caller.
+    assert "error parsing grammar" not in capfd.readouterr().err
     completion = await smollm2_llama.complete(ask("Rate the film Alien as JSON.", 48, json_schema=RATING))
     assert set(json.loads(completion.text)) == {"title", "score"}
 
@@ -291,3 +293,13 @@ def test_a_process_that_used_a_model_exits_cleanly_without_a_teardown_traceback(
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "4"
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+
+
+def test_a_refusal_yields_its_reason_and_drops_only_the_printed_grammar() -> None:
+    grammar = 'root ::= "{" body "}"\nbody ::= char (char)?\n'
+    printed = f"before\nparse: error parsing grammar: too many repetitions\n\n{grammar}\nafter\n"
+    assert _refusal(printed, grammar) == ("too many repetitions", "before\nafter\n")
+    # Another thread's line inside the dump: nothing but the reason's line is cut.
+    mixed = f"parse: error parsing grammar: too many repetitions\nother thread\n{grammar}\n"
+    assert _refusal(mixed, grammar) == ("too many repetitions", f"other thread\n{grammar}\n")
+    assert _refusal("nothing to see\n", grammar) == (None, "nothing to see\n")
