@@ -23,7 +23,10 @@ from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace import Span, set_span_in_context
 from opentelemetry.trace.propagation import _SPAN_KEY
 
-__all__ = ["current_context", "enter", "leave"]
+__all__ = ["SPAN_KEY", "current_context", "enter", "leave"]
+
+SPAN_KEY = _SPAN_KEY
+"""Where a context holds its current span (OpenTelemetry's own key; read here only, not by each caller)."""
 
 
 def _context_variable() -> ContextVar[Context] | None:

@@ -229,8 +229,7 @@ class HopTracer:
             span = HopSpan(
                 self, name, trace_hex, span_hex, flags, state, parent_hex, parent, kind, dict(result.attributes)
             )
-        if self._watched._span_processors is not self._seen_processors:
-            self._read_processors()
+        self._refresh_processors()
         for on_start in self._starts:
             on_start(span, parent_context=parent_context or self._parent_context(parent))
         return span
@@ -264,8 +263,7 @@ class HopTracer:
             return UnsampledHopSpan(trace_hex, span_hex, flags, state)
         # The parent's own object is made only if something asks for it (`HopSpan._remote_parent`).
         span = HopSpan(self, name, trace_hex, span_hex, flags, state, parent_hex, parent_flags, kind, attributes)
-        if self._watched._span_processors is not self._seen_processors:
-            self._read_processors()
+        self._refresh_processors()
         for on_start in self._starts:
             on_start(span, parent_context=self._parent_context(span._remote_parent))
         return span
@@ -274,10 +272,12 @@ class HopTracer:
     def _parent_context(parent: RemoteParent | None) -> Context:
         return _ROOT if parent is None else trace_api.set_span_in_context(NonRecordingSpan(parent.span_context), _ROOT)
 
-    def _read_processors(self) -> None:
+    def _refresh_processors(self) -> None:
         """The processor calls a span needs, read again when a processor was added: the SDK's multi-processor
         is looked through (its loops, and hooks that do nothing, cost a call each per span)."""
-        processors = getattr(self._processor, "_span_processors", None)
+        processors = self._watched._span_processors
+        if processors is self._seen_processors:
+            return
         self._seen_processors = processors
         # The SDK types its processors' hooks for its own Span; they read only the ReadableSpan interface HopSpan has.
         if processors is None or type(self._processor) is not SynchronousMultiSpanProcessor:
@@ -493,10 +493,9 @@ class HopSpan(HopIds, trace_api.Span, ReadableSpan):  # type: ignore[misc]  # `_
             log.warning("Calling end() on an ended span.")
             return
         self._end_time = self._record["end_ns"] = end_time if end_time is not None else time_ns()
-        # Handed to the processors as the SDK's own spans are; the tracer's calls are read here (a call less).
+        # Handed to the processors as the SDK's own spans are.
         tracer = self._tracer
-        if tracer._watched._span_processors is not tracer._seen_processors:
-            tracer._read_processors()
+        tracer._refresh_processors()
         for on_ending in tracer._endings:
             on_ending(self)
         for on_end in tracer._ends:

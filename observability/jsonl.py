@@ -18,7 +18,7 @@ import orjson
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from relaychain.observability.hop_span import HopSpan, span_record
+from relaychain.observability.hop_span import span_record
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,8 @@ class JsonLinesSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         if self._closed:
             return
-        # `span_line`, without its call; a hop span has kept its record (see `span_record`).
-        record = span._record if type(span) is HopSpan else span_record(span)
-        line = orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
+        # `span_line`, without its call.
+        line = orjson.dumps(span_record(span), default=str, option=orjson.OPT_APPEND_NEWLINE)
         lock = self._lock
         lock.acquire()  # not `with`: its __enter__/__exit__ calls cost as much as the rest of this block
         try:

@@ -8,12 +8,12 @@ from contextvars import Token
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.util.types import AnyValue
 
 from relaychain.bus.base import Message
 from relaychain.bus.middleware import ConsumeNext, HandleContext, PublishNext, consume_with_hooks
 from relaychain.observability import current_span, traceparent
+from relaychain.observability.current_span import SPAN_KEY
 from relaychain.observability.hop_span import HopIds, HopTracer
 
 _FAILED = frozenset({"error", "dead_lettered"})
@@ -73,7 +73,7 @@ class TracingMiddleware:
 
     def publish(self, call_next: PublishNext, message: Message) -> Awaitable[None]:
         # Not a coroutine of its own: the next publish is returned to be awaited (one frame less per hop).
-        span = current_span.current_context().get(_SPAN_KEY)  # `current_span.current()`, without its call
+        span = current_span.current_context().get(SPAN_KEY)
         headers = message.headers
         if not isinstance(headers, dict):
             # Written in place when the publisher built a dict (see `Middleware.publish`): a copy of the headers
